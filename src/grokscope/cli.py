@@ -1,0 +1,68 @@
+"""The ``grokscope`` command: one subcommand per pipeline stage.
+
+Each stage module defines ``add_arguments(parser)`` and ``run(args) -> int``. Only the module
+of the chosen subcommand is imported, so ``grokscope --help`` is instant and heavy libraries
+(torch, dask, matplotlib) load only when a stage needs them. Input problems raise
+:class:`~grokscope.errors.GrokscopeError`; they are printed without a traceback and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from grokscope import __version__
+from grokscope.errors import GrokscopeError
+
+# name -> (module, one-line help). Order = pipeline order.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("grokscope.prepare", "tokenize a corpus into a packed token stream in training order"),
+    "train": ("grokscope.train", "pre-train a GPT-2-style model on a token stream, with log-spaced checkpoints"),
+    "phrases": ("grokscope.phrases", "find the critical phrase of every minimal pair"),
+    "exposure": ("grokscope.exposure", "search the token stream, in training order, for every critical phrase"),
+    "score": ("grokscope.score", "score every checkpoint on every minimal pair (+ hidden states, attention)"),
+    "analyse": ("grokscope.analyse", "proxy splits, fit/generalisation steps and delay, probes, heads"),
+    "report": ("grokscope.report", "write the HTML report, figures and summary table of a study"),
+    "run": ("grokscope.pipeline", "run every stage a study still lacks, from a study TOML"),
+    "demo": ("grokscope.demo", "offline controlled-exposure testbed: generate, train, analyse, report"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="grokscope",
+        description="Trace when a language model learns grammar during pre-training, and whether "
+        "it first fits phrases it has seen (proxy-train) before generalising to unseen ones (proxy-val).",
+    )
+    parser.add_argument("--version", action="version", version=f"grokscope {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in COMMANDS:
+        command = None
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except GrokscopeError as e:
+        print(f"grokscope {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"grokscope {args.command}: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
