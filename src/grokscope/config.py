@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grokscope.data.testbed import TestbedSettings
 from grokscope.errors import ConfigError
 
 
@@ -43,6 +44,7 @@ class DataSection:
     format: str = "auto"  # auto | grokscope | megatron | nanogpt | olmo
     rows_per_step: int = 0  # batch size in rows for an existing stream (Pythia: 1024); 0 = from training
     eos_id: int = -1  # -1 = from the tokenizer / manifest
+    dtype: str = "auto"  # token dtype written by prepare: auto (uint16 if the vocabulary fits) | uint16 | uint32
 
 
 @dataclass
@@ -67,6 +69,9 @@ class TrainSection:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 = all cores
+    state_every: int = 200  # resume state (optimizer, scheduler, RNG) every N steps, and at every checkpoint
+    state_seconds: float = 600.0  # ... and at least this often in wall time (0 = off)
+    pad_vocab_to: int = 64  # embedding rows rounded up to a multiple of this (1 = exact vocab)
 
 
 @dataclass
@@ -111,12 +116,33 @@ class AnalyseSection:
     top_k_heads: int = 3
     ablation_repeats: int = 20
     seed: int = 0
+    n_perm: int = 1000  # permutations of the "train leads val" test
+    min_pairs: int = 10  # a split with fewer pairs at a checkpoint is undefined there
+    match_on: str = "auto"  # confound control: auto | word_frequency | phrase_length
+    match_bins: int = 5  # quantile bins of log(1 + match value)
+    probes: bool = True
+    heads: bool = True
+    ablation: bool = True  # needs the checkpoint directories named in the score metadata
+    ablation_pairs: int = 1000  # pairs re-scored per ablation (seeded subsample); 0 = all
+    ablation_step: int = -1  # checkpoint step to ablate; -1 = the last scored step
 
 
 @dataclass
 class ReportSection:
     title: str = ""
     formats: list[str] = field(default_factory=lambda: ["png", "svg"])
+
+
+@dataclass
+class TestbedSection(TestbedSettings):
+    """``[testbed]``: generate grokscope's controlled-exposure corpus + pairs (``grokscope demo``).
+    The keys are :class:`grokscope.data.testbed.TestbedSettings` plus these two."""
+
+    enabled: bool = False
+    out: str = ""  # where corpus.jsonl, pairs.jsonl, ground_truth.json go; default: <study>/testbed
+
+    def settings(self) -> TestbedSettings:
+        return TestbedSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TestbedSettings)})
 
 
 @dataclass
@@ -129,6 +155,7 @@ class StudyConfig:
     score: ScoreSection = field(default_factory=ScoreSection)
     analyse: AnalyseSection = field(default_factory=AnalyseSection)
     report: ReportSection = field(default_factory=ReportSection)
+    testbed: TestbedSection = field(default_factory=TestbedSection)
     source: str = ""  # the file it was loaded from (not a TOML key)
 
     def resolve_path(self, value: str) -> Path:
@@ -231,6 +258,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 _CHOICES = {
     ("data", "format"): {"auto", "grokscope", "megatron", "nanogpt", "olmo"},
+    ("data", "dtype"): {"auto", "uint16", "uint32"},
     ("train", "device"): {"auto", "cpu", "cuda"},
     ("score", "convention"): {"lm_eval", "minicons", "none"},
     ("score", "reduction"): {"sum", "mean"},
@@ -238,13 +266,16 @@ _CHOICES = {
     ("score", "device"): {"auto", "cpu", "cuda"},
     ("score", "dtype"): {"auto", "float32", "bfloat16", "float16"},
     ("analyse", "criterion"): {"level", "fraction", "both"},
+    ("analyse", "match_on"): {"auto", "word_frequency", "phrase_length"},
 }
 
 _POSITIVE = {
     ("data", "seq_len"), ("train", "n_layer"), ("train", "n_embd"), ("train", "n_head"),
     ("train", "batch_size"), ("train", "max_steps"), ("train", "checkpoint_every"),
+    ("train", "state_every"), ("train", "pad_vocab_to"),
     ("exposure", "workers"), ("score", "batch_size"), ("analyse", "min_count"),
     ("analyse", "n_boot"), ("analyse", "probe_folds"), ("analyse", "top_k_heads"),
+    ("analyse", "n_perm"), ("analyse", "min_pairs"), ("analyse", "match_bins"),
 }
 
 

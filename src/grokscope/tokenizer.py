@@ -62,6 +62,8 @@ def _bpe_from_vocab_merges(path: Path) -> Any:
     tk = Tokenizer(bpe)
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
+    # the end-of-text marker is one special token (as in GPT-2's own tokenizer.json), never split
+    tk.add_special_tokens([c for c in EOS_CANDIDATES if tk.token_to_id(c) is not None])
     return PreTrainedTokenizerFast(tokenizer_object=tk)
 
 

@@ -1,0 +1,227 @@
+"""Find the checkpoints to score, and what each one has seen.
+
+A :class:`Checkpoint` is a model ``AutoModelForCausalLM`` can load (a local Hugging Face
+directory or a hub id with a revision) together with its training **step** and **tokens
+seen**. Scoring refuses to guess either: they come from grokscope's own run metadata
+(``grokscope_checkpoint.json``), from a known suite's schedule (Pythia's ``stepN`` revisions:
+1024 rows × 2049 tokens per step), or from the user (``--step`` / ``--tokens-seen`` /
+``--tokens-per-step``).
+
+Accepted specs (:func:`discover_checkpoints`):
+
+* a grokscope study, run, or ``run/checkpoints`` directory → every
+  ``step_*/grokscope_checkpoint.json`` below it;
+* one checkpoint directory (grokscope's, or any HF causal-LM dir with ``config.json`` + weights);
+* a glob of such directories (``runs/x/checkpoint-*``);
+* a hub id with an optional revision: ``EleutherAI/pythia-160m@step1000`` (loaded when scored;
+  needs the hub to be reachable).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from grokscope.errors import DataError
+
+CHECKPOINT_JSON = "grokscope_checkpoint.json"
+WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.safetensors.index.json",
+                   "pytorch_model.bin.index.json", "*.pt", "*.pth")
+# Known training schedules of public suites: tokens seen per optimizer step.
+KNOWN_TOKENS_PER_STEP = {
+    "EleutherAI/pythia": 1024 * 2049,  # 1024 rows of 2049 tokens per step (Pythia's packing)
+}
+_STEP_IN_NAME = re.compile(r"(?:^|[^a-z])(?:step|checkpoint)[-_]?(\d+)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One model to score: where it is, and how far into training it was saved."""
+
+    path: str  # local directory, or a hub id
+    revision: str | None  # hub revision (branch/tag/commit); None for local directories
+    step: int
+    tokens_seen: int
+    source: str  # "grokscope" | "hf_dir" | "hub"
+
+    @property
+    def is_local(self) -> bool:
+        return self.source != "hub"
+
+    @property
+    def label(self) -> str:
+        return f"{self.path}@{self.revision}" if self.revision else self.path
+
+
+def discover_checkpoints(
+    specs: list[str] | str,
+    step: int | None = None,
+    tokens_seen: int | None = None,
+    tokens_per_step: int | None = None,
+    errors: list[str] | None = None,
+) -> list[Checkpoint]:
+    """Every checkpoint named by ``specs`` (see the module docstring), sorted by step.
+
+    ``step``/``tokens_seen`` apply to a single plain HF directory (or hub id) whose step is not
+    recorded; ``tokens_per_step`` turns a step read from a directory name or a ``stepN``
+    revision into tokens seen. A checkpoint whose step or tokens seen stays unknown is a
+    :class:`DataError`. If ``errors`` is a list, problems are appended to it (and that
+    checkpoint skipped) instead of raised, so callers can score the rest.
+    """
+    if isinstance(specs, str):
+        specs = [specs]
+    if not specs:
+        raise DataError("no checkpoints given (expected directories, globs or hub ids)")
+    found: list[Checkpoint] = []
+    for spec in specs:
+        try:
+            found.extend(_from_spec(spec, step, tokens_seen, tokens_per_step, errors))
+        except DataError as e:
+            if errors is None:
+                raise
+            errors.append(str(e))
+    _check_unique_steps(found)
+    return sorted(found, key=lambda c: (c.step, c.label))
+
+
+def _from_spec(spec: str, step: int | None, tokens_seen: int | None, tokens_per_step: int | None,
+               errors: list[str] | None) -> list[Checkpoint]:
+    path = Path(spec).expanduser()
+    if any(ch in spec for ch in "*?["):
+        matches = sorted(glob.glob(str(path)))
+        dirs = [Path(m) for m in matches if Path(m).is_dir()]
+        if not dirs:
+            raise DataError(f"checkpoint glob '{spec}' matched no directories")
+        out = []
+        for d in dirs:
+            try:
+                out.extend(_from_dir(d, step, tokens_seen, tokens_per_step, in_glob=True, errors=errors))
+            except DataError as e:
+                if errors is None:
+                    raise
+                errors.append(str(e))
+        return out
+    if path.exists():
+        if not path.is_dir():
+            raise DataError(f"{path}: a checkpoint must be a directory (a Hugging Face model dir), got a file")
+        return _from_dir(path, step, tokens_seen, tokens_per_step, in_glob=False, errors=errors)
+    if _looks_like_hub_id(spec):
+        return [_from_hub_id(spec, step, tokens_seen, tokens_per_step)]
+    raise DataError(f"checkpoint '{spec}': directory does not exist")
+
+
+def _from_dir(path: Path, step: int | None, tokens_seen: int | None, tokens_per_step: int | None,
+              in_glob: bool, errors: list[str] | None = None) -> list[Checkpoint]:
+    if (path / CHECKPOINT_JSON).exists():
+        return [_grokscope_checkpoint(path)]
+    if not (path / "config.json").exists():
+        # A study, run or checkpoints directory: every grokscope checkpoint below it.
+        for base in (path / "run" / "checkpoints", path / "checkpoints", path):
+            metas = sorted(base.glob(f"step_*/{CHECKPOINT_JSON}"))
+            if metas:
+                out = []
+                for m in metas:
+                    try:
+                        out.append(_grokscope_checkpoint(m.parent))
+                    except DataError as e:
+                        if errors is None:
+                            raise
+                        errors.append(str(e))
+                return out
+    _require_hf_dir(path)
+    resolved_step = step if (step is not None and not in_glob) else _step_from_name(path.name)
+    if resolved_step is None:
+        raise DataError(
+            f"{path}: training step unknown (no {CHECKPOINT_JSON}, no step in the directory name); "
+            "give it with --step N --tokens-seen N"
+        )
+    tokens = _tokens(resolved_step, tokens_seen if not in_glob else None, tokens_per_step, None)
+    if tokens is None:
+        raise DataError(
+            f"{path}: tokens seen at step {resolved_step} unknown; give --tokens-seen N "
+            "(or --tokens-per-step N)"
+        )
+    return [Checkpoint(str(path.resolve()), None, int(resolved_step), int(tokens), "hf_dir")]
+
+
+def _grokscope_checkpoint(path: Path) -> Checkpoint:
+    meta_path = path / CHECKPOINT_JSON
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{meta_path}: not readable JSON: {e}") from None
+    for key in ("step", "tokens_seen"):
+        if not isinstance(meta.get(key), int) or meta[key] < 0:
+            raise DataError(f"{meta_path}: expected a non-negative integer '{key}', got {meta.get(key)!r}")
+    _require_hf_dir(path)
+    return Checkpoint(str(path.resolve()), None, meta["step"], meta["tokens_seen"], "grokscope")
+
+
+def _require_hf_dir(path: Path) -> None:
+    if not (path / "config.json").exists():
+        raise DataError(f"{path}: not a Hugging Face model directory (no config.json)")
+    if not any(any(path.glob(p)) for p in WEIGHT_PATTERNS):
+        raise DataError(
+            f"{path}: no model weights (expected model.safetensors, pytorch_model.bin or a sharded index)"
+        )
+
+
+def _step_from_name(name: str) -> int | None:
+    m = _STEP_IN_NAME.search(name)
+    return int(m.group(1)) if m else None
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    repo = spec.split("@", 1)[0]
+    return (
+        repo.count("/") == 1 and not repo.startswith((".", "/", "~"))
+        and all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", part) for part in repo.split("/"))
+    )
+
+
+def _from_hub_id(spec: str, step: int | None, tokens_seen: int | None,
+                 tokens_per_step: int | None) -> Checkpoint:
+    repo, _, revision = spec.partition("@")
+    revision = revision or None
+    resolved_step = step
+    if resolved_step is None and revision:
+        m = re.fullmatch(r"(?:global_?)?step[-_]?(\d+)(?:[-_].*)?", revision)
+        resolved_step = int(m.group(1)) if m else None
+    if resolved_step is None:
+        raise DataError(
+            f"hub checkpoint '{spec}': training step unknown; use a revision like @step1000 or give --step N"
+        )
+    tokens = _tokens(resolved_step, tokens_seen, tokens_per_step, repo)
+    if tokens is None:
+        raise DataError(
+            f"hub checkpoint '{spec}': tokens seen at step {resolved_step} unknown; give --tokens-seen N "
+            "or --tokens-per-step N"
+        )
+    return Checkpoint(repo, revision, int(resolved_step), int(tokens), "hub")
+
+
+def _tokens(step: int, tokens_seen: int | None, tokens_per_step: int | None, repo: str | None) -> int | None:
+    if tokens_seen is not None:
+        return tokens_seen
+    if tokens_per_step is not None:
+        return step * tokens_per_step
+    if repo is not None:
+        for prefix, per_step in KNOWN_TOKENS_PER_STEP.items():
+            if repo.startswith(prefix):
+                return step * per_step
+    return None
+
+
+def _check_unique_steps(found: list[Checkpoint]) -> None:
+    by_step: dict[int, Checkpoint] = {}
+    for c in found:
+        if c.step in by_step and by_step[c.step].label != c.label:
+            raise DataError(
+                f"two checkpoints claim step {c.step}: {by_step[c.step].label} and {c.label}; "
+                "score them into different studies"
+            )
+        by_step[c.step] = c
+    # exact duplicates (the same checkpoint named twice) are dropped
+    found[:] = list({c.label: c for c in found}.values())

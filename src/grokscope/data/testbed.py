@@ -1,0 +1,621 @@
+"""The controlled-exposure testbed: grokscope's own small English grammar.
+
+It generates two things from one seed:
+
+* a **pre-training corpus** (``corpus.jsonl``: one JSON document per line, ``{"id", "text"}``),
+* **minimal pairs** in BLiMP format (``pairs.jsonl``: ``sentence_good``, ``sentence_bad``,
+  ``UID``, ``linguistics_term``, ``pairID`` + explicit ``critical``/``context`` character
+  spans in the good sentence),
+
+for four paradigms: determiner-noun agreement ("this lantern" / "this lanterns"),
+subject-verb agreement ("the baker sleeps" / "the baker sleep"), subject-verb agreement across
+a distractor ("the kings near the sailor sleep") and anaphor agreement ("the nuns praised
+themselves" / "... herself").
+
+The experimenter decides which **critical phrases** occur in training, how often and from
+where on. The background text of the corpus never contains any benchmark phrase (good or
+bad, any capitalisation: every sentence is checked against the phrase set); the phrases of
+*planted* units are then inserted ``frequency`` times each, into documents drawn from the
+part of the corpus where the unit's schedule allows them. A unit is one noun for
+determiner-noun agreement (both "this N" and "these Ns": a withheld noun never follows
+"this"/"these", but occurs after "the", "a", "my", as a subject, in "there are many Ns" ...)
+and one good phrase for the other paradigms. With ``planting=False`` every unit is planted
+(every noun occurs in every frame), so no systematic seen/unseen gap is expected.
+
+``ground_truth.json`` records, per unit and per pair, whether it was planted, how often, and
+from which fraction of the corpus (= of training, since ``prepare`` keeps document order when
+``[data] shuffle = false``) and the exact count of each phrase in the corpus.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grokscope.errors import ConfigError
+
+# --------------------------------------------------------------------------------------
+# Lexicon (written for grokscope; singular, plural)
+# --------------------------------------------------------------------------------------
+OBJECT_NOUNS: tuple[tuple[str, str], ...] = (
+    ("lantern", "lanterns"), ("kettle", "kettles"), ("ladder", "ladders"), ("basket", "baskets"),
+    ("candle", "candles"), ("blanket", "blankets"), ("window", "windows"), ("pebble", "pebbles"),
+    ("bucket", "buckets"), ("carpet", "carpets"), ("wagon", "wagons"), ("mirror", "mirrors"),
+    ("pillow", "pillows"), ("drum", "drums"), ("shovel", "shovels"), ("button", "buttons"),
+    ("trumpet", "trumpets"), ("barrel", "barrels"), ("saddle", "saddles"), ("ribbon", "ribbons"),
+    ("pocket", "pockets"), ("helmet", "helmets"), ("anchor", "anchors"), ("feather", "feathers"),
+    ("box", "boxes"), ("dish", "dishes"), ("brush", "brushes"), ("torch", "torches"),
+    ("bench", "benches"), ("glass", "glasses"), ("knife", "knives"), ("shelf", "shelves"),
+    ("lamp", "lamps"), ("spoon", "spoons"), ("jar", "jars"), ("rope", "ropes"),
+    ("coin", "coins"), ("map", "maps"), ("kite", "kites"), ("cup", "cups"),
+)
+# nouns used only as filler after this/these (never in a benchmark pair)
+FILLER_NOUNS: tuple[tuple[str, str], ...] = (
+    ("painting", "paintings"), ("letter", "letters"), ("chair", "chairs"), ("table", "tables"),
+    ("book", "books"), ("stone", "stones"), ("bottle", "bottles"), ("hat", "hats"),
+)
+# people: (singular, plural, gender of the singular: m | f | "" = unspecified)
+PEOPLE: tuple[tuple[str, str, str], ...] = (
+    ("king", "kings", "m"), ("queen", "queens", "f"), ("uncle", "uncles", "m"), ("aunt", "aunts", "f"),
+    ("nephew", "nephews", "m"), ("niece", "nieces", "f"), ("monk", "monks", "m"), ("nun", "nuns", "f"),
+    ("prince", "princes", "m"), ("princess", "princesses", "f"), ("duke", "dukes", "m"),
+    ("duchess", "duchesses", "f"), ("groom", "grooms", "m"), ("bride", "brides", "f"),
+    ("waiter", "waiters", "m"), ("waitress", "waitresses", "f"),
+    ("farmer", "farmers", ""), ("sailor", "sailors", ""), ("baker", "bakers", ""),
+    ("pilot", "pilots", ""), ("doctor", "doctors", ""), ("painter", "painters", ""),
+    ("student", "students", ""), ("tailor", "tailors", ""), ("dancer", "dancers", ""),
+    ("hunter", "hunters", ""), ("miner", "miners", ""), ("clerk", "clerks", ""),
+)
+# intransitive verbs: (3rd singular, plural)
+INTRANSITIVE: tuple[tuple[str, str], ...] = (
+    ("sleeps", "sleep"), ("laughs", "laugh"), ("waits", "wait"), ("sings", "sing"),
+    ("smiles", "smile"), ("wanders", "wander"), ("listens", "listen"), ("shouts", "shout"),
+    ("rests", "rest"), ("works", "work"), ("dances", "dance"), ("prays", "pray"),
+    ("whispers", "whisper"), ("complains", "complain"), ("travels", "travel"), ("hesitates", "hesitate"),
+)
+# transitive verbs in the past tense (no agreement)
+TRANSITIVE_PAST: tuple[str, ...] = (
+    "saw", "found", "carried", "dropped", "painted", "fixed", "bought", "sold",
+    "moved", "cleaned", "opened", "borrowed", "hid", "lifted", "noticed", "wanted",
+)
+# verbs that take a reflexive object, past tense
+REFLEXIVE_PAST: tuple[str, ...] = (
+    "hurt", "praised", "blamed", "admired", "warned", "fooled", "trusted", "thanked",
+    "surprised", "scared", "helped", "washed", "described", "forgave", "tricked", "defended",
+)
+ADJECTIVES: tuple[str, ...] = (
+    "old", "small", "heavy", "bright", "dusty", "broken", "green", "quiet", "new", "cold",
+    "clean", "wooden", "red", "tiny", "strange", "useful",
+)
+PEOPLE_ADJECTIVES: tuple[str, ...] = ("tired", "happy", "angry", "young", "busy", "calm", "kind", "proud")
+PLACES: tuple[str, ...] = (
+    "near the river", "in the morning", "at the market", "after dinner", "in the garden",
+    "by the harbour", "on the hill", "at night", "in the kitchen", "before noon",
+    "behind the barn", "in the village",
+)
+PREPOSITIONS: tuple[str, ...] = ("near", "behind", "beside", "with")
+DET_SG: tuple[str, ...] = ("the", "a", "my", "his", "her", "our", "their", "every", "one", "each")
+DET_PL: tuple[str, ...] = ("the", "my", "his", "her", "our", "their", "many", "two", "three", "some", "several", "few")
+DET_NEUTRAL: tuple[str, ...] = ("the", "my", "his", "her", "our", "their")
+REFLEXIVE = {"m": "himself", "f": "herself", "pl": "themselves"}
+
+PARADIGMS: dict[str, str] = {
+    # uid -> linguistics_term (phenomenon)
+    "det_noun_agreement": "determiner_noun_agreement",
+    "subject_verb_agreement": "subject_verb_agreement",
+    "distractor_agreement": "subject_verb_agreement",
+    "anaphor_agreement": "anaphor_agreement",
+}
+
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+@dataclass
+class TestbedSettings:
+    """Everything that decides what the testbed generates (also the ``[testbed]`` config section)."""
+
+    seed: int = 0
+    n_documents: int = 6000
+    sentences_per_document: int = 8  # mean; each document has 4..2n-4 sentences
+    paradigms: list[str] = field(default_factory=lambda: list(PARADIGMS))
+    planting: bool = True  # False: every unit planted (every noun in every frame)
+    planted_fraction: float = 0.5  # share of units whose phrases occur in training
+    frequency: int = 20  # occurrences of each planted phrase in the corpus
+    plant_start: float = 0.0  # planted phrases occur only from this fraction of the corpus on
+    late_fraction: float = 0.0  # share of planted units introduced late ...
+    late_start: float = 0.5  # ... only from this fraction of the corpus on
+    n_nouns: int = 32  # determiner-noun nouns (<= len(OBJECT_NOUNS))
+    frames_per_noun: int = 2  # pairs per noun and number (this / these)
+    pairs_per_paradigm: int = 96  # for the other paradigms
+    filler_demonstratives: bool = True  # "this/these" + filler nouns in the background
+    number_cues: bool = True  # False: benchmark nouns follow only number-neutral determiners
+    # ("the", "my", ...) in the background, so their number shows only in the verb after them
+
+    def validate(self, where: str = "[testbed]") -> None:
+        unknown = set(self.paradigms) - set(PARADIGMS)
+        if unknown or not self.paradigms:
+            raise ConfigError(f"{where} key 'paradigms': unknown {sorted(unknown)}; expected some of {list(PARADIGMS)}")
+        for key in ("planted_fraction", "plant_start", "late_fraction", "late_start"):
+            v = getattr(self, key)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"{where} key '{key}' must be in [0, 1], got {v!r}")
+        if self.plant_start >= 1.0 or self.late_start >= 1.0:
+            raise ConfigError(f"{where} keys 'plant_start'/'late_start' must be < 1")
+        for key in ("n_documents", "sentences_per_document", "frequency", "n_nouns", "frames_per_noun",
+                    "pairs_per_paradigm"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{where} key '{key}' must be positive, got {getattr(self, key)!r}")
+        if self.sentences_per_document < 3:
+            raise ConfigError(f"{where} key 'sentences_per_document' must be >= 3")
+        if not 2 <= self.n_nouns <= len(OBJECT_NOUNS):
+            raise ConfigError(f"{where} key 'n_nouns' must be in [2, {len(OBJECT_NOUNS)}], got {self.n_nouns}")
+        if self.frames_per_noun > len(TRANSITIVE_PAST):
+            raise ConfigError(f"{where} key 'frames_per_noun' must be <= {len(TRANSITIVE_PAST)}")
+
+
+@dataclass
+class Pair:
+    uid: str
+    pair_id: int
+    good: str
+    bad: str
+    critical: tuple[int, int]  # char span in good
+    context: tuple[int, int]
+    phrase: str  # critical phrase in good (context .. critical)
+    bad_phrase: str
+    unit: str  # planting unit
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sentence_good": self.good, "sentence_bad": self.bad, "UID": self.uid,
+            "linguistics_term": PARADIGMS[self.uid], "pairID": self.pair_id,
+            "critical": list(self.critical), "context": list(self.context),
+            "critical_phrase": self.phrase, "bad_critical_phrase": self.bad_phrase, "unit": self.unit,
+        }
+
+
+@dataclass
+class Unit:
+    name: str
+    uid: str
+    phrases: list[str]
+    planted: bool
+    start: float  # fraction of the corpus from which its phrases occur (planted only)
+
+
+@dataclass
+class Testbed:
+    settings: TestbedSettings
+    documents: list[str]
+    pairs: list[Pair]
+    units: list[Unit]
+    phrase_counts: dict[str, int]  # planted phrase -> occurrences in the corpus
+    phrase_first_doc: dict[str, int]  # planted phrase -> first document index
+
+    def ground_truth(self) -> dict[str, Any]:
+        unit_of = {u.name: u for u in self.units}
+        n_docs = len(self.documents)
+        pairs = []
+        for p in self.pairs:
+            u = unit_of[p.unit]
+            pairs.append({
+                "uid": p.uid, "pair_id": p.pair_id, "unit": p.unit, "phrase": p.phrase,
+                "planted": u.planted, "count": self.phrase_counts.get(p.phrase, 0),
+                "start_fraction": u.start if u.planted else None,
+                "first_document": self.phrase_first_doc.get(p.phrase),
+                "first_fraction": (self.phrase_first_doc[p.phrase] / n_docs) if p.phrase in self.phrase_first_doc else None,
+            })
+        return {
+            "settings": dataclasses.asdict(self.settings),
+            "n_documents": n_docs,
+            "units": [dataclasses.asdict(u) for u in self.units],
+            "pairs": pairs,
+            "summary": self.summary(),
+        }
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per paradigm: pairs, planted pairs, withheld pairs, planted units, earliest start."""
+        unit_of = {u.name: u for u in self.units}
+        out: dict[str, dict[str, Any]] = {}
+        for p in self.pairs:
+            u = unit_of[p.unit]
+            s = out.setdefault(p.uid, {"pairs": 0, "planted_pairs": 0, "withheld_pairs": 0,
+                                       "late_pairs": 0, "phenomenon": PARADIGMS[p.uid]})
+            s["pairs"] += 1
+            if u.planted:
+                s["planted_pairs"] += 1
+                if u.start > self.settings.plant_start:
+                    s["late_pairs"] += 1
+            else:
+                s["withheld_pairs"] += 1
+        return out
+
+
+# --------------------------------------------------------------------------------------
+# Sentences
+# --------------------------------------------------------------------------------------
+def _sentence(words: Iterable[str]) -> str:
+    text = " ".join(words)
+    return text[0].upper() + text[1:] + "."
+
+
+def _ngrams(sentence: str, n_max: int) -> Iterable[tuple[str, ...]]:
+    words = [w.lower() for w in _WORD.findall(sentence)]
+    for n in range(2, n_max + 1):
+        for i in range(len(words) - n + 1):
+            yield tuple(words[i:i + n])
+
+
+def _phrase_key(phrase: str) -> tuple[str, ...]:
+    return tuple(w.lower() for w in _WORD.findall(phrase))
+
+
+class _Grammar:
+    """Random sentences of the background grammar."""
+
+    def __init__(self, rng: random.Random, det_nouns: list[tuple[str, str]], filler: bool, cues: bool) -> None:
+        self.rng = rng
+        self.objects = list(det_nouns) + list(FILLER_NOUNS)
+        self.filler = filler
+        self.neutral = set() if cues else {sg for sg, _ in det_nouns}
+
+    def _np(self, pool: list[tuple[str, str]] | tuple, plural: bool, adj_pool: tuple[str, ...] = ADJECTIVES) -> list[str]:
+        r = self.rng
+        sg, pl = r.choice(pool)[:2]
+        det = r.choice(DET_NEUTRAL if sg in self.neutral else DET_PL if plural else DET_SG)
+        words = [det]
+        if r.random() < 0.25:
+            words.append(r.choice(adj_pool))
+        words.append(pl if plural else sg)
+        if det == "a" and words[1][0] in "aeiou":
+            words[0] = "an"
+        return words
+
+    def _person(self, plural: bool) -> tuple[list[str], tuple[str, str, str]]:
+        r = self.rng
+        person = r.choice(PEOPLE)
+        det = r.choice(DET_PL if plural else DET_SG)
+        words = [det]
+        if r.random() < 0.2:
+            words.append(r.choice(PEOPLE_ADJECTIVES))
+        words.append(person[1] if plural else person[0])
+        if det == "a" and words[1][0] in "aeiou":
+            words[0] = "an"
+        return words, person
+
+    def _place(self, p: float = 0.4) -> list[str]:
+        return self.rng.choice(PLACES).split() if self.rng.random() < p else []
+
+    def sentence(self) -> str:
+        r = self.rng
+        kind = r.random()
+        plural = r.random() < 0.5
+        if kind < 0.16:  # copula: "the lanterns are dusty"
+            pool = self.objects if r.random() < 0.7 else PEOPLE
+            adjs = ADJECTIVES if pool is self.objects else PEOPLE_ADJECTIVES
+            np_ = self._np(pool, plural, adjs)
+            aux = r.choice(("are", "were") if plural else ("is", "was"))
+            return _sentence(np_ + [aux, r.choice(adjs)] + self._place(0.3))
+        if kind < 0.34:  # transitive: "the farmer carried my basket"
+            subj, _ = self._person(r.random() < 0.5)
+            obj = self._np(self.objects, plural)
+            return _sentence(subj + [r.choice(TRANSITIVE_PAST)] + obj + self._place())
+        if kind < 0.50:  # intransitive, agreeing: "the bakers sleep at night"
+            subj, _ = self._person(plural)
+            verb = r.choice(INTRANSITIVE)[1 if plural else 0]
+            return _sentence(subj + [verb] + self._place(0.5))
+        if kind < 0.60:  # agreement across a prepositional phrase
+            subj, _ = self._person(plural)
+            other_plural = r.random() < 0.5
+            attractor = self._np(self.objects, other_plural) if r.random() < 0.5 else self._person(other_plural)[0]
+            verb = r.choice(INTRANSITIVE)[1 if plural else 0]
+            return _sentence(subj + [r.choice(PREPOSITIONS)] + attractor + [verb] + self._place(0.3))
+        if kind < 0.70:  # reflexive: "the queens blamed themselves"
+            subj, person = self._person(plural)
+            if not plural and not person[2]:
+                subj, person = self._person(True)
+                plural = True
+            refl = REFLEXIVE["pl" if plural else person[2]]
+            return _sentence(subj + [r.choice(REFLEXIVE_PAST), refl] + self._place(0.3))
+        if kind < 0.78:  # possession with an agreeing auxiliary: "the monks have two kettles"
+            subj, _ = self._person(plural)
+            aux = "have" if plural else "has"
+            return _sentence(subj + [aux] + self._np(self.objects, r.random() < 0.5))
+        if kind < 0.86:  # existential: "there are many lanterns in the kitchen"
+            np_ = self._np(list(FILLER_NOUNS) if self.neutral else self.objects, plural)
+            if plural and np_[0] in ("the", "my", "his", "her", "our", "their"):
+                np_[0] = r.choice(("many", "two", "some", "several"))
+            if not plural and np_[0] not in ("a", "an", "one"):
+                np_[0] = "a"
+                if np_[1][0] in "aeiou":
+                    np_[0] = "an"
+            return _sentence(["there", "are" if plural else "is"] + np_ + self._place(0.6))
+        if kind < 0.93 and self.filler:  # demonstratives with filler nouns: "the clerk sold these bottles"
+            subj, _ = self._person(r.random() < 0.5)
+            sg, pl = r.choice(FILLER_NOUNS)
+            return _sentence(subj + [r.choice(TRANSITIVE_PAST), "these" if plural else "this", pl if plural else sg]
+                             + self._place())
+        # object as subject of a passive-like frame: "my kettle was lifted near the river"
+        np_ = self._np(self.objects, plural)
+        aux = "were" if plural else "was"
+        return _sentence(np_ + [aux, r.choice(("moved", "cleaned", "opened", "sold", "found", "fixed"))] + self._place(0.5))
+
+
+# --------------------------------------------------------------------------------------
+# Pairs
+# --------------------------------------------------------------------------------------
+def _span(text: str, word: str, start: int = 0) -> tuple[int, int]:
+    m = re.compile(rf"(?<![A-Za-z]){re.escape(word)}(?![A-Za-z])").search(text, start)
+    assert m is not None, (text, word)
+    return m.start(), m.end()
+
+
+def _make_pair(uid: str, good_words: list[str], bad_words: list[str], ctx_index: int, crit_index: int) -> tuple[str, str, tuple[int, int], tuple[int, int], str, str]:
+    good, bad = _sentence(good_words), _sentence(bad_words)
+    # character offsets of each word in good / bad
+    def offsets(words: list[str]) -> list[tuple[int, int]]:
+        out, pos = [], 0
+        for w in words:
+            out.append((pos, pos + len(w)))
+            pos += len(w) + 1
+        return out
+    go, bo = offsets(good_words), offsets(bad_words)
+    lo, hi = min(ctx_index, crit_index), max(ctx_index, crit_index)
+    phrase = good[go[lo][0]:go[hi][1]]
+    bad_phrase = bad[bo[lo][0]:bo[hi][1]]
+    return good, bad, go[crit_index], go[ctx_index], phrase, bad_phrase
+
+
+def _subject_np(rng: random.Random, person: tuple[str, str, str], plural: bool) -> list[str]:
+    return ["the", person[1] if plural else person[0]]
+
+
+def generate_pairs(settings: TestbedSettings, rng: random.Random) -> tuple[list[Pair], list[tuple[str, str]]]:
+    """The benchmark pairs (each paradigm's pairs, with no phrase of one pair inside another's)."""
+    det_nouns = list(OBJECT_NOUNS[: settings.n_nouns])
+    pairs: list[Pair] = []
+    keys: dict[tuple[str, ...], str] = {}  # phrase key (good or bad) -> the good phrase it belongs to
+    n_max = 8
+
+    def conflicts(phrase: str, bad_phrase: str) -> bool:
+        pk, bk = _phrase_key(phrase), _phrase_key(bad_phrase)
+        # the new good phrase must not contain a different known phrase ...
+        for g in _ngrams(phrase, n_max):
+            if g in keys and keys[g] != phrase:
+                return True
+        # ... and no known good phrase may contain the new good or bad phrase
+        for known in set(keys.values()):
+            if known == phrase:
+                continue
+            grams = set(_ngrams(known, n_max))
+            if pk in grams or bk in grams:
+                return True
+        return False
+
+    def add(uid: str, gw: list[str], bw: list[str], ci: int, ki: int, unit: str | None = None) -> bool:
+        good, bad, crit, ctx, phrase, bad_phrase = _make_pair(uid, gw, bw, ci, ki)
+        if conflicts(phrase, bad_phrase):
+            return False
+        keys[_phrase_key(phrase)] = phrase
+        keys[_phrase_key(bad_phrase)] = phrase
+        pid = sum(1 for p in pairs if p.uid == uid)
+        pairs.append(Pair(uid, pid, good, bad, crit, ctx, phrase, bad_phrase, unit or f"{uid}:{phrase.lower()}"))
+        return True
+
+    if "det_noun_agreement" in settings.paradigms:
+        for sg, pl in det_nouns:
+            verbs = rng.sample(TRANSITIVE_PAST, settings.frames_per_noun * 2)
+            for k in range(settings.frames_per_noun * 2):
+                plural = k % 2 == 1
+                person = rng.choice(PEOPLE)
+                subj = _subject_np(rng, person, rng.random() < 0.5)
+                det = "these" if plural else "this"
+                gw = subj + [verbs[k], det, pl if plural else sg]
+                bw = subj + [verbs[k], det, sg if plural else pl]
+                add("det_noun_agreement", gw, bw, len(gw) - 2, len(gw) - 1, unit=f"det_noun_agreement:{sg}")
+    n = settings.pairs_per_paradigm
+    attempts = 0
+    if "subject_verb_agreement" in settings.paradigms:
+        while sum(p.uid == "subject_verb_agreement" for p in pairs) < n and attempts < 100 * n:
+            attempts += 1
+            person, verb, plural = rng.choice(PEOPLE), rng.choice(INTRANSITIVE), rng.random() < 0.5
+            subj = _subject_np(rng, person, plural)
+            place = rng.choice(PLACES).split()
+            gw = subj + [verb[1 if plural else 0]] + place
+            bw = subj + [verb[0 if plural else 1]] + place
+            add("subject_verb_agreement", gw, bw, 1, 2)
+    attempts = 0
+    if "distractor_agreement" in settings.paradigms:
+        while sum(p.uid == "distractor_agreement" for p in pairs) < n and attempts < 100 * n:
+            attempts += 1
+            head, other = rng.sample(PEOPLE, 2)
+            verb, plural = rng.choice(INTRANSITIVE), rng.random() < 0.5
+            subj = _subject_np(rng, head, plural) + [rng.choice(PREPOSITIONS), "the", other[0] if plural else other[1]]
+            gw = subj + [verb[1 if plural else 0]]
+            bw = subj + [verb[0 if plural else 1]]
+            add("distractor_agreement", gw, bw, 1, len(gw) - 1)
+    attempts = 0
+    if "anaphor_agreement" in settings.paradigms:
+        gendered = [p for p in PEOPLE if p[2]]
+        while sum(p.uid == "anaphor_agreement" for p in pairs) < n and attempts < 100 * n:
+            attempts += 1
+            person, verb, plural = rng.choice(gendered), rng.choice(REFLEXIVE_PAST), rng.random() < 0.5
+            subj = _subject_np(rng, person, plural)
+            good_refl = REFLEXIVE["pl" if plural else person[2]]
+            bad_refl = REFLEXIVE[person[2]] if plural else REFLEXIVE["pl"]
+            gw = subj + [verb, good_refl]
+            bw = subj + [verb, bad_refl]
+            add("anaphor_agreement", gw, bw, 1, 3)
+    for uid in settings.paradigms:
+        if uid != "det_noun_agreement" and sum(p.uid == uid for p in pairs) < n:
+            raise ConfigError(
+                f"[testbed]: could only make {sum(p.uid == uid for p in pairs)} distinct pairs for {uid} "
+                f"(asked for pairs_per_paradigm = {n}); lower it"
+            )
+    return pairs, det_nouns
+
+
+def _units(pairs: list[Pair], settings: TestbedSettings, rng: random.Random) -> list[Unit]:
+    phrases: dict[str, list[str]] = {}
+    uid_of: dict[str, str] = {}
+    for p in pairs:
+        lst = phrases.setdefault(p.unit, [])
+        if p.phrase not in lst:
+            lst.append(p.phrase)
+        uid_of[p.unit] = p.uid
+    units: list[Unit] = []
+    for uid in settings.paradigms:
+        names = [u for u in phrases if uid_of[u] == uid]
+        order = names[:]
+        rng.shuffle(order)
+        n_planted = len(names) if not settings.planting else round(settings.planted_fraction * len(names))
+        planted = set(order[:n_planted])
+        planted_list = [u for u in order if u in planted]
+        n_late = round(settings.late_fraction * len(planted_list))
+        late = set(planted_list[:n_late])
+        for name in names:
+            start = settings.late_start if name in late else settings.plant_start
+            units.append(Unit(name, uid, phrases[name], name in planted, max(start, settings.plant_start)))
+    return units
+
+
+# --------------------------------------------------------------------------------------
+# Corpus
+# --------------------------------------------------------------------------------------
+def _planting_frame(rng: random.Random, phrase: str, uid: str) -> str:
+    """A sentence that contains ``phrase`` (a good critical phrase) in a fresh frame."""
+    if uid == "det_noun_agreement":
+        person = rng.choice(PEOPLE)
+        subj = ["the", person[1] if rng.random() < 0.5 else person[0]]
+        return _sentence(subj + [rng.choice(TRANSITIVE_PAST)] + phrase.split() + [w for w in _maybe_place(rng)])
+    det = rng.choice(["the", "my", "our", "their"])
+    tail = _maybe_place(rng) if uid != "distractor_agreement" or rng.random() < 0.5 else []
+    return _sentence([det] + phrase.split() + tail)
+
+
+def _maybe_place(rng: random.Random) -> list[str]:
+    return rng.choice(PLACES).split() if rng.random() < 0.5 else []
+
+
+def generate(settings: TestbedSettings) -> Testbed:
+    """Generate the corpus and the pairs (deterministic in ``settings``)."""
+    settings.validate()
+    rng = random.Random(settings.seed)
+    pairs, det_nouns = generate_pairs(settings, random.Random(settings.seed * 7919 + 1))
+    units = _units(pairs, settings, random.Random(settings.seed * 104729 + 2))
+
+    # every benchmark phrase, good and bad: background text never contains any of them
+    forbidden: set[tuple[str, ...]] = set()
+    for p in pairs:
+        forbidden.add(_phrase_key(p.phrase))
+        forbidden.add(_phrase_key(p.bad_phrase))
+    n_max = max(len(k) for k in forbidden) if forbidden else 2
+
+    grammar = _Grammar(rng, det_nouns, settings.filler_demonstratives, settings.number_cues)
+    n_docs = settings.n_documents
+    mean = settings.sentences_per_document
+    documents: list[list[str]] = []
+    for _ in range(n_docs):
+        n_sent = rng.randint(max(2, mean - 4), mean + 4)
+        sentences: list[str] = []
+        while len(sentences) < n_sent:
+            s = grammar.sentence()
+            if any(g in forbidden for g in _ngrams(s, n_max)):
+                continue
+            sentences.append(s)
+        documents.append(sentences)
+
+    # plant: each planted phrase `frequency` times, in documents from its start fraction on
+    counts: Counter[str] = Counter()
+    first_doc: dict[str, int] = {}
+    uid_of_unit = {u.name: u.uid for u in units}
+    for unit in units:
+        if not unit.planted:
+            continue
+        lo = int(unit.start * n_docs)
+        for phrase in unit.phrases:
+            own = _phrase_key(phrase)
+            placed = 0
+            while placed < settings.frequency:
+                s = _planting_frame(rng, phrase, uid_of_unit[unit.name])
+                grams = list(_ngrams(s, n_max))
+                if sum(g == own for g in grams) != 1 or any(g in forbidden and g != own for g in grams):
+                    continue
+                doc = rng.randrange(lo, n_docs)
+                sentences = documents[doc]
+                sentences.insert(rng.randint(0, len(sentences)), s)
+                counts[phrase] += 1
+                first_doc[phrase] = min(first_doc.get(phrase, doc), doc)
+                placed += 1
+    texts = [" ".join(s) for s in documents]
+    return Testbed(settings, texts, pairs, units, dict(counts), first_doc)
+
+
+def write_testbed(tb: Testbed, out: str | Path) -> dict[str, Path]:
+    """Write ``corpus.jsonl``, ``pairs.jsonl``, ``ground_truth.json`` and ``settings.json`` atomically."""
+    from grokscope.store import atomic_path, write_json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"corpus": out / "corpus.jsonl", "pairs": out / "pairs.jsonl",
+             "ground_truth": out / "ground_truth.json", "settings": out / "settings.json"}
+    with atomic_path(paths["corpus"]) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for i, text in enumerate(tb.documents):
+            f.write(json.dumps({"id": i, "text": text}) + "\n")
+    with atomic_path(paths["pairs"]) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for p in tb.pairs:
+            f.write(json.dumps(p.to_json()) + "\n")
+    write_json(paths["ground_truth"], tb.ground_truth())
+    write_json(paths["settings"], dataclasses.asdict(tb.settings))
+    return paths
+
+
+def settings_from_dict(values: dict[str, Any]) -> TestbedSettings:
+    names = {f.name for f in dataclasses.fields(TestbedSettings)}
+    unknown = set(values) - names
+    if unknown:
+        raise ConfigError(f"[testbed]: unknown key(s) {sorted(unknown)}; expected some of {sorted(names)}")
+    s = TestbedSettings(**values)
+    s.validate()
+    return s
+
+
+# --------------------------------------------------------------------------------------
+# CLI helpers (used by ``grokscope demo``)
+# --------------------------------------------------------------------------------------
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    d = TestbedSettings()
+    g = parser.add_argument_group("testbed (what the corpus contains)")
+    g.add_argument("--planting", choices=("on", "off"), default="on",
+                   help="on: withhold a share of the critical phrases from training; off: every noun in every frame")
+    g.add_argument("--planted-fraction", type=float, default=d.planted_fraction, help="share of units planted (default %(default)s)")
+    g.add_argument("--frequency", type=int, default=d.frequency, help="occurrences of each planted phrase (default %(default)s)")
+    g.add_argument("--plant-start", type=float, default=d.plant_start, help="planted phrases occur from this fraction of training on")
+    g.add_argument("--late-fraction", type=float, default=d.late_fraction, help="share of planted units introduced late")
+    g.add_argument("--late-start", type=float, default=d.late_start, help="fraction of training where late units start")
+    g.add_argument("--documents", type=int, default=d.n_documents, help="documents in the corpus (default %(default)s)")
+    g.add_argument("--sentences-per-document", type=int, default=d.sentences_per_document)
+    g.add_argument("--nouns", type=int, default=d.n_nouns, help="nouns in determiner-noun pairs (default %(default)s)")
+    g.add_argument("--pairs-per-paradigm", type=int, default=d.pairs_per_paradigm)
+    g.add_argument("--paradigms", default=",".join(d.paradigms), help="comma-separated subset of " + ",".join(PARADIGMS))
+    g.add_argument("--no-filler-demonstratives", action="store_true", help="no this/these + filler nouns in the background")
+
+
+def settings_from_args(args: argparse.Namespace) -> TestbedSettings:
+    s = TestbedSettings(
+        seed=args.seed, n_documents=args.documents, sentences_per_document=args.sentences_per_document,
+        paradigms=[p.strip() for p in args.paradigms.split(",") if p.strip()],
+        planting=args.planting == "on", planted_fraction=args.planted_fraction, frequency=args.frequency,
+        plant_start=args.plant_start, late_fraction=args.late_fraction, late_start=args.late_start,
+        n_nouns=args.nouns, pairs_per_paradigm=args.pairs_per_paradigm,
+        filler_demonstratives=not args.no_filler_demonstratives,
+    )
+    s.validate("testbed option")
+    return s

@@ -1,0 +1,763 @@
+"""Pre-train a GPT-2-architecture model on a token stream, with log-spaced checkpoints.
+
+The run reads the stream strictly in training order: optimizer step ``s`` (0-based) trains on
+rows ``[s·B, (s+1)·B)`` (inputs ``row[:-1]``, targets ``row[1:]``), so the checkpoint at step
+``t`` has seen exactly window(t) = rows ``[0, t·B)``. AdamW (no weight decay on biases and
+LayerNorm), linear warmup then cosine decay to ``min_lr_ratio · lr``, gradient clipping, bf16
+autocast on CUDA, float32 on CPU.
+
+Layout of ``STUDY/run/``::
+
+    run.json                          train config + stream fingerprint (a resume must match it)
+    checkpoints/step_XXXXXXXX/        Hugging Face model dir + tokenizer + grokscope_checkpoint.json
+    loss.parquet                      step, loss, lr, tokens_seen, tokens_per_s (one row per step)
+    state/state.pt, state/state.json  resume state: model, optimizer, scheduler, RNG, step
+
+Every file and checkpoint directory is written atomically (temp + rename), and the resume
+state is saved at every checkpoint and every ``state_every`` steps / ``state_seconds`` seconds,
+so a killed run continues from its last state and ends with bit-identical weights (on CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import math
+import os
+import random
+import shutil
+import sys
+import time
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grokscope import store
+from grokscope.config import StudyConfig, TrainSection, config_from_dict, load_config
+from grokscope.errors import ConfigError, DataError, MissingStageError
+from grokscope.store import Study, step_name
+
+CHECKPOINT_JSON = "grokscope_checkpoint.json"
+STATE_FILE = "state.pt"
+# [train] keys that do not change the weights a run produces: a resume may change them.
+RESUMABLE_KEYS = frozenset({"enabled", "threads", "state_every", "state_seconds"})
+# stream fields recorded in run.json but not compared on resume (a study directory may move).
+_STREAM_INFO_ONLY = frozenset({"path"})
+LOG_EVERY = 10  # steps between loss read-backs (a device sync on GPU) and progress-bar updates
+
+
+# ---------------------------------------------------------------------------------------------
+# pure schedule maths
+# ---------------------------------------------------------------------------------------------
+def checkpoint_steps(max_steps: int, log_spaced_until: int = 512, every: int = 1000) -> list[int]:
+    """Pythia-style checkpoint steps: 0, 1, 2, 4, … (powers of two ≤ ``log_spaced_until``),
+    then every multiple of ``every`` above ``log_spaced_until``, plus ``max_steps``; all ≤ ``max_steps``.
+
+    >>> checkpoint_steps(2500, 512, 1000)
+    [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 2500]
+    """
+    if max_steps < 0:
+        raise ConfigError(f"[train] max_steps must be ≥ 0, got {max_steps}")
+    if every <= 0:
+        raise ConfigError(f"[train] checkpoint_every must be positive, got {every}")
+    steps = {0, max_steps}
+    power = 1
+    while power <= min(log_spaced_until, max_steps):
+        steps.add(power)
+        power *= 2
+    linear = every * (max(log_spaced_until, 0) // every + 1)  # first multiple above the log-spaced part
+    while linear <= max_steps:
+        steps.add(linear)
+        linear += every
+    return sorted(steps)
+
+
+def lr_multiplier(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
+    """Factor on the peak lr for 0-based optimizer step ``step``: linear warmup
+    ``(step+1)/warmup_steps``, then cosine from 1 down to ``min_lr_ratio`` at ``max_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def padded_vocab_size(vocab_size: int, multiple: int) -> int:
+    """``vocab_size`` rounded up to a multiple of ``multiple`` (faster matmuls, as nanoGPT does)."""
+    return -(-vocab_size // multiple) * multiple
+
+
+def flops_per_token(n_params_no_wpe: int, n_layer: int, n_embd: int, seq_len: int) -> float:
+    """Training FLOPs per token (forward + backward), PaLM appendix B: 6·N + 12·L·d·T, where N
+    counts every weight except the position embeddings (the tied token embedding counts once)."""
+    return 6.0 * n_params_no_wpe + 12.0 * n_layer * n_embd * seq_len
+
+
+def model_flops_utilisation(flops_token: float, tokens_per_s: float, peak_tflops: float) -> float:
+    """Achieved training FLOP/s as a fraction of the device's peak (``peak_tflops`` · 10¹²)."""
+    return flops_token * tokens_per_s / (peak_tflops * 1e12)
+
+
+# ---------------------------------------------------------------------------------------------
+# records
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class LossRow:
+    step: int  # optimizer steps taken after this update (1-based)
+    loss: float  # training loss of the batch of this update (rows [(step-1)·B, step·B))
+    lr: float  # learning rate used by this update
+    tokens_seen: int  # step · B · row_len (CONTRACTS' convention)
+    tokens_per_s: float  # trained positions (B · seq_len per step) per second, excluding saves
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    start_step: int  # step the run started (or resumed) from
+    final_step: int
+    steps_run: int  # optimizer steps taken by this call
+    tokens_trained: int  # B · seq_len · steps_run
+    train_seconds: float  # wall time of those steps, checkpoint/state saving excluded
+    save_seconds: float  # wall time spent writing checkpoints, state and loss.parquet
+    tokens_per_s: float  # tokens_trained / train_seconds
+    final_loss: float | None
+    checkpoints_written: list[int] = field(default_factory=list)
+    n_params: int = 0
+    device: str = "cpu"
+    mfu: float | None = None
+
+
+@dataclass
+class _Stream:
+    """What the trainer needs from a token stream (grokscope.tokens.TokenStream) plus its path."""
+
+    stream: Any
+    path: Path
+    format: str
+
+
+# ---------------------------------------------------------------------------------------------
+# building blocks (shared with bench/bench_train.py so the bare loop trains the same model)
+# ---------------------------------------------------------------------------------------------
+def build_model(cfg: TrainSection, vocab_size: int, n_positions: int, eos_id: int | None) -> Any:
+    """A freshly initialised ``GPT2LMHeadModel`` (float32, CPU) from the current torch RNG."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=n_positions,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        resid_pdrop=cfg.dropout,
+        embd_pdrop=cfg.dropout,
+        attn_pdrop=cfg.dropout,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: matrices and embeddings decay; biases and LayerNorm gains (1-D) do not."""
+    decay = [p for _, p in model.named_parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for _, p in model.named_parameters() if p.requires_grad and p.dim() < 2]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: Any, cfg: TrainSection, device: str) -> tuple[Any, Any]:
+    """AdamW over :func:`param_groups` and a LambdaLR scheduler of :func:`lr_multiplier`."""
+    import torch
+
+    optimizer = torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay),
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+        eps=1e-8,
+        fused=True if device == "cuda" else None,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_multiplier(s, cfg.warmup_steps, cfg.max_steps, cfg.min_lr_ratio)
+    )
+    return optimizer, scheduler
+
+
+def batch_tensors(rows: Any, device: str) -> tuple[Any, Any]:
+    """Inputs ``row[:-1]`` and targets ``row[1:]`` of a ``[B, row_len]`` block, as int64 tensors ``[B, seq_len]``."""
+    import numpy as np
+    import torch
+
+    block = torch.from_numpy(np.ascontiguousarray(rows, dtype=np.int64))  # [B, row_len]
+    if device == "cuda":
+        block = block.pin_memory().to(device, non_blocking=True)
+    return block[:, :-1], block[:, 1:]
+
+
+def lm_loss(model: Any, inputs: Any, targets: Any) -> Any:
+    """Mean next-token cross-entropy (float32) of ``inputs`` ``[B, T]`` against ``targets`` ``[B, T]``."""
+    import torch.nn.functional as F
+
+    logits = model(input_ids=inputs, use_cache=False).logits  # [B, T, V]
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("[train] device = 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
+    return requested
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+@contextlib.contextmanager
+def deterministic_mode(device: str) -> Iterator[None]:
+    """Deterministic kernels on CPU (free there); on CUDA they would cost speed, so left off."""
+    import torch
+
+    previous = torch.are_deterministic_algorithms_enabled()
+    if device == "cpu":
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+@contextlib.contextmanager
+def quiet_transformers_progress() -> Iterator[None]:
+    """Hide transformers' own "Writing model shards" bar while a checkpoint is saved."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs: stream, tokenizer, run identity
+# ---------------------------------------------------------------------------------------------
+def open_training_stream(path: Path, fmt: str, rows_per_step: int, eos_id: int | None) -> _Stream:
+    from grokscope.tokens import open_stream
+
+    if not path.exists() and not Path(str(path) + ".bin").exists():
+        raise MissingStageError("token stream", str(path), "grokscope prepare")
+    stream = open_stream(path, format=fmt, rows_per_step=rows_per_step, eos_id=eos_id)
+    return _Stream(stream=stream, path=path, format=fmt)
+
+
+def load_run_tokenizer(s: _Stream, spec: str) -> Any | None:
+    """The tokenizer saved into every checkpoint: ``spec`` if given, else the tokenizer directory
+    recorded with the stream (a prepared stream's ``tokens/tokenizer/``), else None (checkpoints
+    then hold only the model)."""
+    from grokscope.tokenizer import load_tokenizer
+
+    if spec:
+        return load_tokenizer(spec)
+    recorded = getattr(s.stream, "tokenizer_dir", None)
+    if recorded is not None and Path(recorded).is_dir():
+        return load_tokenizer(recorded)
+    prepared = s.path / "tokenizer"
+    if s.path.is_dir() and prepared.is_dir():
+        return load_tokenizer(prepared)
+    return None
+
+
+def stream_fingerprint(s: _Stream) -> dict[str, Any]:
+    """Identity of the stream a run trains on: shape, ids, and a hash of its first and last rows."""
+    stream = s.stream
+    h = hashlib.sha256()
+    n = stream.n_rows
+    for start, stop in ((0, min(n, 64)), (max(0, n - 64), n)):
+        h.update(stream.rows(start, stop).astype("<u4").tobytes())
+    return {
+        "path": str(s.path.resolve()),
+        "n_rows": int(n),
+        "row_len": int(stream.row_len),
+        "eos_id": None if stream.eos_id is None else int(stream.eos_id),
+        "vocab_size": None if stream.vocab_size is None else int(stream.vocab_size),
+        "tokenizer": stream.tokenizer,
+        "rows_sha256": h.hexdigest(),
+    }
+
+
+def run_identity(cfg: TrainSection, device: str, fingerprint: dict[str, Any], model_info: dict[str, Any]) -> dict[str, Any]:
+    train = dataclasses.asdict(cfg)
+    train["device"] = device
+    return {"train": train, "stream": fingerprint, "model": model_info}
+
+
+def identity_differences(saved: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``section.key: run has X, now Y`` for every key that would change the weights."""
+    diffs = []
+    for section, skip in (("train", RESUMABLE_KEYS), ("stream", _STREAM_INFO_ONLY), ("model", frozenset())):
+        old, cur = saved.get(section, {}), new.get(section, {})
+        for key in sorted(set(old) | set(cur)):
+            if key in skip or old.get(key) == cur.get(key):
+                continue
+            diffs.append(f"{section}.{key}: run has {old.get(key)!r}, now {cur.get(key)!r}")
+    return diffs
+
+
+# ---------------------------------------------------------------------------------------------
+# the trainer
+# ---------------------------------------------------------------------------------------------
+class Trainer:
+    """One training run in ``run_dir``; :meth:`fit` starts it or resumes it from ``run/state``."""
+
+    def __init__(
+        self,
+        cfg: TrainSection,
+        tokens_path: str | os.PathLike[str],
+        run_dir: str | os.PathLike[str],
+        *,
+        data_format: str = "auto",
+        tokenizer: str = "",
+        eos_id: int | None = None,
+        peak_tflops: float = 0.0,
+        progress: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.tokens_path = Path(tokens_path)
+        self.run_dir = Path(run_dir)
+        self.data_format = data_format
+        self.tokenizer_spec = tokenizer
+        self.eos_id = eos_id
+        self.peak_tflops = peak_tflops
+        self.progress = progress
+
+    # ---- paths --------------------------------------------------------------------------
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.run_dir / "state"
+
+    @property
+    def loss_path(self) -> Path:
+        return self.run_dir / "loss.parquet"
+
+    @property
+    def run_json(self) -> Path:
+        return self.run_dir / "run.json"
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.checkpoints_dir / step_name(step)
+
+    # ---- setup --------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        cfg = self.cfg
+        self.source = open_training_stream(self.tokens_path, self.data_format, cfg.batch_size, self.eos_id)
+        stream = self.source.stream
+        self.row_len = int(stream.row_len)
+        self.seq_len = self.row_len - 1
+        self.B = cfg.batch_size
+        self.n_positions = cfg.n_positions or self.seq_len
+        if self.seq_len > self.n_positions:
+            raise ConfigError(
+                f"{self.tokens_path}: rows hold {self.row_len} tokens (seq_len {self.seq_len} inputs + 1), "
+                f"but the model has n_positions = {self.n_positions}; set [train] n_positions ≥ {self.seq_len} "
+                f"(or 0 = the stream's seq_len), or prepare the stream with data.seq_len ≤ {self.n_positions}"
+            )
+        needed = cfg.max_steps * self.B
+        if stream.n_rows < needed:
+            raise DataError(
+                f"{self.tokens_path}: the stream has {stream.n_rows} rows = {stream.n_rows // self.B} steps of "
+                f"batch_size {self.B}, but max_steps = {cfg.max_steps} needs {needed} rows; lower [train] "
+                f"max_steps to ≤ {stream.n_rows // self.B} or prepare more data"
+            )
+        self.tokenizer = load_run_tokenizer(self.source, self.tokenizer_spec)
+        if self.tokenizer is not None:
+            from grokscope.tokenizer import vocab_size
+
+            base_vocab = vocab_size(self.tokenizer)
+            if stream.vocab_size is not None and int(stream.vocab_size) > base_vocab:
+                raise DataError(
+                    f"{self.tokens_path}: the stream's vocab_size is {stream.vocab_size} but its tokenizer "
+                    f"has only {base_vocab} ids; give the tokenizer the stream was made with"
+                )
+        elif stream.vocab_size is not None:
+            base_vocab = int(stream.vocab_size)
+        else:
+            raise DataError(
+                f"{self.tokens_path}: the stream records no vocab_size and no tokenizer was given; "
+                "pass --tokenizer (or [data] tokenizer) so the model's vocabulary is known"
+            )
+        self.base_vocab = base_vocab
+        self.vocab = padded_vocab_size(base_vocab, cfg.pad_vocab_to)
+        self.device = resolve_device(cfg.device)
+        eos = stream.eos_id if stream.eos_id is not None else self.eos_id
+        self.model_eos = None if eos is None or eos < 0 else int(eos)
+        model_info = {"vocab_size": self.vocab, "base_vocab_size": base_vocab, "n_positions": self.n_positions,
+                      "seq_len": self.seq_len, "eos_id": self.model_eos}
+        self.identity = run_identity(cfg, self.device, stream_fingerprint(self.source), model_info)
+        self._check_or_write_identity()
+
+    def _check_or_write_identity(self) -> None:
+        if self.run_json.exists():
+            saved = store.read_json(self.run_json)
+            diffs = identity_differences(saved, self.identity)
+            if diffs:
+                raise ConfigError(
+                    f"{self.run_json}: refusing to resume: this run was started with a different config or "
+                    "stream; differing keys:\n  " + "\n  ".join(diffs)
+                    + f"\nUse a new run directory, or restore the original settings to resume."
+                )
+        else:
+            from grokscope import __version__
+
+            store.write_json(self.run_json, {**self.identity, "grokscope_version": __version__,
+                                             "tokens_path": str(self.tokens_path.resolve())})
+
+    def _build(self) -> None:
+        import torch
+
+        if self.cfg.threads > 0:
+            torch.set_num_threads(self.cfg.threads)
+        if self.device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        seed_everything(self.cfg.seed)
+        self.model = build_model(self.cfg, self.vocab, self.n_positions, self.model_eos).to(self.device)
+        self.model.train()
+        self.optimizer, self.scheduler = build_optimizer(self.model, self.cfg, self.device)
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+        n_wpe = self.model.transformer.wpe.weight.numel()
+        self.flops_token = flops_per_token(self.n_params - n_wpe, self.cfg.n_layer, self.cfg.n_embd, self.seq_len)
+
+    # ---- resume state -------------------------------------------------------------------
+    def _save_state(self, step: int) -> None:
+        import numpy as np
+        import torch
+
+        np_state = np.random.get_state()
+        state = {
+            "step": step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng_torch": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if self.device == "cuda" else [],
+            "rng_numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+            "rng_python": random.getstate(),
+        }
+        with store.atomic_path(self.state_dir / STATE_FILE) as tmp:
+            torch.save(state, tmp)
+        store.write_json(self.state_dir / "state.json", {"step": step, "saved_at": time.time()})
+
+    def _load_state(self) -> int:
+        import numpy as np
+        import torch
+
+        path = self.state_dir / STATE_FILE
+        if not path.exists():
+            return 0
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - written atomically, so this is not a half-written file
+            raise DataError(f"{path}: could not read the resume state ({e}); delete {self.state_dir} "
+                            "to restart the run from step 0") from None
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng_torch"])
+        if self.device == "cuda" and state["rng_cuda"]:
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        kind, key, *rest = state["rng_numpy"]
+        np.random.set_state((kind, key.numpy().astype(np.uint32), *rest))
+        rng_py = state["rng_python"]
+        random.setstate((rng_py[0], tuple(rng_py[1]), rng_py[2]))
+        return int(state["step"])
+
+    # ---- outputs ------------------------------------------------------------------------
+    def _write_loss(self, rows: list[LossRow]) -> None:
+        import pandas as pd
+
+        df = pd.DataFrame([dataclasses.asdict(r) for r in rows],
+                          columns=[f.name for f in dataclasses.fields(LossRow)])
+        df = df.astype({"step": "int64", "loss": "float64", "lr": "float64", "tokens_seen": "int64",
+                        "tokens_per_s": "float64"})
+        store.write_parquet(self.loss_path, df, metadata={"rows_per_step": self.B, "row_len": self.row_len,
+                                                          "seq_len": self.seq_len})
+
+    def _read_loss(self, upto: int) -> list[LossRow]:
+        import pandas as pd
+
+        if not self.loss_path.exists() or upto == 0:
+            return []
+        df = pd.read_parquet(self.loss_path)
+        df = df[df["step"] <= upto]
+        return [LossRow(int(r.step), float(r.loss), float(r.lr), int(r.tokens_seen), float(r.tokens_per_s))
+                for r in df.itertuples(index=False)]
+
+    def _save_checkpoint(self, step: int, loss: float | None) -> bool:
+        """Write checkpoint ``step`` atomically; False if it is already there (a resumed run
+        re-reaching a checkpoint writes identical weights, so the existing one is kept)."""
+        final = self.checkpoint_dir(step)
+        if (final / CHECKPOINT_JSON).exists():
+            return False
+        tmp = self.checkpoints_dir / f".{step_name(step)}.tmp-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        with quiet_transformers_progress():
+            self.model.save_pretrained(tmp)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(tmp)
+        store.write_json(tmp / CHECKPOINT_JSON, {
+            "step": step,
+            "tokens_seen": step * self.B * self.row_len,
+            "rows_seen": step * self.B,
+            "loss": loss,
+            "seq_len": self.seq_len,
+            "rows_per_step": self.B,
+            "tokens_path": str(self.tokens_path.resolve()),
+        })
+        if final.exists():  # a directory without its JSON: a foreign leftover, replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        return True
+
+    def _remove_stale_temps(self) -> None:
+        if self.checkpoints_dir.exists():
+            for p in self.checkpoints_dir.glob(".step_*.tmp-*"):
+                shutil.rmtree(p, ignore_errors=True)
+
+    # ---- the loop -----------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        self._prepare()
+        with deterministic_mode(self.device):
+            self._build()
+            return self._loop()
+
+    def _loop(self) -> TrainResult:
+        import torch
+        from tqdm.auto import tqdm
+
+        cfg, B = self.cfg, self.B
+        self._remove_stale_temps()
+        start = self._load_state()
+        history = self._read_loss(start)
+        ckpt_steps = set(checkpoint_steps(cfg.max_steps, cfg.log_spaced_until, cfg.checkpoint_every))
+        result = TrainResult(run_dir=self.run_dir, start_step=start, final_step=start, steps_run=0,
+                             tokens_trained=0, train_seconds=0.0, save_seconds=0.0, tokens_per_s=0.0,
+                             final_loss=history[-1].loss if history else None, n_params=self.n_params,
+                             device=self.device)
+        if start in ckpt_steps:
+            t0 = time.perf_counter()
+            if self._save_checkpoint(start, result.final_loss):
+                result.checkpoints_written.append(start)
+            if start == 0 and not (self.state_dir / STATE_FILE).exists():
+                self._save_state(0)
+            result.save_seconds += time.perf_counter() - t0
+        stream = self.source.stream
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device == "cuda"
+                    else contextlib.nullcontext())
+        tokens_per_step = B * self.seq_len
+        pending: list[tuple[int, Any, float]] = []  # (step, loss tensor, lr) not yet read back
+        bar = tqdm(total=cfg.max_steps, initial=start, unit="step", disable=not self.progress,
+                   dynamic_ncols=True, desc="train", file=sys.stderr)
+        last_state_time = time.monotonic()
+        interval_start = time.perf_counter()
+        try:
+            for s in range(start, cfg.max_steps):
+                rows = stream.rows(s * B, (s + 1) * B)  # [B, row_len] in training order
+                if int(rows.max()) >= self.vocab:
+                    raise DataError(
+                        f"{self.tokens_path}: rows {s * B}..{(s + 1) * B - 1} hold token id {int(rows.max())}, "
+                        f"outside the model's vocabulary of {self.vocab}; the stream and tokenizer do not match"
+                    )
+                inputs, targets = batch_tensors(rows, self.device)  # [B, seq_len] each
+                lr = self.optimizer.param_groups[0]["lr"]
+                with autocast:
+                    loss = lm_loss(self.model, inputs, targets)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                step = s + 1
+                pending.append((step, loss.detach(), lr))
+                bar.update(1)
+                due_ckpt = step in ckpt_steps
+                due_state = (step % cfg.state_every == 0 or step == cfg.max_steps or due_ckpt
+                             or (cfg.state_seconds > 0 and time.monotonic() - last_state_time >= cfg.state_seconds))
+                if due_state or step % LOG_EVERY == 0:
+                    losses = torch.stack([p[1] for p in pending]).float().cpu().tolist()  # one device sync
+                    dt = time.perf_counter() - interval_start
+                    rate = len(pending) * tokens_per_step / dt if dt > 0 else float("nan")
+                    history.extend(LossRow(st, lo, lr_, st * B * self.row_len, rate)
+                                   for (st, _, lr_), lo in zip(pending, losses))
+                    result.steps_run += len(pending)
+                    result.train_seconds += dt
+                    pending.clear()
+                    bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{rate:,.0f}", refresh=False)
+                    if due_state:
+                        t0 = time.perf_counter()
+                        self._write_loss(history)  # loss first: a kill between the two loses nothing
+                        if due_ckpt and self._save_checkpoint(step, history[-1].loss):
+                            result.checkpoints_written.append(step)
+                        self._save_state(step)
+                        last_state_time = time.monotonic()
+                        result.save_seconds += time.perf_counter() - t0
+                    interval_start = time.perf_counter()
+        finally:
+            bar.close()
+        result.final_step = cfg.max_steps
+        result.final_loss = history[-1].loss if history else None
+        result.tokens_trained = result.steps_run * tokens_per_step
+        result.tokens_per_s = result.tokens_trained / result.train_seconds if result.train_seconds > 0 else 0.0
+        if self.peak_tflops > 0 and result.tokens_per_s > 0:
+            result.mfu = model_flops_utilisation(self.flops_token, result.tokens_per_s, self.peak_tflops)
+        return result
+
+
+def train(cfg: TrainSection, tokens_path: str | os.PathLike[str], run_dir: str | os.PathLike[str], **kwargs: Any) -> TrainResult:
+    """Train (or resume) a run; see :class:`Trainer` for the keyword arguments."""
+    return Trainer(cfg, tokens_path, run_dir, **kwargs).fit()
+
+
+def summary_table(r: TrainResult) -> str:
+    rows = [
+        ("run", str(r.run_dir)),
+        ("device", r.device),
+        ("parameters", f"{r.n_params:,}"),
+        ("steps", f"{r.start_step} → {r.final_step} ({r.steps_run} this call)"),
+        ("tokens trained", f"{r.tokens_trained:,}"),
+        ("final loss", "n/a" if r.final_loss is None else f"{r.final_loss:.4f}"),
+        ("tokens/s", f"{r.tokens_per_s:,.0f} (saving excluded)"),
+        ("training time", f"{r.train_seconds:.1f} s"),
+        ("saving time", f"{r.save_seconds:.1f} s (checkpoints, state, loss.parquet)"),
+        ("checkpoints written", ", ".join(map(str, r.checkpoints_written)) or "none"),
+    ]
+    if r.mfu is not None:
+        rows.append(("MFU", f"{100 * r.mfu:.1f} %"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# stage API and CLI
+# ---------------------------------------------------------------------------------------------
+def _tokens_path(cfg: StudyConfig, study: Study) -> Path:
+    return cfg.resolve_path(cfg.data.tokens) if cfg.data.tokens else study.tokens_dir
+
+
+def _is_complete(run_dir: Path, cfg: TrainSection) -> bool:
+    state = run_dir / "state" / "state.json"
+    final = run_dir / "checkpoints" / step_name(cfg.max_steps) / CHECKPOINT_JSON
+    return state.exists() and final.exists() and store.read_json(state).get("step") == cfg.max_steps
+
+
+def run_stage(cfg: StudyConfig, study: Study, *, peak_tflops: float = 0.0, progress: bool = True) -> TrainResult | None:
+    """Train the study's model from ``[train]`` (resuming if ``run/`` holds a state); None if done."""
+    tokens = _tokens_path(cfg, study)
+    if not tokens.exists() and not Path(str(tokens) + ".bin").exists():
+        how = f"grokscope prepare --config {cfg.source}" if cfg.source else "grokscope prepare"
+        raise MissingStageError("token stream", str(tokens), how)
+    if cfg.data.rows_per_step and cfg.data.rows_per_step != cfg.train.batch_size:
+        raise ConfigError(
+            f"[data] rows_per_step = {cfg.data.rows_per_step} but [train] batch_size = {cfg.train.batch_size}; "
+            "a run grokscope trains reads batch_size rows per step, so set them equal (or rows_per_step = 0)"
+        )
+    if _is_complete(study.run_dir, cfg.train):
+        print(f"grokscope train: {study.run_dir} is complete (step {cfg.train.max_steps}); nothing to do")
+        return None
+    result = Trainer(
+        cfg.train, tokens, study.run_dir, data_format=cfg.data.format,
+        tokenizer=str(cfg.resolve_path(cfg.data.tokenizer)) if cfg.data.tokenizer and cfg.data.tokens else "",
+        eos_id=cfg.data.eos_id if cfg.data.eos_id >= 0 else None,
+        peak_tflops=peak_tflops, progress=progress,
+    ).fit()
+    print(summary_table(result))
+    return result
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="study TOML; its [train] and [data] sections give the defaults")
+    parser.add_argument("--out", help="study directory (the run goes to OUT/run); default: from --config")
+    parser.add_argument("--tokens", help="token stream to train on (default: the study's tokens/ directory)")
+    parser.add_argument("--format", choices=["auto", "grokscope", "megatron", "nanogpt", "olmo"],
+                        help="format of --tokens (default: auto)")
+    parser.add_argument("--tokenizer", help="tokenizer saved into checkpoints when the stream has none")
+    parser.add_argument("--peak-tflops", type=float, default=0.0,
+                        help="device peak (bf16 dense) TFLOP/s; when given, the summary reports MFU")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group = parser.add_argument_group("[train] settings (override the config)")
+    defaults = TrainSection()
+    hints = typing.get_type_hints(TrainSection)
+    for f in dataclasses.fields(TrainSection):
+        if f.name == "enabled":
+            continue
+        default = getattr(defaults, f.name)
+        if hints[f.name] is bool:
+            group.add_argument(_flag(f.name), dest=f"train_{f.name}", action=argparse.BooleanOptionalAction,
+                               default=None, help=f"default: {default}")
+        else:
+            group.add_argument(_flag(f.name), dest=f"train_{f.name}", type=hints[f.name], default=None,
+                               metavar=hints[f.name].__name__.upper(), help=f"default: {default}")
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[StudyConfig, Study]:
+    """The study config (file + flag overrides, validated) and study directory the flags describe."""
+    if args.config:
+        base = load_config(args.config)
+        raw = base.to_dict()
+    else:
+        base, raw = None, StudyConfig().to_dict()
+    for f in dataclasses.fields(TrainSection):
+        value = getattr(args, f"train_{f.name}", None)
+        if value is not None:
+            raw["train"][f.name] = value
+    if args.tokens:
+        raw["data"]["tokens"] = str(Path(args.tokens).resolve())
+    if args.format:
+        raw["data"]["format"] = args.format
+    if args.tokenizer:
+        raw["data"]["tokenizer"] = str(Path(args.tokenizer).resolve())
+    raw["train"]["enabled"] = True
+    cfg = config_from_dict(raw, where=args.config or "command line")
+    if base is not None:
+        cfg.source = base.source
+    if args.out:
+        study = Study(Path(args.out))
+    elif base is not None:
+        study = Study(cfg.study_dir)
+    else:
+        raise ConfigError("give --out STUDY_DIR (or --config study.toml) to say where the run goes")
+    return cfg, study
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, study = config_from_args(args)
+    if not cfg.data.tokens and not study.tokens_dir.exists():
+        raise MissingStageError("token stream", str(study.tokens_dir),
+                                "grokscope prepare (or pass --tokens PATH)")
+    run_stage(cfg, study, peak_tflops=args.peak_tflops, progress=not args.no_progress)
+    return 0
