@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("GROKSCOPE_DATA", REPO.parent / "shared" / "data"))
 
 
-def child_peak_rss_mib(cmd: list[str]) -> tuple[float, float, str]:
-    """Run ``cmd``; return (seconds, its peak RSS in MiB, stdout)."""
+def child_peak_rss_mib(cmd: list[str]) -> tuple[float, float, str, float]:
+    """Run ``cmd``; return (seconds, its peak RSS in MiB, stdout, CPU seconds user+sys)."""
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -41,14 +41,15 @@ def child_peak_rss_mib(cmd: list[str]) -> tuple[float, float, str]:
     err = proc.stderr.read() if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"command failed: {' '.join(cmd)}\n{err}")
-    return seconds, usage.ru_maxrss / 1024, out
+    return seconds, usage.ru_maxrss / 1024, out, usage.ru_utime + usage.ru_stime
 
 
-def reference_tokens_per_s(files: list[str], tokenizer: str, batch_chars: int) -> tuple[float, int]:
+def reference_tokens_per_s(files: list[str], tokenizer: str, batch_chars: int) -> tuple[float, int, float]:
+    """(tokens/s, tokens, tokens per CPU-second) of the bare tokenizer on the same documents."""
     from grokscope.tokenizer import load_tokenizer
 
     backend = load_tokenizer(tokenizer).backend_tokenizer
-    n_tokens, seconds = 0, 0.0
+    n_tokens, seconds, cpu = 0, 0.0, 0.0
     for path in files:
         opener = gzip.open if path.endswith(".gz") else open
         batch: list[str] = []
@@ -62,12 +63,13 @@ def reference_tokens_per_s(files: list[str], tokenizer: str, batch_chars: int) -
                 batch.append(text)
                 chars += len(text)
             if batch and (text is None or chars >= batch_chars):
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 encs = backend.encode_batch_fast(batch, add_special_tokens=False)
                 seconds += time.perf_counter() - t
+                cpu += time.process_time() - c
                 n_tokens += sum(len(e.ids) for e in encs)
                 batch, chars = [], 0
-    return n_tokens / seconds, n_tokens
+    return n_tokens / seconds, n_tokens, n_tokens / cpu
 
 
 def main() -> None:
@@ -87,9 +89,9 @@ def main() -> None:
     common = ["--tokenizer", args.tokenizer, "--seq-len", str(args.seq_len), "--batch-chars", str(args.batch_chars),
               "--no-progress"]
 
-    floor_s, floor_rss, _ = child_peak_rss_mib([sys.executable, "-c", (
+    _, floor_rss, _, _ = child_peak_rss_mib([sys.executable, "-c", (
         "from grokscope.tokenizer import load_tokenizer; load_tokenizer(%r)" % args.tokenizer)])
-    ref_rate, ref_tokens = reference_tokens_per_s(args.corpus, args.tokenizer, args.batch_chars)
+    ref_rate, ref_tokens, ref_cpu_rate = reference_tokens_per_s(args.corpus, args.tokenizer, args.batch_chars)
 
     runs = [("corpus", args.corpus)]
     if not args.skip_double:
@@ -97,19 +99,22 @@ def main() -> None:
     rows = []
     for name, files in runs:
         study = out / name.replace(" ", "_")
-        seconds, rss, _ = child_peak_rss_mib(grokscope + ["prepare", "--corpus", *files, "--out", str(study), *common])
+        seconds, rss, _, cpu = child_peak_rss_mib(grokscope + ["prepare", "--corpus", *files, "--out", str(study), *common])
         m = json.loads((study / "tokens" / "manifest.json").read_text())
         rows.append((name, m["document_tokens"], seconds, m["document_tokens"] / seconds,
-                     m["document_tokens"] / m["tokenize_seconds"], rss))
+                     m["document_tokens"] / m["tokenize_seconds"], rss, m["document_tokens"] / cpu))
         shutil.rmtree(study, ignore_errors=True)
 
     print(f"\nbench_prepare  (tokenizer {args.tokenizer}, {len(args.corpus)} file(s), seq_len {args.seq_len}, "
           f"batch {args.batch_chars:,} chars, {os.cpu_count()} cores; shared machine: compare ratios)")
-    print(f"reference: tokenizers encode_batch_fast alone   {ref_tokens:>12,} tokens  {ref_rate:>12,.0f} tokens/s")
+    print(f"reference: tokenizers encode_batch_fast alone   {ref_tokens:>12,} tokens  {ref_rate:>12,.0f} tokens/s"
+          f"  {ref_cpu_rate:>10,.0f} tokens/CPU-s")
     print(f"floor: python + grokscope + tokenizer loaded    peak RSS {floor_rss:8.0f} MiB")
-    print(f"{'run':<12}{'tokens':>14}{'seconds':>10}{'tokens/s':>13}{'tok-pass/s':>13}{'vs ref':>8}{'peak MiB':>10}")
-    for name, n, s, rate, tok_rate, rss in rows:
-        print(f"{name:<12}{n:>14,}{s:>10.1f}{rate:>13,.0f}{tok_rate:>13,.0f}{rate / ref_rate:>8.2f}{rss:>10.0f}")
+    print(f"{'run':<12}{'tokens':>14}{'seconds':>10}{'tokens/s':>13}{'tok-pass/s':>13}{'vs ref':>8}"
+          f"{'tok/CPU-s':>12}{'vs ref':>8}{'peak MiB':>10}")
+    for name, n, s, rate, tok_rate, rss, cpu_rate in rows:
+        print(f"{name:<12}{n:>14,}{s:>10.1f}{rate:>13,.0f}{tok_rate:>13,.0f}{rate / ref_rate:>8.2f}"
+              f"{cpu_rate:>12,.0f}{cpu_rate / ref_cpu_rate:>8.2f}{rss:>10.0f}")
     if len(rows) == 2:
         print(f"peak memory doubled/single: {rows[1][5] / rows[0][5]:.3f}  "
               f"(above the floor: {(rows[1][5] - floor_rss) / max(rows[0][5] - floor_rss, 1):.3f}); "

@@ -338,3 +338,26 @@ def test_megatron_foreign_ids_and_truncated_files(tmp_path, megatron_dir, pythia
         err = capsys.readouterr().err
         assert "doc" in err and "error" in err
     assert not (study / "exposure.parquet").exists()
+
+
+def test_run_stage_from_config(tmp_path, gpt2):
+    from grokscope.config import config_from_dict
+    from grokscope.errors import MissingStageError
+    from grokscope.exposure import run_stage
+    from grokscope.store import Study
+
+    study = Study(tmp_path / "study")
+    cfg = config_from_dict({"data": {"rows_per_step": 2}, "score": {"checkpoints": ["0,1", "3"]},
+                            "exposure": {"variants": ["mid"]}})
+    with pytest.raises(MissingStageError, match="grokscope phrases"):
+        run_stage(cfg, study)
+    write_phrases(study.root, PAIRS)
+    write_stream(study.tokens_dir, gpt2, random_documents(np.random.default_rng(2), 60), row_len=17)
+    run_stage(cfg, study)
+    df = pd.read_parquet(study.exposure_path)
+    meta = store.read_parquet_metadata(study.exposure_path)
+    assert meta["steps"] == [0, 1, 3] and meta["rows_per_step"] == 2 and meta["variants"] == ["mid"]
+    assert (df["good_count_0"] == 0).all() and (df["good_count_3"] <= df["good_total_count"]).all()
+    mtime = study.exposure_path.stat().st_mtime_ns
+    run_stage(cfg, study)  # resume: same inputs, nothing recomputed
+    assert study.exposure_path.stat().st_mtime_ns == mtime

@@ -74,9 +74,10 @@ def search_case(draw):
     return rows, seqs_l, WordTables(cont, ends), eos, vocab
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(search_case(), st.booleans())
-def test_scan_rows_equals_brute_force(case, check_words):
+HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
+
+
+def check_scan_rows(case, check_words):
     rows, seqs, tables, eos, vocab = case
     index = build_index(seqs, tables)
     counts, first = scan_rows(index, rows, row0=0, check_words=check_words)
@@ -85,7 +86,20 @@ def test_scan_rows_equals_brute_force(case, check_words):
     assert first.tolist() == bf_first
 
 
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=1500, deadline=None, suppress_health_check=HEALTH)
+@given(search_case(), st.booleans())
+def test_scan_rows_equals_brute_force(case, check_words):
+    check_scan_rows(case, check_words)
+
+
+@pytest.mark.slow
+@settings(max_examples=30000, deadline=None, suppress_health_check=HEALTH)
+@given(search_case(), st.booleans())
+def test_scan_rows_equals_brute_force_many(case, check_words):
+    check_scan_rows(case, check_words)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(search_case(), st.data())
 def test_scan_stream_intervals_chunks_and_shards_equal_brute_force(case, data):
     """Counts per window interval, any chunk size, any split into shards merged in any order."""

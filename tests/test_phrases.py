@@ -129,7 +129,8 @@ def test_coverage_per_paradigm(blimp_phrases: pd.DataFrame) -> None:
 
 def test_every_phrase_is_exact_covering_and_minimal(blimp_phrases: pd.DataFrame, lexicon: Lexicon) -> None:
     """Over all ~67,000 pairs: spans are exact; the phrase covers every differing word and the
-    critical and context words; dropping its first or last word loses one of them; every word
+    critical and context words (the bad phrase: the bad sentence's differing words and its
+    critical and context words); dropping its first or last word loses one of them; every word
     the good sentence has more often than the bad one (alignment-free check) is inside."""
     problems = []
     for r in blimp_phrases[blimp_phrases["supported"]].itertuples():
@@ -152,6 +153,7 @@ def test_every_phrase_is_exact_covering_and_minimal(blimp_phrases: pd.DataFrame,
         words = [i for i in range(gs.n) if gs.is_word[i] and r.phrase_start <= gs.starts[i] < r.phrase_end]
         required = set(gs.diffs) | {i for i in words if gs.starts[i] in (r.critical_start, r.context_start)}
         ok = ok and set(gs.diffs) <= set(words)  # covers every differing word
+        ok = ok and all(r.bad_phrase_start <= bs.starts[j] < r.bad_phrase_end for j in bs.diffs)
         ok = ok and words[0] in required and words[-1] in required  # minimal at both ends
         ok = ok and gs.starts[words[0]] == r.phrase_start and gs.ends[words[-1]] == r.phrase_end
         surplus = Counter(gs.lower) - Counter(bs.lower)
@@ -233,8 +235,11 @@ def test_rules_work_without_blimp_metadata(lexicon: Lexicon) -> None:
 def test_unsupported_pairs_say_why(lexicon: Lexicon) -> None:
     r = _one("Dogs bark.", "dogs bark!", "determiner_noun_agreement_1", lexicon)
     assert not r.supported and "capitalisation or punctuation" in r.reason and r.phrase_start == -1
-    r = _one("The cat.", "The cat ran.", "anaphor_gender_agreement", lexicon)  # no reflexive anywhere
-    assert not r.supported and r.reason.startswith("rule anaphor_antecedent: no ")
+    r = _one("Cats ran.", "Cats run.", "determiner_noun_agreement_1", lexicon)  # no determiner
+    assert not r.supported and r.reason == "rule det_noun: could not find a determiner before the noun"
+    r = _one("The cat sleeps.", "The cat the sleeps.", "my_own", lexicon)  # no word of good differs
+    assert r.reason == ("rule differing_words: could not find a differing word in the good sentence "
+                        "(the other one only adds words)")
     off = Rule("off", "diff:first", None, "", supported=False, reason="no local span")
     r = phrases.annotate_pair("A b.", "A c.", off, lexicon)
     assert (r.supported, r.reason, r.rule) == (False, "no local span", "off")
@@ -304,3 +309,26 @@ def test_run_stage_from_config(tmp_path: Path) -> None:
     assert pd.read_parquet(study.phrases_path)["critical_phrase"].tolist() == ["sleep"]
     with pytest.raises(MissingStageError, match="grokscope demo"):
         phrases.run_stage(config_from_dict({"benchmark": {"path": "testbed"}}), study)
+
+
+def test_docs_rule_table_lists_every_paradigm() -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "phrases.md").read_text(encoding="utf-8")
+    missing = [uid for uid in RULES if f"`{uid}`" not in doc]
+    assert not missing
+
+
+def test_lexicon_from_config(tmp_path: Path, blimp_dir: Path) -> None:
+    """[benchmark] lexicon points the rules at BLiMP's vocabulary for a file elsewhere; without
+    one the closed classes (determiners, auxiliaries, pronouns) still carry this rule."""
+    from grokscope.config import config_from_dict
+
+    _jsonl(tmp_path / "pairs.jsonl", [{"good": "Some girls like these books.", "bad": "Some girls like these book.",
+                                       "uid": "determiner_noun_agreement_1"}])
+    for lexicon, phrase in (("", "these books"), (str(blimp_dir / "vocabulary.csv"), "these books")):
+        cfg = config_from_dict({"benchmark": {"path": "pairs.jsonl", "lexicon": lexicon}})
+        cfg.source = str(tmp_path / "study.toml")
+        study = store.Study(tmp_path / f"s{bool(lexicon)}")
+        phrases.run_stage(cfg, study)
+        df = pd.read_parquet(study.phrases_path)
+        assert df["critical_phrase"].tolist() == [phrase]
+        assert store.read_parquet_metadata(study.phrases_path)["lexicon"] == lexicon

@@ -302,3 +302,83 @@ def test_corpus_reader_errors_name_the_line(tmp_path):
     assert [(d.text, d.line) for d in (next(it), next(it))] == [("a", 1), ("b", 3)]
     with pytest.raises(DataError, match=r"x\.jsonl\.gz:4: not valid JSON"):
         next(it)
+
+
+ADVERSARIAL = ("Don't  stop: it's 1,234.5 km\u00a0away!\n\n  \tIndented line\r\nnaïve café ﬁ Ⅻ ²³ — “quoted” 's 'll "
+               "x\u2003y \U0001F600 emoji  trailing   \n" * 40)
+
+
+@pytest.mark.parametrize("which", ["gpt2", "pythia"])
+def test_encoding_long_documents_in_pieces_is_exact(which, corpus_dir, gpt2_tokenizer_dir, pythia_tokenizer_file):
+    """Pieces cut at a space between two non-spaces encode to exactly the ids of the whole text
+    (real books and articles, plus an adversarial text), for both shared byte-level tokenizers."""
+    import itertools
+
+    tok = load_tokenizer(gpt2_tokenizer_dir if which == "gpt2" else pythia_tokenizer_file)
+    backend = tok.backend_tokenizer
+    assert prep.splits_exactly(backend)
+    texts = [ADVERSARIAL]
+    for name in ("gutenberg-000.jsonl.gz", "wikipedia-000.jsonl.gz"):
+        with gzip.open(corpus_dir / name, "rt", encoding="utf-8") as f:
+            texts += [json.loads(line)["text"][:200_000] for line in itertools.islice(f, 2)]
+    whole = [np.array(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False)]
+    pieces = prep.encode_documents(backend, texts, piece_chars=300)
+    assert sum(len(prep.split_text(t, 300)) for t in texts) > 500  # many cuts were made
+    for w, p in zip(whole, pieces):
+        np.testing.assert_array_equal(w, p)
+    assert "".join(prep.split_text(ADVERSARIAL, 50)) == ADVERSARIAL
+
+
+def test_tokenizers_that_may_not_be_split_are_encoded_whole(small_tokenizer, tmp_path):
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    assert prep.splits_exactly(load_tokenizer(small_tokenizer).backend_tokenizer)
+    tk = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    assert not prep.splits_exactly(tk)
+    tk = Tokenizer.from_file(str(small_tokenizer))
+    tk.normalizer = normalizers.Lowercase()
+    assert not prep.splits_exactly(tk)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, corpus_dir, gpt2_tokenizer_dir):
+    """A real ``grokscope prepare`` killed with SIGKILL after its first source file, then re-run,
+    ends with the same files as an uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import itertools
+
+    files = []
+    with gzip.open(corpus_dir / "wikipedia-001.jsonl.gz", "rt", encoding="utf-8") as f:
+        for i in range(3):  # three files of 300 real articles each (~1M tokens per file)
+            files.append(str(tmp_path / f"part{i}.jsonl"))
+            Path(files[-1]).write_text("".join(itertools.islice(f, 300)), encoding="utf-8")
+    cmd = [sys.executable, "-m", "grokscope.cli", "prepare", "--no-progress", "--corpus", *files,
+           "--tokenizer", str(gpt2_tokenizer_dir)]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + ["--out", str(killed)])
+    progress = killed / "tokens" / ".work" / "progress.json"
+    while proc.poll() is None and not progress.exists():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # while the second file is being tokenized
+    proc.wait()
+    assert not (killed / "tokens" / "tokens.npy").exists()
+    assert json.loads(progress.read_text())["sources_done"] < 3
+    assert subprocess.run(cmd + ["--out", str(killed)]).returncode == 0
+    assert subprocess.run(cmd + ["--out", str(tmp_path / "clean")]).returncode == 0
+    for name in ("tokens.npy", "row_docs.npy"):
+        assert (killed / "tokens" / name).read_bytes() == (tmp_path / "clean" / "tokens" / name).read_bytes()
+
+
+def test_hf_dataset_without_datasets_is_a_clear_error(tmp_path, small_tokenizer, capsys):
+    # without `datasets` installed: a message naming the package; with it, the hub is unreachable here
+    code = run_prepare("--corpus", "hf:nonexistent-org/nonexistent-dataset:train", "--tokenizer", str(small_tokenizer),
+                       "--out", str(tmp_path / "study"))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "hf:nonexistent-org/nonexistent-dataset:train" in err
+    assert "datasets" in err or "could not load dataset" in err

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -251,6 +251,27 @@ def test_delay_csvs_equal_timing_table(full_report):
         _assert_same(_read(study, name), src, list(src.columns[:3]))
 
 
+def test_html_delay_table_equals_timing(full_report):
+    study, _, _ = full_report
+    page = study.report_path.read_text(encoding="utf-8")
+    table = re.search(r'<table class="delays">(.*?)</table>', page, re.S).group(1)
+    head = re.findall(r"<th>(.*?)</th>", table)
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", table)[1:]]
+    timing = pd.read_parquet(study.analysis_dir / "timing.parquet")
+    proxy = timing[(timing["comparison"] == "proxy") & timing["level"].isin(["all", "phenomenon"])]
+    assert len(rows) == len(proxy)
+    for cells in rows:
+        got = dict(zip(head, cells))
+        level, group = ("all", "all") if got["group"] == "all pairs" else ("phenomenon", got["group"])
+        r = proxy[(proxy["level"] == level) & (proxy["group"] == group)].iloc[0]
+        assert got["fit step"] == str(r["fit_step"]) and got["status"] == r["status"]
+        assert got["gen. step"] == ("not reached" if pd.isna(r["gen_step"]) else str(r["gen_step"]))
+        assert got["delay (steps)"] == ("–" if pd.isna(r["delay_steps"]) else str(r["delay_steps"]))
+        assert got["n train / val"] == f"{r['n_train']} / {r['n_val']}"
+        if np.isfinite(r["delay_ci_high"]) and np.isfinite(r["delay_ci_low"]):
+            assert got["95% CI (steps)"] == f"[{round(r['delay_ci_low'])}, {round(r['delay_ci_high'])}]"
+
+
 def _parse_summary(text: str) -> dict[str, dict[str, str]]:
     lines = text.strip().splitlines()
     header = lines[0].split()
@@ -326,6 +347,12 @@ def test_ablation_summary_by_hand():
     assert s["random_delta_mean"] == pytest.approx(-0.05)
     assert s["random_delta_sd"] == pytest.approx(np.std([0.0, -0.05, 0.1, -0.25], ddof=1))
     assert s["p_random_le_top"] == 0.25  # only -0.25 hurts at least as much as -0.2
+    assert s["p_value"] == pytest.approx(2 / 5)  # (1 + 1) / (1 + 4)
+    try:  # the analysis stage's own p-value, where that module exists, agrees
+        from grokscope.heads import ablation_p_value
+    except ImportError:
+        return
+    assert s["p_value"] == pytest.approx(ablation_p_value(abl))
 
 
 # ---- helpers ---------------------------------------------------------------------------
@@ -371,6 +398,14 @@ def test_missing_tables_degrade_with_commands(tmp_path, capsys):
     assert "ALL" in out and "section 'probes' incomplete" in out
 
 
+def test_partly_missing_section_is_flagged(tmp_path):
+    study = make_study(tmp_path / "s", tables=("timing", "heads"), exposure=False)
+    res = R.build_report(study, formats=["png"])
+    assert {s.id: s.missing for s in res.sections}["heads"] == "concentration"
+    page = study.report_path.read_text()
+    assert 'id="fig-head_maps"' in page and "analysis/head_concentration.parquet" in page
+
+
 def test_stale_figures_removed_on_rerun(tmp_path):
     study = make_study(tmp_path / "s", tables=("timing", "ablation"), exposure=False)
     R.build_report(study, formats=["png", "svg"])
@@ -407,7 +442,7 @@ def test_bad_table_is_data_error_and_keeps_old_report(tmp_path, capsys):
 def test_run_stage_uses_config_section(tmp_path, capsys):
     from grokscope.config import config_from_dict
 
-    study = make_study(tmp_path / "s", tables=("timing", "curves"), exposure=False)
+    study = make_study(tmp_path / "s", tables=("timing",), exposure=False)
     cfg = config_from_dict({"report": {"title": "From the config", "formats": ["svg"]}})
     R.run_stage(cfg, study)
     assert "<title>From the config</title>" in study.report_path.read_text()
@@ -419,12 +454,12 @@ def test_run_stage_uses_config_section(tmp_path, capsys):
 def test_module_imports_no_heavy_library():
     code = ("import sys, grokscope.report; heavy = {'matplotlib', 'torch', 'transformers', 'sklearn', 'dask', 'numba'};"
             "print(sorted(heavy & set(sys.modules)))")
-    out = subprocess.run([os.sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
 # ---- the page in a real browser ---------------------------------------------------------
-CHECK_JS = """<script>
+CHECK_JS = r"""<script>
 window.__errors = [];
 window.addEventListener('error', function (e) {
   window.__errors.push(e.target && e.target.tagName ? 'load failed: ' + e.target.tagName : String(e.message));
@@ -513,19 +548,51 @@ def test_browser_check_catches_broken_page(tmp_path):
                     '<script>undefinedFunction();</script></body></html>', encoding="utf-8")
     res, console = browser_check(page, tmp_path)
     assert sorted(res["bad_img"]) == ["absent", "broken"]
-    assert any("undefinedFunction" in e for e in res["errors"]) or console
+    assert any("undefinedFunction" in e for e in res["errors"]) and any("undefinedFunction" in c for c in console)
     assert res["external"] == ["missing.png", "external.png"]  # non-data URLs are reported
 
 
 @pytest.mark.slow
 @needs_chromium
 def test_screenshot_of_report(full_report, tmp_path):
-    """Writes runs/report-screenshots/*.png to look at (not an assertion of looks)."""
+    """Writes runs/report-screenshots/part*.png (the page in 1300-px slices) for a person to look at."""
+    from PIL import Image
+
     study, _, _ = full_report
     out = Path(__file__).resolve().parents[1] / "runs" / "report-screenshots"
     out.mkdir(parents=True, exist_ok=True)
-    for anchor in ["", *EXPECTED_SECTIONS]:
-        shot = out / f"{anchor or 'top'}.png"
-        url = study.report_path.resolve().as_uri() + (f"#{anchor}" if anchor else "")
-        run_chromium([f"--screenshot={shot}", "--window-size=1300,1400", "--hide-scrollbars", url], tmp_path)
-        assert shot.exists() and shot.stat().st_size > 10_000
+    full = tmp_path / "full.png"
+    run_chromium([f"--screenshot={full}", "--window-size=1300,16000", "--hide-scrollbars",
+                  study.report_path.resolve().as_uri()], tmp_path, timeout=300)
+    im = Image.open(full)
+    grey = np.asarray(im.convert("L"))
+    end = int(np.flatnonzero((grey < 245).any(axis=1)).max()) + 20  # last row with content
+    assert end > 3000  # the whole report rendered, not an empty page
+    for i, top in enumerate(range(0, end, 1300)):
+        im.crop((0, top, im.width, min(top + 1300, end))).save(out / f"part{i:02d}.png")
+
+
+# ---- against the real analysis stage -----------------------------------------------------
+@pytest.mark.slow
+def test_report_on_real_analyse_output(tmp_path):
+    """simulate -> grokscope analyse -> report: the tables the analysis stage really writes
+    line up with the report (every section but ablation drawn; CSVs equal the tables)."""
+    simulate = pytest.importorskip("grokscope.simulate")
+    analyse = pytest.importorskip("grokscope.analyse")
+    from grokscope.config import AnalyseSection
+
+    sim = simulate.simulate_study(
+        tmp_path / "s", phenomena=[simulate.SimPhenomenon("agreement", 1000, 4000), simulate.SimPhenomenon("island", 1000, 0)],
+        n_pairs_per_paradigm=40, steps=[0, 1, 4, 16, 64, 256, 1000, 2000, 4000, 6000, 8000], hidden_pairs=100,
+        d_model=16, n_layer=2, n_head=3, write_tokens=False)
+    analyse.analyse_study(sim.study, AnalyseSection(n_boot=100, n_perm=100, probe_pairs=100, probe_folds=3, ablation=False))
+    res = R.build_report(sim.study, formats=["png"])
+    assert {s.id: s.missing for s in res.sections} == {i: ("ablation" if i == "ablation" else "") for i in EXPECTED_SECTIONS}
+    timing = pd.read_parquet(sim.study.analysis_dir / "timing.parquet")
+    summary = _parse_summary(res.summary_text)
+    pooled = timing[(timing["level"] == "all") & (timing["comparison"] == "proxy")].iloc[0]
+    assert summary["ALL"]["delay_steps"] == str(int(pooled["delay_steps"]))
+    assert summary["agreement"]["status"] == timing.query("group == 'agreement' and comparison == 'proxy'")["status"].item()
+    curves = pd.read_parquet(sim.study.analysis_dir / "curves.parquet")
+    _assert_same(_read(sim.study, "curves_proxy"), curves[curves["split"].isin(F.SPLIT_FAMILIES["proxy"])],
+                 ["level", "group", "split", "step"])

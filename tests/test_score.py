@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from grokscope import cli  # noqa: E402
-from grokscope.score import ScoreOptions, encode_pairs, pack_pair, score_pairs  # noqa: E402
+from grokscope.score import ScoreOptions, encode_pairs, pack_rows, score_pairs  # noqa: E402
 from grokscope.store import Study, read_parquet_metadata  # noqa: E402
 from grokscope.tokenizer import load_tokenizer  # noqa: E402
 
@@ -217,19 +217,22 @@ def test_batch_size_and_packing_do_not_change_scores(model_and_tok, pairs):
         assert list(t["correct"]) == list(base["correct"])
 
 
-def test_packing_shares_the_prefix(gpt2_tok):
-    df = pd.DataFrame({"uid": ["x"], "pair_id": [0], "good": ["Raymond is selling this sketch."],
-                       "bad": ["Raymond is selling this sketches."]})
-    g, b = encode_pairs(gpt2_tok, df, "lm_eval")[0]
-    p = pack_pair(g, b)
-    shared = 0
-    while g.ids[shared] == b.ids[shared]:
-        shared += 1
-    # the prefix once, then each continuation without its last token (it predicts nothing)
-    assert len(p.ids) == shared + (len(g.ids) - 1 - shared) + (len(b.ids) - 1 - shared)
-    assert list(p.ids[p.good_rows[: len(g.ids) - 1]]) == g.ids[:-1]
-    assert list(p.ids[p.bad_rows[: len(b.ids) - 1]]) == b.ids[:-1]
-    assert list(p.positions[p.bad_rows[: len(b.ids) - 1]]) == list(range(len(b.ids) - 1))
+def test_prefix_tree_rows_are_exact_tries(gpt2_tok, pairs):
+    sentences = [e for pair in encode_pairs(gpt2_tok, pairs, "lm_eval") for e in pair]
+    rows = pack_rows(sentences, 16)
+    assert sorted(s for r in rows for s in r.sentences) == list(range(len(sentences)))
+    for row in rows:
+        fed = {s: sentences[s].ids[: sentences[s].need + 1] for s in row.sentences}
+        # one node per distinct prefix of the row's sentences (brute force)
+        assert len(row.ids) == len({tuple(f[: j + 1]) for f in fed.values() for j in range(len(f))})
+        for s, path in zip(row.sentences, row.paths):
+            assert list(row.ids[path]) == fed[s]
+            assert list(row.positions[path]) == list(range(len(fed[s])))
+            for j, node in enumerate(path):  # a node sees exactly itself and its ancestors
+                assert set(np.nonzero(row.visible[node])[0]) == set(path[: j + 1].tolist())
+    shared = sum(len(r.ids) for r in rows)
+    unshared = sum(len(r.ids) for r in pack_rows(sentences, 16, share_prefix=False))
+    assert unshared == sum(s.need + 1 for s in sentences) and shared < 0.9 * unshared
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,3 +394,19 @@ def test_cli_plain_hf_dir_needs_step(tmp_path, gpt2_tok, pairs, capsys):
     assert meta["tokens_seen"] == 51200 and meta["checkpoint"] == str(plain.resolve())
     t = pd.read_parquet(Study(tmp_path / "s").score_path(100))
     assert len(t) == 5 and t["good_critical_logprob"].isna().all()
+
+
+def test_run_stage_scores_the_study_run_and_needs_phrases(scored_study, pairs):
+    from grokscope.config import config_from_dict
+    from grokscope.errors import MissingStageError
+    from grokscope.score import run_stage
+
+    study = Study(scored_study / "study")
+    cfg = config_from_dict({"score": {"capture_attention": False, "hidden_pairs": 3, "batch_size": 8}})
+    with pytest.raises(MissingStageError, match="grokscope phrases"):
+        run_stage(cfg, study)
+    pairs.to_parquet(study.phrases_path)
+    run_stage(cfg, study)
+    assert study.scored_steps() == [0, 4]
+    assert np.load(study.hidden_path(0)).shape == (3, 2, 3, 64)
+    assert not study.attention_path(0).exists()

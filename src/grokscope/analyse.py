@@ -237,7 +237,19 @@ def word_frequencies(words: np.ndarray, tokenizer: Any, unigram: np.ndarray) -> 
 # the stage
 # ---------------------------------------------------------------------------------------
 def analyse_study(study: Study, a: AnalyseSection, force: bool = False, progress: bool = False) -> str:
-    """Run every analysis of a study and write its tables; returns the summary text."""
+    """Run every analysis of a study and write its tables; returns the summary text.
+
+    BLAS runs single-threaded: the matrices are small or skinny, and on a shared machine extra
+    BLAS threads only add contention (measured: 10x slower SVDs under load)."""
+    from threadpoolctl import threadpool_limits
+
+    if a.probes:  # load scipy's/sklearn's own BLAS first: threadpool_limits only limits loaded ones
+        import sklearn.linear_model  # noqa: F401
+    with threadpool_limits(limits=1):
+        return _analyse_study(study, a, force, progress)
+
+
+def _analyse_study(study: Study, a: AnalyseSection, force: bool, progress: bool) -> str:
     from grokscope import dynamics as dy
 
     t0 = time.perf_counter()
@@ -278,6 +290,7 @@ def analyse_study(study: Study, a: AnalyseSection, force: bool = False, progress
         probes = probe_table(study, inputs, keep, a, gen_step, progress)
         if probes is not None:
             store.write_parquet(out / "probes.parquet", probes, metadata={"gen_step": gen_step, **meta})
+            notes.append(probe_summary(probes))
         else:
             notes.append("probes: no hidden states captured (score with capture_hidden = true)")
     if a.heads:
@@ -285,6 +298,10 @@ def analyse_study(study: Study, a: AnalyseSection, force: bool = False, progress
         if heads_df is not None:
             store.write_parquet(out / "heads.parquet", heads_df, metadata={"top_k": a.top_k_heads})
             store.write_parquet(out / "head_concentration.parquet", conc, metadata={"top_k": a.top_k_heads})
+            first, last = conc.iloc[0], conc.iloc[-1]
+            notes.append(f"heads: top-{a.top_k_heads} share {first['topk_share']:.2f} -> {last['topk_share']:.2f}, "
+                         f"Gini {first['gini']:.2f} -> {last['gini']:.2f} (step {first['step']} -> {last['step']}); "
+                         f"top heads at the last step: {last['top_heads']}")
             if a.ablation:
                 notes.append(run_ablation(study, inputs, keep, conc, a))
         else:
@@ -299,6 +316,7 @@ def analyse_study(study: Study, a: AnalyseSection, force: bool = False, progress
 
 def _signature(files: list[Path], a: AnalyseSection) -> str:
     h = hashlib.sha256(json.dumps(dataclasses.asdict(a), sort_keys=True).encode())
+    files = files + [files[0].parent / "tokens" / "tokens.npy"]  # critical-word frequencies
     for f in files:
         for p in (f, f.with_suffix("").with_suffix(".hidden.npy"), f.with_suffix("").with_suffix(".attention.npy")):
             if p.exists():
@@ -316,26 +334,23 @@ def probe_table(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseS
 
     order = np.random.default_rng(a.seed).permutation(keep)  # same pair preference at every step
     rows = []
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):  # small matrices: BLAS threads only add contention
-        for j, step in enumerate(tqdm(inputs.steps, desc="probes", unit="ckpt", disable=not progress)):
-            path = study.hidden_path(int(step))
-            if not path.exists():
-                continue
-            hidden = np.load(path, mmap_mode="r")  # [n_captured, 2, n_layer+1, d_model]
-            hrow = inputs.hidden_rows[j][order]
-            chosen = hrow[hrow >= 0]
-            if a.probe_pairs > 0:
-                chosen = chosen[: a.probe_pairs]
-            if chosen.size and chosen.max() >= hidden.shape[0]:
-                raise DataError(f"{path}: has {hidden.shape[0]} rows but {study.score_path(int(step)).name} "
-                                f"refers to hidden_row {int(chosen.max())}")
-            if chosen.size < 2:
-                continue
-            states = np.asarray(hidden[np.sort(chosen)], dtype=np.float32)
-            for lp in pr.probe_checkpoint(states, a.probe_folds, a.seed + j):
-                rows.append({"step": int(step), **dataclasses.asdict(lp)})
+    for j, step in enumerate(tqdm(inputs.steps, desc="probes", unit="ckpt", disable=not progress)):
+        path = study.hidden_path(int(step))
+        if not path.exists():
+            continue
+        hidden = np.load(path, mmap_mode="r")  # [n_captured, 2, n_layer+1, d_model]
+        hrow = inputs.hidden_rows[j][order]
+        chosen = hrow[hrow >= 0]
+        if a.probe_pairs > 0:
+            chosen = chosen[: a.probe_pairs]
+        if chosen.size and chosen.max() >= hidden.shape[0]:
+            raise DataError(f"{path}: has {hidden.shape[0]} rows but {study.score_path(int(step)).name} "
+                            f"refers to hidden_row {int(chosen.max())}")
+        if chosen.size < 2:
+            continue
+        states = np.asarray(hidden[np.sort(chosen)], dtype=np.float32)
+        for lp in pr.probe_checkpoint(states, a.probe_folds, a.seed + j):
+            rows.append({"step": int(step), **dataclasses.asdict(lp)})
     if not rows:
         return None
     df = pd.DataFrame(rows)
@@ -405,6 +420,25 @@ def run_ablation(study: Study, inputs: StudyInputs, keep: np.ndarray, conc: pd.D
     rnd = table.loc[table["condition"] == "random", "delta_accuracy"]
     return (f"ablation at step {step}: top heads {top_row['heads']} change accuracy by {top_row['delta_accuracy']:+.3f}; "
             f"random heads {rnd.mean():+.3f} on average (p = {hd.ablation_p_value(table):.3f})")
+
+
+def probe_summary(probes: pd.DataFrame) -> str:
+    """One line: best layer's probe accuracy and dimensionality before vs after generalisation."""
+    parts = []
+    for phase in ("before", "after"):
+        sub = probes[probes["phase"] == phase]
+        if sub.empty:
+            continue
+        by_layer = sub.groupby("layer")[["logreg_acc", "meandiff_acc", "participation_ratio"]].mean()
+        best = by_layer["logreg_acc"].idxmax()
+        r = by_layer.loc[best]
+        parts.append(f"{phase} generalisation: best layer {best} logreg {r['logreg_acc']:.2f}, "
+                     f"mean-diff {r['meandiff_acc']:.2f}, participation ratio {r['participation_ratio']:.1f}")
+    if not parts:
+        last = probes[probes["step"] == probes["step"].max()]
+        r = last.loc[last["logreg_acc"].idxmax()]
+        parts.append(f"no generalisation step; last step best layer {int(r['layer'])} logreg {r['logreg_acc']:.2f}")
+    return "probes: " + "; ".join(parts)
 
 
 def summary_table(timing: pd.DataFrame, max_rows: int = 40) -> str:

@@ -80,6 +80,7 @@ class BenchmarkSection:
     paradigms: list[str] = field(default_factory=list)  # empty = all
     pairs_per_paradigm: int = 0  # 0 = all; else a seeded subsample
     skip_invalid: bool = False
+    lexicon: str = ""  # BLiMP vocabulary.csv for the phrase rules; "" = the one beside `path`
 
 
 @dataclass

@@ -30,10 +30,9 @@ MODEL_SIZES: dict[str, dict[str, int]] = {
 }
 
 # demo defaults (chosen so the whole demo takes a few minutes on 2 cores; see docs/demo.md)
-DEFAULT_STEPS = 600
+DEFAULT_STEPS = 500
 DEFAULT_BATCH = 16
-DEFAULT_SEQ_LEN = 64
-DEFAULT_DOCUMENTS = 6000
+DEFAULT_SEQ_LEN = 32
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,9 +44,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="small",
                         help="GPT shape: " + ", ".join(f"{k}={v['n_layer']}x{v['n_embd']}" for k, v in MODEL_SIZES.items()))
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default %(default)s)")
-    parser.add_argument("--checkpoint-every", type=int, default=50,
+    parser.add_argument("--checkpoint-every", type=int, default=25,
                         help="checkpoints every N steps after the log-spaced ones (default %(default)s)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all cores)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch/BLAS in every stage (default 1: the demo's model is tiny, and one "
+                             "thread per process is fastest on a busy machine; 0 = all cores)")
     add_settings_arguments(parser)
     parser.set_defaults(documents=0)  # 0 = enough documents for --steps x --batch-size rows
 
@@ -64,7 +65,7 @@ def demo_config(args: argparse.Namespace, settings: TestbedSettings) -> dict[str
         "data": {"tokenizer": "train-bpe", "vocab_size": 1024, "seq_len": args.seq_len, "seed": args.seed},
         "train": {"enabled": True, **size, "batch_size": args.batch_size, "max_steps": args.steps,
                   "lr": args.lr, "warmup_steps": max(1, args.steps // 20), "min_lr_ratio": 0.1,
-                  "log_spaced_until": min(64, args.steps), "checkpoint_every": args.checkpoint_every,
+                  "log_spaced_until": min(16, args.steps), "checkpoint_every": args.checkpoint_every,
                   "seed": args.seed, "device": "cpu", "threads": args.threads},
         "benchmark": {"path": "testbed"},
         "score": {"batch_size": 128, "hidden_pairs": 400, "device": "cpu"},
@@ -103,8 +104,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(config_path)
     print(f"grokscope demo: {out.resolve()} (planting {'on' if settings.planting else 'off'}, "
           f"{settings.n_documents} documents, {args.steps} steps, model {args.model_size})")
-    if args.threads:
-        os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    if args.threads > 0:  # before torch / numpy start their thread pools
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
     results = run_study(cfg)
     print()
     print(format_summary(results))

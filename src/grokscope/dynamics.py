@@ -120,24 +120,21 @@ def bootstrap_weights(strata: np.ndarray, n_boot: int, rng: np.random.Generator,
 
 
 def percentile_interval(values: np.ndarray, ci: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap interval of ``values`` along ``axis`` (NaNs ignored; +inf allowed)."""
+    """Percentile bootstrap interval of ``values`` along ``axis``: the ``(1-ci)/2`` and
+    ``(1+ci)/2`` empirical quantiles (inverted-CDF definition, no interpolation), NaNs ignored,
+    +inf allowed. All-NaN positions give NaN."""
+    v = np.moveaxis(np.asarray(values, dtype=np.float64), axis, 0)
+    v = np.sort(v, axis=0)  # NaNs sort last
+    m = (~np.isnan(v)).sum(axis=0)  # valid values per position
     alpha = (1.0 - ci) / 2.0
-    with np.errstate(invalid="ignore"), _quiet_nan():
-        lo = np.nanquantile(values, alpha, axis=axis, method="inverted_cdf")
-        hi = np.nanquantile(values, 1.0 - alpha, axis=axis, method="inverted_cdf")
-    return lo, hi
 
+    def q(p: float) -> np.ndarray:
+        k = np.clip(np.ceil(p * m - 1e-9).astype(np.int64) - 1, 0, None)
+        k = np.minimum(k, np.maximum(m - 1, 0))
+        out = np.take_along_axis(v, k[None], axis=0)[0]
+        return np.where(m > 0, out, np.nan)
 
-class _quiet_nan:
-    def __enter__(self) -> None:
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc: object) -> None:
-        self._w.__exit__(*exc)
+    return q(alpha), q(1.0 - alpha)
 
 
 def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -228,28 +225,37 @@ def lead_statistic_table(correct: np.ndarray, entry: np.ndarray, strata: np.ndar
     return k
 
 
-def _permutation_sums(k, entry, order, starts, n_perm, seed):  # pragma: no cover - compiled by numba
-    """For each permutation: shuffle ``entry`` within each segment of ``order`` (Fisher-Yates)
-    and return sum_i k[i, shuffled e_i]. ``order`` lists pair indices grouped by stratum,
-    ``starts`` the segment boundaries."""
-    np.random.seed(seed)
+def _permutation_sums(k, gid, entry, order, starts, n_groups, n_perm, seed):  # pragma: no cover - numba
+    """Monte-Carlo permutation distribution of the lead statistic, for several levels at once.
+
+    ``k`` ``[n, L, T+1]`` float32 (per pair and level, its contribution for every entry index),
+    ``gid`` ``[n, L]`` the pair's group (row of the output) at each level, ``order`` pair indices grouped
+    by permutation stratum with segment boundaries ``starts``. Each permutation shuffles the
+    entry indices within every segment (Fisher-Yates, xorshift64* generator) and adds
+    k[l, i, e_shuffled(i)] to out[gid[l, i], r]. Returns ``[n_groups, n_perm]``.
+    """
+    out = np.zeros((n_groups, n_perm))
     n = order.shape[0]
-    out = np.zeros(n_perm)
     e = np.empty(n, np.int64)
-    for r in range(n_perm):
-        for i in range(n):
-            e[i] = entry[order[i]]
-        total = 0.0
-        for s in range(starts.shape[0] - 1):
-            lo, hi = starts[s], starts[s + 1]
+    for i in range(n):
+        e[i] = entry[order[i]]
+    x = np.uint64(seed) * np.uint64(2654435761) + np.uint64(88172645463325252)
+    for s in range(starts.shape[0] - 1):  # segment-major: its rows of k stay in cache
+        lo, hi = starts[s], starts[s + 1]
+        for r in range(n_perm):
             for j in range(hi - 1, lo, -1):
-                m = lo + np.random.randint(0, j - lo + 1)
+                x ^= x >> np.uint64(12)
+                x ^= x << np.uint64(25)
+                x ^= x >> np.uint64(27)
+                rnd = (x * np.uint64(2685821657736338717)) >> np.uint64(32)  # 32 random bits
+                m = lo + np.int64((rnd * np.uint64(j - lo + 1)) >> np.uint64(32))  # uniform in [0, j-lo]
                 tmp = e[j]
                 e[j] = e[m]
                 e[m] = tmp
             for j in range(lo, hi):
-                total += k[order[j], e[j]]
-        out[r] = total
+                i = order[j]
+                for lev in range(k.shape[1]):
+                    out[gid[i, lev], r] += k[i, lev, e[j]]
     return out
 
 
@@ -260,29 +266,45 @@ def _permutation_kernel():
     return numba.njit(cache=True, nogil=True)(_permutation_sums)
 
 
-def permutation_lead_test(
+def permutation_lead_tests(
     correct: np.ndarray, entry: np.ndarray, weight_strata: np.ndarray, perm_strata: np.ndarray,
-    min_pairs: int, n_perm: int, seed: int,
-) -> tuple[float, float, float]:
-    """One-sided permutation test that the train side leads the val side.
+    level_groups: list[list[np.ndarray]], min_pairs: int, n_perm: int, seed: int,
+) -> list[list[tuple[float, float, float]]]:
+    """One-sided permutation tests that the train side leads the val side, for every group.
 
     Null hypothesis: within each ``perm_strata`` cell (paradigm, or paradigm x frequency bin),
     correctness does not depend on exposure. Entry indices are shuffled within those cells; the
-    statistic is the mean train - val accuracy gap over checkpoints (standardised over
-    ``weight_strata``, see :func:`lead_statistic_table`). Returns ``(statistic, p_lead,
-    p_val_leads)``, p = (1 + #{perm >= obs}) / (1 + n_perm).
+    statistic of a group is its mean train - val accuracy gap over checkpoints (standardised
+    over ``weight_strata``, see :func:`lead_statistic_table`). ``level_groups[l]`` partitions
+    the pairs into the groups of level l; the same shuffles serve every level.
+    Returns ``[level][group] -> (statistic, p_lead, p_val_leads)`` with
+    p = (1 + #{perm >= obs}) / (1 + n_perm).
     """
+    n, T = correct.shape
     entry = np.asarray(entry, dtype=np.int64)
-    k = lead_statistic_table(correct, entry, np.asarray(weight_strata), min_pairs)
-    observed = float(k[np.arange(entry.size), entry].sum())
+    n_levels = len(level_groups)
+    k = np.zeros((n, n_levels, T + 1), dtype=np.float32)  # float32: half the memory traffic
+    gid = np.zeros((n, n_levels), dtype=np.int64)
+    offsets, g0 = [], 0
+    for lev, groups in enumerate(level_groups):
+        offsets.append(g0)
+        for g, idx in enumerate(groups):
+            k[idx, lev] = lead_statistic_table(correct[idx], entry[idx], weight_strata[idx], min_pairs)
+            gid[idx, lev] = g0 + g
+        g0 += len(groups)
+    rows = np.arange(n)
+    observed = np.zeros(g0)
+    for lev in range(n_levels):
+        np.add.at(observed, gid[:, lev], k[rows, lev, entry].astype(np.float64))
     order = np.argsort(perm_strata, kind="stable").astype(np.int64)
     bounds = np.flatnonzero(np.diff(np.asarray(perm_strata)[order])) + 1
-    starts = np.concatenate([[0], bounds, [entry.size]]).astype(np.int64)
-    perm = _permutation_kernel()(k, entry, order, starts, int(n_perm), int(seed))
-    tol = 1e-9 * max(1.0, abs(observed))
-    p_lead = (1 + np.count_nonzero(perm >= observed - tol)) / (1 + n_perm)
-    p_val = (1 + np.count_nonzero(perm <= observed + tol)) / (1 + n_perm)
-    return observed, float(p_lead), float(p_val)
+    starts = np.concatenate([[0], bounds, [n]]).astype(np.int64)
+    perm = _permutation_kernel()(k, gid, entry, order, starts, g0, int(n_perm), int(seed))  # [groups, n_perm]
+    tol = 1e-9 * np.maximum(1.0, np.abs(observed))[:, None]
+    p_lead = (1 + (perm >= observed[:, None] - tol).sum(1)) / (1 + n_perm)
+    p_val = (1 + (perm <= observed[:, None] + tol).sum(1)) / (1 + n_perm)
+    return [[(float(observed[o + g]), float(p_lead[o + g]), float(p_val[o + g])) for g in range(len(groups))]
+            for o, groups in zip(offsets, level_groups)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -445,14 +467,32 @@ def analyse_dynamics(table: PairTable, opts: DynamicsOptions, levels: tuple[str,
             for name in pd.unique(np.asarray(cell_label, dtype=object)):
                 groups.append((level, str(name), [c for c, lab in enumerate(cell_label) if lab == name]))
 
+    # permutation tests: one set of shuffles per comparison serves every level
+    group_idx = [np.concatenate([cell_idx[c] for c in cs]) for _, _, cs in groups]
+    level_names = list(dict.fromkeys(level for level, _, _ in groups))
+    level_groups = [[group_idx[g] for g, (lv, _, _) in enumerate(groups) if lv == level] for level in level_names]
+    position = {}
+    for lev, level in enumerate(level_names):
+        for j, g in enumerate([g for g, (lv, _, _) in enumerate(groups) if lv == level]):
+            position[g] = (lev, j)
+    cell_of = cell_of.astype(np.int64)
+    tests = {
+        "proxy": (e_proxy, np.zeros(n, np.int64), cell_of),
+        "fixed": (e_fixed, np.zeros(n, np.int64), cell_of),
+        "matched": (e_proxy, strata, cell_of * nb + strata),
+    }
+    lead: dict[str, list[list[tuple[float, float, float]]]] = {}
+    for j, (comp, (entry, w_strata, p_strata)) in enumerate(tests.items()):
+        lead[comp] = permutation_lead_tests(table.correct, entry, w_strata, p_strata, level_groups,
+                                            opts.criterion.min_pairs, opts.n_perm, seed=opts.seed * 7919 + j)
+
     curves, timing = [], []
     for g, (level, name, cs) in enumerate(tqdm(groups, desc="dynamics", unit="group", disable=not progress)):
         s_boot = functools.reduce(lambda a, b: a + b, (boot[c] for c in cs))
         s_obs = functools.reduce(lambda a, b: a + b, (obs[c] for c in cs))
-        idx = np.concatenate([cell_idx[c] for c in cs])
-        perm_cells = np.concatenate([np.full(cell_idx[c].size, c) for c in cs])
-        res = _group_result(level, name, s_obs, s_boot, table, idx, perm_cells, strata, nb,
-                            e_proxy, e_fixed, opts, seed=int(np.random.default_rng([opts.seed, 2, g]).integers(2**31)))
+        lev, j = position[g]
+        res = _group_result(level, name, s_obs, s_boot, table.steps, table.tokens, opts,
+                            {comp: lead[comp][lev][j] for comp in COMPARISONS})
         curves.append(res.curves)
         timing.append(res.timing)
     timing_df = pd.concat(timing, ignore_index=True)
@@ -461,9 +501,9 @@ def analyse_dynamics(table: PairTable, opts: DynamicsOptions, levels: tuple[str,
     return DynamicsResult(pd.concat(curves, ignore_index=True), timing_df)
 
 
-def _group_result(level, group, s_obs, s_boot, table, idx, perm_cells, strata, nb, e_proxy, e_fixed,
-                  opts, seed) -> DynamicsResult:
-    steps, tokens = table.steps, table.tokens
+def _group_result(level: str, group: str, s_obs: CellSums, s_boot: CellSums, steps: np.ndarray,
+                  tokens: np.ndarray, opts: DynamicsOptions, lead: dict[str, tuple[float, float, float]]
+                  ) -> DynamicsResult:
     tr_den = s_obs.tr_den[0]  # [nb, T]
     va_den = s_obs.all_den[0][:, None] - tr_den
     pi = standardisation_weights(tr_den, va_den)
@@ -480,26 +520,17 @@ def _group_result(level, group, s_obs, s_boot, table, idx, perm_cells, strata, n
         "n": n_obs.ravel(), "accuracy": acc_obs.ravel(),
         "ci_low": np.asarray(lo, np.float64).ravel(), "ci_high": np.asarray(hi, np.float64).ravel(),
     })
-    correct = table.correct[idx]
-    zeros = np.zeros(idx.size, np.int64)
-    cell_bin = perm_cells.astype(np.int64) * nb + strata[idx]
-    tests = {"proxy": (e_proxy[idx], zeros, perm_cells), "fixed": (e_fixed[idx], zeros, perm_cells),
-             "matched": (e_proxy[idx], strata[idx], cell_bin)}
     rows = []
-    for j, (comp, (s_tr, s_va)) in enumerate(COMPARISON_SPLITS.items()):
+    for comp, (s_tr, s_va) in COMPARISON_SPLITS.items():
         i_tr, i_va = names.index(s_tr), names.index(s_va)
-        rows.append(timing_row(
-            level, group, comp, acc_obs[i_tr], acc_obs[i_va], n_obs[i_tr], n_obs[i_va],
-            boot[s_tr][0], boot[s_va][0], steps, tokens, opts,
-            lambda e=tests[comp], j=j: permutation_lead_test(correct, e[0], e[1], e[2], opts.criterion.min_pairs,
-                                                             opts.n_perm, seed + j),
-        ))
+        rows.append(timing_row(level, group, comp, acc_obs[i_tr], acc_obs[i_va], n_obs[i_tr], n_obs[i_va],
+                               boot[s_tr][0], boot[s_va][0], steps, tokens, opts, lead[comp]))
     return DynamicsResult(curves, pd.DataFrame(rows))
 
 
 def timing_row(level: str, group: str, comp: str, acc_tr: np.ndarray, acc_va: np.ndarray, n_tr: np.ndarray,
                n_va: np.ndarray, boot_tr: np.ndarray, boot_va: np.ndarray, steps: np.ndarray, tokens: np.ndarray,
-               opts: DynamicsOptions, lead_test) -> dict[str, object]:
+               opts: DynamicsOptions, lead: tuple[float, float, float]) -> dict[str, object]:
     """One row of timing.parquet: onsets on the observed curves, the delay's bootstrap interval
     from the replicate curves (``[B, T]``), the lead test and the status."""
     crit = opts.criterion
@@ -510,7 +541,7 @@ def timing_row(level: str, group: str, comp: str, acc_tr: np.ndarray, acc_va: np
     d_b = np.where(fit_b < 0, np.nan, np.where(gen_b < 0, np.inf, (steps[gen_b] - steps[fit_b]).astype(float)))
     ci_lo, ci_hi = percentile_interval(d_b, opts.ci) if (~np.isnan(d_b)).any() else (np.nan, np.nan)
     too_few = n_tr.max(initial=0) < crit.min_pairs or n_va.max(initial=0) < crit.min_pairs
-    stat, p_lead, p_val = (np.nan, np.nan, np.nan) if too_few else lead_test()
+    stat, p_lead, p_val = (np.nan, np.nan, np.nan) if too_few else lead
     alpha = 1.0 - opts.ci
     delay = int(steps[gen] - steps[fit]) if fit >= 0 and gen >= 0 else None
     if too_few:

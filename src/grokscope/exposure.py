@@ -595,8 +595,10 @@ def run_stage(cfg: Any, study: Any) -> None:
     if not cfg.data.tokens:
         study.require(study.tokens_dir / "manifest.json", "prepared token stream", "grokscope prepare")
     if cfg.score.checkpoints:
-        steps = parse_checkpoints([str(cfg.resolve_path(c)) if not c.replace(",", "").isdigit() and c != "pythia" else c
-                                   for c in cfg.score.checkpoints])
+        # step lists and 'pythia' as they are; paths relative to the config file; hub ids as they are
+        specs = [str(cfg.resolve_path(c)) if cfg.resolve_path(c).exists() or any(ch in c for ch in "*?[")
+                 else c for c in cfg.score.checkpoints]
+        steps = parse_checkpoints(specs)
     else:
         ck = study.run_dir / "checkpoints"
         if not ck.exists():

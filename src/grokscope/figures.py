@@ -334,7 +334,7 @@ def delay_figure(timing: pd.DataFrame, level: str = "phenomenon", axis: StepAxis
     _style()
     panels = ordered_groups(timing, level)
     comparisons = [c for c in COMPARISON_STYLE if (timing["comparison"] == c).any()]
-    fig, ax = plt.subplots(figsize=(9.5, 0.95 + 0.42 * len(panels) * max(1, len(comparisons)) ** 0.5))
+    fig, ax = plt.subplots(figsize=(10, 1.3 + len(panels) * (0.2 + 0.14 * max(1, len(comparisons)))))
     offsets = np.linspace(-0.22, 0.22, len(comparisons)) if len(comparisons) > 1 else np.zeros(1)
     colours = {"proxy": "#333333", "fixed": "#7A7A7A", "matched": "#CC79A7"}
     not_reached: list[tuple[float, str]] = []
@@ -362,6 +362,9 @@ def delay_figure(timing: pd.DataFrame, level: str = "phenomenon", axis: StepAxis
                     open_right.append((y + off, float(d), colours[comp]))
             else:
                 not_reached.append((y + off, f"{comp}: {row.get('status', 'not reached')}"))
+    if not xs_all:
+        ax.text(0.5, 0.5, "no group reached the criterion in both splits:\nthere is no delay to show",
+                transform=ax.transAxes, ha="center", va="center", fontsize=10, color="#555555")
     xs = np.asarray(xs_all) if xs_all else np.zeros(1)
     left = min(0.0, float(np.nanmin(xs)))
     right = max(1.0, float(np.nanmax(xs))) * 1.12
@@ -653,12 +656,13 @@ def head_trajectories_figure(heads: pd.DataFrame, max_heads: int = 32, gen_step:
     ax.set_xticklabels([format_count(s) for s in steps[::stride]], fontsize=7, rotation=45)
     ax.set_xlabel("checkpoint step (one column per checkpoint)")
     ax.set_ylabel("layer, head")
+    title = f"Attention critical→context per head over training ({len(keep)} heads with the highest peak)"
     if gen_step is not None and _isnum(gen_step):
         j = int(np.argmin(np.abs(np.asarray(steps, float) - float(gen_step))))
-        ax.axvline(j - 0.5, color="#00E5FF", ls="--", lw=1.4, label=f"proxy-val generalises (step {format_count(gen_step)})")
-        ax.legend(loc="upper left", bbox_to_anchor=(0, -0.12 - 4 / max(len(keep), 8) * 0.1))
+        ax.axvline(j - 0.5, color="#00E5FF", ls="--", lw=1.4)
+        title += f"\ncyan dashed line: proxy-val generalises (step {format_count(gen_step)})"
     ax.grid(False)
-    ax.set_title(f"Attention critical→context per head over training ({len(keep)} heads with the highest peak)")
+    ax.set_title(title, fontsize=9.5)
     fig.colorbar(im, ax=ax, label="attention", fraction=0.03, pad=0.02)
     fig.tight_layout()
     return fig
@@ -693,7 +697,8 @@ def head_concentration_figure(concentration: pd.DataFrame, gen_step: float | Non
 # ---- ablation ----------------------------------------------------------------------------
 def ablation_summary(ablation: pd.DataFrame) -> pd.DataFrame:
     """Per step: accuracy change when ablating the top heads vs k random heads (mean, sd over
-    repeats) and the share of random repeats that hurt at least as much (empirical p)."""
+    repeats), the share of random repeats that hurt at least as much, and the p-value
+    (1 + #{random ≤ top}) / (1 + #random)."""
     rows = []
     for step, s in ablation.groupby("step", sort=True):
         top = s[s["condition"] == "top"]
@@ -709,6 +714,8 @@ def ablation_summary(ablation: pd.DataFrame) -> pd.DataFrame:
             "random_delta_sd": float(rd.std(ddof=1)) if rd.size > 1 else math.nan,
             "n_random": int(rd.size),
             "p_random_le_top": float(np.mean(rd <= top_delta)) if rd.size and _isnum(top_delta) else math.nan,
+            # permutation-style p-value with +1 smoothing (as grokscope.heads.ablation_p_value)
+            "p_value": float((1 + np.sum(rd <= top_delta)) / (1 + rd.size)) if _isnum(top_delta) else math.nan,
         })
     return pd.DataFrame(rows)
 

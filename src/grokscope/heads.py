@@ -201,7 +201,7 @@ def score_accuracy_fn(tokenizer: Any, pairs: pd.DataFrame, phrases: pd.DataFrame
 
     options = ScoreOptions()
     names = {f.name for f in dataclasses.fields(options)}
-    changes = {k: False for k in ("capture_hidden", "capture_attention") if k in names}
+    changes = {k: False for k in ("capture_hidden", "capture_attention", "progress") if k in names}
     options = dataclasses.replace(options, **changes)
 
     def accuracy(model: Any) -> float:

@@ -32,7 +32,6 @@ Selectors (``name:argument``):
 ``local_subject``      head noun of the subject of the clause holding the critical word (the
                        first noun after the last complementiser / clause-embedding verb)
 ``object_after``       head noun of the first noun phrase after the critical word
-``noun_after``         first noun after the critical word
 ``infinitive``         the verb after the first "to" after the critical word ("apt to *leave*")
 ``main_verb``          the last lexical verb of the sentence
 ``clause_verb``        first lexical verb after the first relativiser ("that Sharon *talked* about")

@@ -152,6 +152,9 @@ class PhraseIndex:
     ``root_child[v]``: node reached from the root by token ``v`` (-1: none), ``[vocab_size]``.
     ``hash_keys``/``hash_vals``: open-addressing table (linear probing, -1 = empty) mapping
     ``node * vocab_size + token`` to the child node, for all non-root edges.
+    ``edge_filter``: a one-hash Bloom filter (int64 words, ``2**filter_bits`` bits, ~1 MB) of
+    the same keys, so the common miss (no phrase continues with this token) is answered from
+    cache without probing the large table.
     ``node_seq[n]``: the sequence ending at node ``n`` (-1: none). ``node_has_child[n]``.
     ``seq_start_check[k]``: sequence ``k``'s first token begins with a letter/digit, so the
     token before a match must not end with one."""
@@ -162,6 +165,8 @@ class PhraseIndex:
     hash_keys: np.ndarray
     hash_vals: np.ndarray
     hash_bits: int
+    edge_filter: np.ndarray
+    filter_bits: int
     node_seq: np.ndarray
     node_has_child: np.ndarray
     seq_start_check: np.ndarray
@@ -174,6 +179,9 @@ class PhraseIndex:
     @property
     def n_nodes(self) -> int:
         return int(self.node_seq.shape[0])
+
+
+_FILTER_MULT = np.int64(-2960836687051489901)  # 0xD6E8FEB86659FD93: the Bloom filter's hash
 
 
 def build_index(sequences: Iterable[Sequence[int]], tables: WordTables) -> PhraseIndex:
@@ -233,13 +241,20 @@ def build_index_arrays(flat: np.ndarray, lengths: np.ndarray, tables: WordTables
     bits = max(4, int(np.ceil(np.log2(int(deep.sum()) * 2 + 1))))
     keys = np.full(1 << bits, -1, dtype=np.int64)
     vals = np.full(1 << bits, -1, dtype=np.int32)
+    n_deep = int(deep.sum())
+    fbits = min(26, max(10, int(np.ceil(np.log2(max(1, n_deep) * 8)))))
+    edge_filter = np.zeros(1 << (fbits - 6), dtype=np.int64)
     if deep.any():
-        _kernels().fill(keys, vals, parent[deep] * vocab + token[deep], child[deep].astype(np.int32),
+        deep_keys = parent[deep] * vocab + token[deep]
+        _kernels().fill(keys, vals, deep_keys, child[deep].astype(np.int32),
                         np.int64(64 - bits), np.int64((1 << bits) - 1))
+        with np.errstate(over="ignore"):
+            bit = ((deep_keys * _FILTER_MULT) >> np.int64(64 - fbits)) & np.int64((1 << fbits) - 1)
+        np.bitwise_or.at(edge_filter.view(np.uint64), bit >> 6, np.left_shift(np.uint64(1), (bit & 63).astype(np.uint64)))
     start_check = tables.continues_word[padded[:, 0]] if n else np.zeros(0, dtype=np.bool_)
     return PhraseIndex(
         lengths=lens, vocab_size=vocab, root_child=root_child, hash_keys=keys, hash_vals=vals,
-        hash_bits=bits, node_seq=node_seq, node_has_child=has_child,
+        hash_bits=bits, edge_filter=edge_filter, filter_bits=fbits, node_seq=node_seq, node_has_child=has_child,
         seq_start_check=np.ascontiguousarray(start_check, dtype=np.bool_), tables=tables,
     )
 
@@ -275,11 +290,13 @@ def _kernels() -> _Kernels:
                 vals[h] = new_vals[q]
 
         @njit(cache=True, nogil=True)
-        def scan(rows, row0, vocab, root_child, hkeys, hvals, shift, hmask, node_seq, node_has_child,
+        def scan(rows, row0, vocab, root_child, hkeys, hvals, shift, hmask, efilter, fshift, fmask, node_seq,
+                 node_has_child,
                  seq_start_check, continues_word, ends_word, check_words, counts, first_row):  # pragma: no cover - compiled
             # rows: [n_rows, row_len] token ids (all < vocab); counts/first_row: [n_sequences]
             n_rows, row_len = rows.shape
             mult = np.int64(-7046029254386353131)
+            fmult = np.int64(-2960836687051489901)
             for r in range(n_rows):
                 for i in range(row_len):
                     n = root_child[rows[r, i]]
@@ -305,6 +322,9 @@ def _kernels() -> _Kernels:
                         if j >= row_len:
                             break
                         key = np.int64(n) * vocab + np.int64(rows[r, j])
+                        b = ((key * fmult) >> fshift) & fmask
+                        if (efilter[b >> 6] >> (b & 63)) & 1 == 0:
+                            break
                         h = ((key * mult) >> shift) & hmask
                         while hkeys[h] != key and hkeys[h] != -1:
                             h = (h + 1) & hmask
@@ -354,6 +374,7 @@ def scan_rows(index: PhraseIndex, rows: np.ndarray, row0: int = 0, counts: np.nd
     _kernels().scan(
         rows, np.int64(row0), np.int64(index.vocab_size), index.root_child, index.hash_keys,
         index.hash_vals, np.int64(64 - index.hash_bits), np.int64((1 << index.hash_bits) - 1),
+        index.edge_filter, np.int64(64 - index.filter_bits), np.int64((1 << index.filter_bits) - 1),
         index.node_seq, index.node_has_child, index.seq_start_check, index.tables.continues_word,
         index.tables.ends_word, bool(check_words), counts, first_row,
     )

@@ -36,6 +36,7 @@ from grokscope.data import lexicon as lx
 from grokscope.errors import DataError, GrokscopeError, MissingStageError
 from grokscope.phrase_rules import GENERIC_RULE, RULES, Rule
 
+RULES_VERSION = "2"  # bump when a rule or selector changes: stale phrases.parquet is redone
 WORD_RE = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]")
 
 COLUMNS = [
@@ -108,7 +109,6 @@ def make_side(name: str, text: str, lexicon: lx.Lexicon, meta: dict[str, Any]) -
 @dataclass
 class Alignment:
     good_to_bad: list[int]  # -1 where the good word has no equal partner
-    bad_to_good: list[int]
     good_block: list[tuple[int, int]]  # for each good token: the [j1, j2) bad range of its opcode
 
 
@@ -176,13 +176,12 @@ def _opcodes(a: list[str], b: list[str]) -> list[tuple[str, int, int, int, int]]
 
 def align(good: Side, bad: Side) -> Alignment:
     """Word alignment; fills ``good.diffs`` and ``bad.diffs``."""
-    g2b, b2g = [-1] * good.n, [-1] * bad.n
+    g2b = [-1] * good.n
     gblock: list[tuple[int, int]] = [(0, 0)] * good.n
     for tag, i1, i2, j1, j2 in _opcodes(good.lower, bad.lower):
         if tag == "equal":
             for k in range(i2 - i1):
                 g2b[i1 + k] = j1 + k
-                b2g[j1 + k] = i1 + k
                 gblock[i1 + k] = (j1 + k, j1 + k + 1)
         else:
             good.diffs.extend(i for i in range(i1, i2) if good.is_word[i])
@@ -193,7 +192,7 @@ def align(good: Side, bad: Side) -> Alignment:
                 bad.insertions.append(j1)
             for i in range(i1, i2):
                 gblock[i] = (j1, j2)
-    return Alignment(g2b, b2g, gblock)
+    return Alignment(g2b, gblock)
 
 
 # ---- selectors ----------------------------------------------------------------------------
@@ -273,6 +272,8 @@ def sel_diff(side: Side, how: str) -> Span:
     d = side.diffs
     if how == "verb":
         return _diff_verb(side)
+    if not d and side.insertions:
+        raise NotFound(f"a differing word in the {side.name} sentence (the other one only adds words)")
     if not d:
         raise NotFound("a differing word")
     if how == "first":
@@ -372,13 +373,6 @@ def _unknown_word(side: Side, j: int) -> bool:
 
 def sel_object_after(side: Side, _: str) -> Span:
     return _one(_np_head_from(side, _crit(side)[1] + 1, skip_particles=True), "an object noun after the verb")
-
-
-def sel_noun_after(side: Side, _: str) -> Span:
-    for j in range(_crit(side)[1] + 1, side.n):
-        if lx.N in side.tags[j] or _unknown_word(side, j):
-            return (j, j)
-    raise NotFound("a noun after the critical word")
 
 
 def sel_main_verb(side: Side, _: str) -> Span:
@@ -523,7 +517,6 @@ SELECTORS: dict[str, Callable[[Side, str], Span]] = {
     "subject_head": sel_subject_head,
     "local_subject": sel_local_subject,
     "object_after": sel_object_after,
-    "noun_after": sel_noun_after,
     "infinitive": sel_infinitive,
     "main_verb": sel_main_verb,
     "clause_verb": sel_clause_verb,
@@ -612,18 +605,59 @@ def _to_bad(span: Span, al: Alignment, good: Side, bad: Side, spec: str | None,
     return (words[0], words[-1])
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Word-index ranges of the critical and context word in both sentences."""
+
+    good_critical: Span
+    bad_critical: Span
+    good_context: Span | None
+    bad_context: Span | None
+
+
+def select_words(rule: Rule, good: Side, bad: Side, al: Alignment,
+                 x_crit: Span | None = None, x_ctx: Span | None = None) -> Selection:
+    """Critical and context word by ``rule`` (or the explicit spans), in good and bad.
+    Raises :class:`NotFound`."""
+    crit_spec = None if x_crit else rule.critical
+    g_crit = x_crit or run_selector(rule.critical, good)
+    good.critical = g_crit
+    b_crit = _to_bad(g_crit, al, good, bad, crit_spec, rule.critical_moves)
+    bad.critical = b_crit
+    ctx_spec = None if x_ctx else rule.context
+    g_ctx = x_ctx or (run_selector(rule.context, good) if rule.context else None)
+    if g_ctx is None:
+        b_ctx = None
+    elif rule.context_each_side and ctx_spec is not None:
+        b_ctx = run_selector(ctx_spec, bad)
+    else:
+        b_ctx = _to_bad(g_ctx, al, good, bad, ctx_spec)
+    return Selection(g_crit, b_crit, g_ctx, b_ctx)
+
+
+def phrase_spans(good: Side, bad: Side, al: Alignment, sel: Selection) -> tuple[Span, Span]:
+    """Word ranges of the phrase: good = first to last of {differing words, critical,
+    context}; bad = its differing words, critical and context words and the bad positions of
+    the good phrase's shared words."""
+    need = [*good.diffs, *sel.good_critical, *(sel.good_context or ())]
+    lo, hi = min(need), max(need)
+    bneed = [*bad.diffs, *sel.bad_critical, *(sel.bad_context or ())]
+    bneed += [al.good_to_bad[i] for i in range(lo, hi + 1) if al.good_to_bad[i] >= 0 and good.is_word[i]]
+    return (lo, hi), (min(bneed), max(bneed))
+
+
 def annotate_pair(
     good_text: str, bad_text: str, rule: Rule, lexicon: lx.Lexicon, meta: dict[str, Any] | None = None,
     explicit_critical: tuple[int, int] = (-1, -1), explicit_context: tuple[int, int] = (-1, -1),
 ) -> PhraseRecord:
-    """Critical phrase of one pair under ``rule`` (explicit spans override its selectors)."""
-    meta = meta or {}
+    """Critical phrase of one pair under ``rule`` (explicit ``[start, end)`` character spans
+    of the good sentence override its selectors; (-1, -1) = not given)."""
     rec = PhraseRecord(rule=rule.name)
     if not rule.supported:
         rec.reason = rule.reason
         return rec
-    good = make_side("good", good_text, lexicon, meta)
-    bad = make_side("bad", bad_text, lexicon, meta)
+    good = make_side("good", good_text, lexicon, meta or {})
+    bad = make_side("bad", bad_text, lexicon, meta or {})
     al = align(good, bad)
     if not good.diffs and not bad.diffs:
         rec.reason = "the sentences differ only in capitalisation or punctuation: no differing word"
@@ -631,47 +665,30 @@ def annotate_pair(
     try:
         x_crit = _explicit_span(good, *explicit_critical)
         x_ctx = _explicit_span(good, *explicit_context)
-        crit_spec = None if x_crit else rule.critical
-        g_crit = x_crit or run_selector(rule.critical, good)
-        good.critical = g_crit
-        b_crit = _to_bad(g_crit, al, good, bad, crit_spec, rule.critical_moves)
-        bad.critical = b_crit
-        ctx_spec = None if x_ctx else rule.context
-        g_ctx = x_ctx or (run_selector(rule.context, good) if rule.context else None)
-        if g_ctx is None:
-            b_ctx = None
-        elif rule.context_each_side and ctx_spec is not None:
-            b_ctx = run_selector(ctx_spec, bad)
-        else:
-            b_ctx = _to_bad(g_ctx, al, good, bad, ctx_spec)
+        sel = select_words(rule, good, bad, al, x_crit, x_ctx)
     except NotFound as e:
-        rec.reason = f"rule {rule.name}: no {e} found"
+        rec.reason = f"rule {rule.name}: could not find {e}"
         return rec
     if x_crit or x_ctx:
-        rec.rule = f"{rule.name}+explicit" if not (x_crit and x_ctx) else "explicit"
+        rec.rule = "explicit" if (x_crit and x_ctx) else f"{rule.name}+explicit"
+    g_crit, g_ctx = sel.good_critical, sel.good_context
     if g_ctx is not None and not (g_ctx[1] < g_crit[0] or g_crit[1] < g_ctx[0]):
         rec.reason = f"rule {rule.name}: critical and context word coincide ({good.text_of(g_crit)!r})"
         return rec
-
-    need = list(good.diffs) + [*g_crit] + ([*g_ctx] if g_ctx else [])
-    lo, hi = min(need), max(need)
-    bneed = list(bad.diffs) + [*b_crit] + ([*b_ctx] if b_ctx else [])
-    bneed += [al.good_to_bad[i] for i in range(lo, hi + 1) if al.good_to_bad[i] >= 0 and good.is_word[i]]
-    blo, bhi = min(bneed), max(bneed)
-
+    g_phrase, b_phrase = phrase_spans(good, bad, al, sel)
     rec.supported = True
-    rec.phrase_start, rec.phrase_end = good.char_span((lo, hi))
-    rec.critical_phrase = good_text[rec.phrase_start:rec.phrase_end]
-    rec.bad_phrase_start, rec.bad_phrase_end = bad.char_span((blo, bhi))
-    rec.bad_phrase = bad_text[rec.bad_phrase_start:rec.bad_phrase_end]
+    rec.phrase_start, rec.phrase_end = good.char_span(g_phrase)
+    rec.critical_phrase = good.text_of(g_phrase)
+    rec.bad_phrase_start, rec.bad_phrase_end = bad.char_span(b_phrase)
+    rec.bad_phrase = bad.text_of(b_phrase)
     rec.critical_start, rec.critical_end = good.char_span(g_crit)
-    rec.critical_word = good_text[rec.critical_start:rec.critical_end]
-    rec.bad_critical_start, rec.bad_critical_end = bad.char_span(b_crit)
-    rec.bad_critical_word = bad_text[rec.bad_critical_start:rec.bad_critical_end]
-    if g_ctx is not None and b_ctx is not None:
+    rec.critical_word = good.text_of(g_crit)
+    rec.bad_critical_start, rec.bad_critical_end = bad.char_span(sel.bad_critical)
+    rec.bad_critical_word = bad.text_of(sel.bad_critical)
+    if g_ctx is not None and sel.bad_context is not None:
         rec.context_start, rec.context_end = good.char_span(g_ctx)
-        rec.context_word = good_text[rec.context_start:rec.context_end]
-        rec.bad_context_start, rec.bad_context_end = bad.char_span(b_ctx)
+        rec.context_word = good.text_of(g_ctx)
+        rec.bad_context_start, rec.bad_context_end = bad.char_span(sel.bad_context)
     return rec
 
 
@@ -809,9 +826,6 @@ def write_phrases(
     return df
 
 
-RULES_VERSION = "1"
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmark", required=True,
                         help="BLiMP directory of jsonl files, a jsonl file of pairs, or 'nyu-mll/blimp' (hub)")
@@ -854,4 +868,5 @@ def run_stage(cfg: Any, study: Any) -> None:
         path = cfg.resolve_path(b.path)
     write_phrases(path, study.root, paradigms=b.paradigms or None,
                   pairs_per_paradigm=b.pairs_per_paradigm, seed=cfg.study.seed,
-                  skip_invalid=b.skip_invalid)
+                  skip_invalid=b.skip_invalid,
+                  lexicon=cfg.resolve_path(b.lexicon) if b.lexicon else None)

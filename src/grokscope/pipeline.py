@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
 import importlib
 import time
 import tomllib
@@ -135,7 +136,7 @@ def check_inputs(cfg: StudyConfig, eff: StudyConfig) -> None:
             continue
         if not any(ch in c for ch in "*?[") and not Path(c).exists():
             raise ConfigError(f"{where}: [data] corpus path does not exist: {c}")
-        if any(ch in c for ch in "*?[") and not list(Path("/").glob(c.lstrip("/"))):
+        if any(ch in c for ch in "*?[") and not glob.glob(c):
             raise ConfigError(f"{where}: [data] corpus pattern matches no file: {c}")
     if eff.data.tokens and not Path(eff.data.tokens).exists() and not Path(eff.data.tokens + ".bin").exists():
         raise ConfigError(f"{where}: [data] tokens path does not exist: {eff.data.tokens}")

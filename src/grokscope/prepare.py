@@ -18,8 +18,10 @@ order (all sources in the order given; documents with no tokens are counted but 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import queue
+import re
 import shutil
 import threading
 import time
@@ -52,7 +54,8 @@ class PrepareOptions:
     max_documents: int = 0  # 0 = all
     vocab_size: int = 8192  # only for tokenizer = "train-bpe"
     dtype: str = "auto"  # auto | uint16 | uint32
-    batch_chars: int = 4_000_000  # characters per encode_batch call
+    batch_chars: int = 1_000_000  # characters per encode_batch call
+    piece_chars: int = 32_768  # long documents are encoded in pieces of about this size (when exact)
     progress: bool = True
 
 
@@ -285,6 +288,7 @@ def _tokenize_to_work(tok: Any, sources: list[str], opts: PrepareOptions, work: 
     with open(lengths_path, "ab") as f:
         f.truncate(state["n_docs"] * 8)
     backend = tok.backend_tokenizer
+    splittable = splits_exactly(backend)
     limit = int(np.iinfo(dtype).max)
     bar = tqdm(total=None, unit="tok", unit_scale=True, desc="tokenize", disable=not opts.progress,
                initial=state["n_tokens"])
@@ -301,11 +305,10 @@ def _tokenize_to_work(tok: Any, sources: list[str], opts: PrepareOptions, work: 
                 budget = opts.max_documents - state["n_docs"] if opts.max_documents else 0
                 docs = _document_batches(iter_documents(source, opts.text_field), opts.batch_chars, budget)
                 for texts, where in _prefetch(docs):
-                    encs = backend.encode_batch_fast(texts, add_special_tokens=False)
-                    per_doc = [np.array(e.ids, dtype=np.int64) for e in encs]
+                    per_doc = encode_documents(backend, texts, opts.piece_chars if splittable else 0)
                     lengths = np.array([a.size for a in per_doc], dtype=np.int64)
                     ids = np.concatenate(per_doc) if per_doc else np.zeros(0, dtype=np.int64)
-                    del encs, per_doc
+                    del per_doc
                     if ids.size and int(ids.max()) > limit:
                         j = int(np.searchsorted(np.cumsum(lengths), int(np.argmax(ids > limit)), side="right"))
                         raise DataError(
@@ -334,6 +337,56 @@ def _tokenize_to_work(tok: Any, sources: list[str], opts: PrepareOptions, work: 
         raise DataError(f"corpus has {state['n_docs']} document(s) but no text to tokenize in {', '.join(sources)}")
     state["resumed"] = resumed
     return state
+
+
+# A space between two non-space characters. For a byte-level BPE with the GPT-2 pre-tokenizer
+# regex (GPT-2, GPT-NeoX/Pythia) every non-space -> space transition is a pre-token boundary and
+# the regex only looks forward, so encoding text[:i] and text[i:] separately gives exactly the ids
+# of text (tests check this on real books). It bounds memory by the piece, not the longest book,
+# and lets one long book use all cores.
+_SPLIT_POINT = re.compile(r"(?<=\S) (?=\S)")
+
+
+def splits_exactly(backend: Any) -> bool:
+    """Whether documents may be encoded in pieces cut at :data:`_SPLIT_POINT` without changing ids."""
+    spec = json.loads(backend.to_str())
+    norm, pre = spec.get("normalizer"), spec.get("pre_tokenizer")
+    norm_ok = norm is None or norm.get("type") == "NFC"
+    return bool(norm_ok and pre and pre.get("type") == "ByteLevel" and pre.get("use_regex", True))
+
+
+def split_text(text: str, piece_chars: int) -> list[str]:
+    """``text`` cut at split points into pieces of about ``piece_chars`` (at least that many)."""
+    if piece_chars <= 0 or len(text) <= 2 * piece_chars:
+        return [text]
+    pieces, pos = [], 0
+    while len(text) - pos > 2 * piece_chars:
+        m = _SPLIT_POINT.search(text, pos + piece_chars)
+        if m is None:
+            break
+        pieces.append(text[pos : m.start()])
+        pos = m.start()
+    pieces.append(text[pos:])
+    return pieces
+
+
+def encode_documents(backend: Any, texts: list[str], piece_chars: int = 0) -> list[np.ndarray]:
+    """Token ids of each text (``encode_batch_fast``: all cores); ``piece_chars`` > 0 encodes long
+    texts in pieces (only valid when :func:`splits_exactly`)."""
+    pieces: list[str] = []
+    counts: list[int] = []
+    for text in texts:
+        parts = split_text(text, piece_chars)
+        pieces.extend(parts)
+        counts.append(len(parts))
+    encs = backend.encode_batch_fast(pieces, add_special_tokens=False)
+    per_piece = [np.array(e.ids, dtype=np.int64) for e in encs]
+    del encs
+    out, k = [], 0
+    for n in counts:
+        out.append(per_piece[k] if n == 1 else np.concatenate(per_piece[k : k + n]))
+        k += n
+    return out
 
 
 def _document_batches(docs: Iterator[Any], batch_chars: int, budget: int) -> Iterator[tuple[list[str], list[str]]]:
@@ -500,7 +553,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-documents", type=int, default=None, help="read only the first N documents (default: all)")
     parser.add_argument("--dtype", choices=["auto", "uint16", "uint32"], default=None,
                         help="token dtype (default auto: uint16 when the vocabulary fits, else uint32)")
-    parser.add_argument("--batch-chars", type=int, default=4_000_000, help="characters per tokenizer batch")
+    parser.add_argument("--batch-chars", type=int, default=PrepareOptions.batch_chars,
+                        help="characters per tokenizer batch (memory vs. parallelism)")
     parser.add_argument("--out", help="study directory; the stream goes to OUT/tokens/")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -65,10 +65,11 @@ def meandiff_accuracy(good: np.ndarray, bad: np.ndarray, folds: np.ndarray) -> f
 
 def logreg_accuracy(good: np.ndarray, bad: np.ndarray, folds: np.ndarray, C: float = 1.0,
                     max_iter: int = 200) -> tuple[float, float]:
-    """Cross-validated logistic-regression probe on the states: (mean accuracy, std over folds)."""
+    """Cross-validated logistic-regression probe on the states: (mean accuracy, std over folds).
+
+    sklearn's ``LogisticRegression`` (L2, ``C``) on features standardised with the training
+    folds' mean and standard deviation (what ``make_pipeline(StandardScaler(), ...)`` does)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     x = np.concatenate([good, bad]).astype(np.float64)  # [2n, d]
     y = np.concatenate([np.ones(len(good)), np.zeros(len(bad))])
@@ -76,9 +77,12 @@ def logreg_accuracy(good: np.ndarray, bad: np.ndarray, folds: np.ndarray, C: flo
     accs = []
     for f in np.unique(folds):
         tr, te = fold2 != f, fold2 == f
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
-        clf.fit(x[tr], y[tr])
-        accs.append(float((clf.predict(x[te]) == y[te]).mean()))
+        mu = x[tr].mean(axis=0)
+        sd = x[tr].std(axis=0)
+        sd[sd == 0] = 1.0
+        clf = LogisticRegression(C=C, max_iter=max_iter)
+        clf.fit((x[tr] - mu) / sd, y[tr])
+        accs.append(float((clf.predict((x[te] - mu) / sd) == y[te]).mean()))
     return float(np.mean(accs)), float(np.std(accs))
 
 

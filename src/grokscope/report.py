@@ -291,7 +291,9 @@ class _Writer:
 
     def table(self, name: str, df: pd.DataFrame) -> str:
         path = self.root / "tables" / f"{name}.csv"
-        write_text(path, df.to_csv(index=False))
+        # float32 columns (e.g. accuracy) as float64, so the CSV holds the stored value exactly
+        f32 = [c for c in df.columns if str(df[c].dtype) == "float32"]
+        write_text(path, (df.astype({c: "float64" for c in f32}) if f32 else df).to_csv(index=False))
         self.tables.append(path)
         return f'<span class="files">table: tables/{_esc(name)}.csv</span>'
 
@@ -379,7 +381,10 @@ def delay_display(timing: pd.DataFrame, tokens_per_step: float | None) -> pd.Dat
             "p (train leads)": fmt_p(r["p_lead"]),
             "status": str(r["status"]),
         })
-    return pd.DataFrame(out)
+    df = pd.DataFrame(out)
+    if len(df) and df["comparison"].nunique() == 1:  # one comparison: say it in the text, not in every row
+        df = df.drop(columns="comparison")
+    return df
 
 
 def _timing_sorted(timing: pd.DataFrame, level: str, comparisons: tuple[str, ...]) -> pd.DataFrame:
@@ -422,6 +427,7 @@ def section_summary(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
         parts.append(f'<p class="note">Criterion: {_esc(crit)}. A step is where a split first reaches the criterion '
                      "and stays there; \"not reached\" means it never did by the last checkpoint.</p>")
     rows = _timing_sorted(timing, "phenomenon", ("proxy",))
+    parts.append('<p class="note">Proxy split (proxy-train vs proxy-val): all pairs pooled, then each phenomenon.</p>')
     parts.append(html_table(delay_display(rows, axis.tokens_per_step), "delays"))
     parts.append(w.table("delays", rows))
     if not timing.empty:
@@ -494,6 +500,7 @@ def section_curves(inp: ReportInputs, w: _Writer, axis: Any, family: str) -> Sec
     if family == "fixed" and timing is not None:
         rows = _timing_sorted(timing, "phenomenon", ("fixed",))
         if not rows.empty:
+            parts.append('<p class="note">Fit step, generalisation step and delay of the fixed split:</p>')
             parts.append(html_table(delay_display(rows, axis.tokens_per_step), "delays small"))
             parts.append(w.table("delays_fixed", rows))
     return Section(sid, title, "\n".join(parts))
@@ -657,6 +664,7 @@ def section_heads(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
         return Section("heads", title, missing_note("analysis/heads.parquet and head_concentration.parquet", cmd, extra), "heads")
     fit, gen = _proxy_steps(inp.tables["timing"])
     parts = []
+    missing = []
     if heads is not None and not heads.empty:
         steps = F.select_steps(heads["step"].unique(), (fit, gen), k=6)
         parts.append(w.figure(
@@ -664,8 +672,8 @@ def section_heads(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
             "Layer × head attention from the critical token to the context token",
             "Mean attention weight (good sentences) at selected checkpoints: the first, those nearest the fit and "
             "generalisation steps, and the last, on one colour scale. Cyan boxes: the top-k heads of that "
-            "checkpoint. A bright cell appearing around the generalisation step is a head that starts to carry "
-            "the dependency.",
+            "checkpoint (from head_concentration.parquet). A bright cell appearing around the generalisation step "
+            "is a head that starts to carry the dependency.",
         ))
         sel = heads[heads["step"].isin(steps)].sort_values(["step", "layer", "head"])
         parts.append(w.table("head_maps", sel.reset_index(drop=True)))
@@ -677,6 +685,7 @@ def section_heads(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
         ))
         parts.append(w.table("heads", heads))
     else:
+        missing.append("heads")
         parts.append(missing_note("analysis/heads.parquet", cmd, extra))
     if conc is not None and not conc.empty:
         last = conc.sort_values("step").iloc[-1]
@@ -690,8 +699,9 @@ def section_heads(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
         ))
         parts.append(w.table("head_concentration", conc))
     else:
+        missing.append("concentration")
         parts.append(missing_note("analysis/head_concentration.parquet", cmd, extra))
-    return Section("heads", title, "\n".join(parts))
+    return Section("heads", title, "\n".join(parts), ",".join(missing))
 
 
 def section_ablation(inp: ReportInputs, w: _Writer) -> Section:
@@ -717,9 +727,10 @@ def section_ablation(inp: ReportInputs, w: _Writer) -> Section:
         random_delta_sd=summ["random_delta_sd"].map(lambda v: "–" if math.isnan(v) else f"{v:.3f}"),
         p_random_le_top=[("–" if math.isnan(p) else f"{round(p * n)}/{n}")
                          for p, n in zip(summ["p_random_le_top"], summ["n_random"])],
+        p_value=summ["p_value"].map(fmt_p),
     ).rename(columns={"top_delta": "Δ acc top-k", "top_accuracy": "acc top-k ablated",
                       "random_delta_mean": "Δ acc random (mean)", "random_delta_sd": "sd",
-                      "n_random": "repeats", "p_random_le_top": "random repeats ≤ top", "top_heads": "top heads"})
+                      "n_random": "repeats", "p_random_le_top": "random repeats ≤ top", "p_value": "p", "top_heads": "top heads"})
     parts.append(html_table(disp, "small", status_col=None))
     parts.append(w.table("ablation_summary", summ))
     parts.append(w.table("ablation", abl))
@@ -939,14 +950,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grokscope.config import ReportSection, load_config
+    from grokscope.config import ReportSection, config_from_dict
 
     study = Study(args.study)
     if not study.root.is_dir():
         raise GrokscopeError(f"{study.root}: not a study directory")
     section = ReportSection()
-    if study.config_path.exists():
-        section = load_config(study.config_path).report
+    if study.config_path.exists():  # only [report] matters here; other sections are other stages' business
+        try:
+            raw = tomllib.loads(study.config_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise GrokscopeError(f"{study.config_path}: not valid TOML: {e}") from None
+        section = config_from_dict({"report": raw.get("report", {})}, where=str(study.config_path)).report
     title = args.title if args.title is not None else section.title
     formats = [f.strip() for f in args.formats.split(",") if f.strip()] if args.formats else section.formats
     res = build_report(study, title, formats)

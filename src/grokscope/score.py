@@ -15,12 +15,13 @@ The same forward pass gives the hidden states of every layer at the critical tok
 token of the critical word) and the attention weight from the later of critical/context word's
 last token to the tokens of the earlier word, per layer and head.
 
-Throughput: pairs are sorted by length and batched; the good and the bad sentence of a pair
-are packed into ONE row that holds their shared prefix once (a block mask keeps the two
-continuations apart, position ids restart after the prefix), the last token of each sentence
-(which predicts nothing) is not fed, and the output projection runs only on rows that predict a
-scored token. Padding is on the right and masked, so a pair's numbers do not depend on what it
-is batched with. ``torch.inference_mode``; bf16 on GPU by default.
+Throughput: the sentences are laid out as rows of prefix trees — sorted lexicographically so
+that sentences sharing a prefix (good and bad up to their first difference, the BOS token, a
+sentence-initial name) are neighbours, each distinct prefix computed once, a tree-shaped mask
+and per-node position ids keeping every sentence exactly as if it were alone. The last token
+of a sentence (it predicts nothing) is not fed, the output projection runs only on nodes that
+predict a scored token, rows are batched by length, padding is masked, so a pair's numbers do
+not depend on what it is batched with. ``torch.inference_mode``; bf16 on GPU by default.
 
 The numbers are written to ``STUDY/scores/step_XXXXXXXX.parquet`` (docs/CONTRACTS.md, "Scores").
 """
@@ -69,7 +70,8 @@ _LOGIT_CHUNK_ROWS = 1024  # rows of [rows, vocab] logits materialised at once
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class ScoreOptions:
-    """How to score. ``batch_size`` is in pairs (each pair is one packed row)."""
+    """How to score. ``batch_size`` is in pairs: each forward pass takes ``2 * batch_size``
+    sentences, packed into prefix-tree rows of ``min(sentences_per_row, 2 * batch_size)``."""
 
     convention: str = "lm_eval"  # lm_eval | minicons | none
     reduction: str = "sum"  # sum | mean
@@ -79,7 +81,8 @@ class ScoreOptions:
     capture_attention: bool = False
     hidden_pairs: int = 2000  # pairs whose hidden states are kept (seeded subsample); 0 = all
     seed: int = 0
-    pack_prefix: bool = True  # compute the good/bad shared prefix once
+    pack_prefix: bool = True  # compute a prefix shared by several sentences once
+    sentences_per_row: int = 16  # sentences packed into one prefix-tree row
     progress: bool = True
     desc: str = "score"
 
@@ -131,19 +134,22 @@ class EncodedSentence:
     @property
     def need(self) -> int:
         """Last position whose hidden state is needed (to predict, or to capture)."""
-        return max(len(self.ids) - 2, self.critical_token, self.attn_query)
+        return max(0, len(self.ids) - 2, self.critical_token, self.attn_query)
 
 
 @dataclass
-class PackedPair:
-    """Good and bad sentence in one row: shared prefix ``[0, shared)``, then the good
-    continuation, then the bad one."""
+class PackedRow:
+    """Several sentences in one row, as a prefix tree of their fed tokens: node ``r`` holds token
+    ``ids[r]`` at position ``positions[r]`` and attends only to itself and its ancestors
+    (``visible[r]``), so every sentence is computed exactly as if it were alone, while a prefix
+    shared by several sentences (the BOS token, the words before good and bad differ, a name
+    that starts many sentences) is computed once."""
 
     ids: np.ndarray  # [n] int64
     positions: np.ndarray  # [n] int64
-    segment: np.ndarray  # [n] int8: 0 shared, 1 good, 2 bad
-    good_rows: np.ndarray  # [len(good.ids)] row of each good position (-1 if not fed)
-    bad_rows: np.ndarray  # [len(bad.ids)]
+    visible: np.ndarray  # [n, n] bool
+    sentences: list[int]  # global sentence index: 2 * pair + side (0 good, 1 bad)
+    paths: list[np.ndarray]  # per sentence: node of each fed position 0..need
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,33 +245,48 @@ def _encode_one(ids: list[int], offsets: list[tuple[int, int]], text: str, prefi
     return enc
 
 
-def pack_pair(good: EncodedSentence, bad: EncodedSentence, share_prefix: bool = True) -> PackedPair:
-    """Lay out one pair as a single row (see :class:`PackedPair`)."""
-    need_g, need_b = good.need, bad.need
-    shared = 0
-    if share_prefix:
-        limit = min(len(good.ids), len(bad.ids))
-        while shared < limit and good.ids[shared] == bad.ids[shared]:
-            shared += 1
-        shared = min(shared, max(need_g, need_b) + 1)
-    g_suffix = list(range(shared, need_g + 1))
-    b_suffix = list(range(shared, need_b + 1))
-    ids = good.ids[:shared] + [good.ids[j] for j in g_suffix] + [bad.ids[j] for j in b_suffix]
-    positions = list(range(shared)) + g_suffix + b_suffix
-    segment = [0] * shared + [1] * len(g_suffix) + [2] * len(b_suffix)
-    good_rows = np.full(len(good.ids), -1, dtype=np.int64)
-    bad_rows = np.full(len(bad.ids), -1, dtype=np.int64)
-    good_rows[: min(shared, len(good.ids))] = np.arange(min(shared, len(good.ids)))
-    bad_rows[: min(shared, len(bad.ids))] = np.arange(min(shared, len(bad.ids)))
-    good_rows[shared : need_g + 1] = shared + np.arange(len(g_suffix))
-    bad_rows[shared : need_b + 1] = shared + len(g_suffix) + np.arange(len(b_suffix))
-    return PackedPair(
-        ids=np.asarray(ids, dtype=np.int64),
-        positions=np.asarray(positions, dtype=np.int64),
-        segment=np.asarray(segment, dtype=np.int8),
-        good_rows=good_rows,
-        bad_rows=bad_rows,
-    )
+def pack_rows(sentences: list[EncodedSentence], sentences_per_row: int = 16,
+              share_prefix: bool = True) -> list[PackedRow]:
+    """Lay sentences out as rows of prefix trees (see :class:`PackedRow`).
+
+    Sentences are sorted lexicographically by their fed tokens (positions ``0..need``), so the
+    ones sharing a prefix are neighbours, then cut into rows of ``sentences_per_row``; in a
+    row, each sentence reuses the nodes of its longest common prefix with the previous one
+    (with ``share_prefix=False`` no node is shared: a block-diagonal row)."""
+    fed = [s.ids[: s.need + 1] for s in sentences]
+    order = sorted(range(len(sentences)), key=lambda k: fed[k])
+    rows = []
+    for a in range(0, len(order), sentences_per_row):
+        members = order[a : a + sentences_per_row]
+        ids: list[int] = []
+        positions: list[int] = []
+        parent: list[int] = []
+        paths: list[np.ndarray] = []
+        prev: list[int] | None = None
+        for k in members:
+            f = fed[k]
+            lcp = 0
+            if share_prefix and prev is not None:
+                limit = min(len(prev), len(f))
+                while lcp < limit and prev[lcp] == f[lcp]:
+                    lcp += 1
+            path = list(paths[-1][:lcp]) if lcp else []
+            for j in range(lcp, len(f)):
+                parent.append(path[-1] if path else -1)
+                path.append(len(ids))
+                ids.append(f[j])
+                positions.append(j)
+            paths.append(np.asarray(path, dtype=np.int64))
+            prev = f
+        n = len(ids)
+        visible = np.zeros((n, n), dtype=bool)
+        for r in range(n):
+            if parent[r] >= 0:
+                visible[r] = visible[parent[r]]
+            visible[r, r] = True
+        rows.append(PackedRow(np.asarray(ids, dtype=np.int64), np.asarray(positions, dtype=np.int64), visible,
+                              list(members), paths))
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,8 +341,11 @@ def score_pairs(
     if capture_attention:
         attention = np.full((n, 2, geometry.n_layer, geometry.n_head), np.nan, dtype=np.float16)
 
-    packed = [pack_pair(g, b, options.pack_prefix) for g, b in encoded]
-    order = np.argsort([-len(p.ids) for p in packed], kind="stable")  # longest first: OOM shows early
+    sentences = [enc for pair in encoded for enc in pair]  # sentence 2*i + side
+    per_row = max(1, min(options.sentences_per_row, 2 * options.batch_size))
+    rows = pack_rows(sentences, per_row, options.pack_prefix)
+    rows.sort(key=lambda r: -len(r.ids))  # longest first (an out-of-memory shows at once), similar lengths together
+    rows_per_batch = max(1, round(2 * options.batch_size / per_row))
     sums = np.zeros((n, 2), dtype=np.float64)
     counts = np.zeros((n, 2), dtype=np.int64)
     crit = np.full((n, 2), np.nan, dtype=np.float64)
@@ -331,26 +355,26 @@ def score_pairs(
     device = next(model.parameters()).device
     previous_attn = _set_attention_impl(model, "eager") if capture_attention else None
     bar = _progress(n, options)
+    done_sentences = 0
     t0 = time.perf_counter()
     try:
         with torch.inference_mode():
-            for start in range(0, n, options.batch_size):
-                batch = [int(i) for i in order[start : start + options.batch_size]]
-                rows = [packed[i] for i in batch]
-                width = max(len(r.ids) for r in rows)
-                flat_rows, targets, owner = _batch_targets(batch, packed, encoded, width)
-                out = _forward_batch(model, rows, device, geometry,
-                                     want_hidden=capture_hidden and bool((hidden_row[batch] >= 0).any()),
+            for start in range(0, len(rows), rows_per_batch):
+                batch = rows[start : start + rows_per_batch]
+                flat_rows, targets, owner = _batch_targets(batch, sentences)
+                want_hidden = capture_hidden and any(hidden_row[s // 2] >= 0 for r in batch for s in r.sentences)
+                out = _forward_batch(model, batch, device, geometry, want_hidden=want_hidden,
                                      want_attention=capture_attention, flat_rows=flat_rows, targets=targets)
                 stats.tokens_computed += out.n_tokens
                 stats.logit_rows += out.logit_rows
-                _collect_logprobs(out.logprobs, owner, encoded, sums, counts, crit, phrase_lps)
+                _collect_logprobs(out.logprobs, owner, sentences, sums, counts, crit, phrase_lps)
                 if out.hidden is not None and hidden is not None:
-                    _collect_hidden(out, batch, packed, encoded, hidden_row, hidden)
+                    _collect_hidden(out, batch, sentences, hidden_row, hidden)
                 if out.attention is not None and attention is not None:
-                    _collect_attention(out, batch, packed, encoded, attention)
+                    _collect_attention(out, batch, sentences, attention)
+                done_sentences += sum(len(r.sentences) for r in batch)
                 if bar is not None:
-                    bar.update(len(batch))
+                    bar.update(done_sentences // 2 - bar.n)
     finally:
         if bar is not None:
             bar.close()
@@ -485,26 +509,27 @@ class _BatchOutput:
     attention: Any = None  # tuple of [batch, n_head, T, T] tensors
 
 
-def _batch_targets(batch: list[int], packed: list[PackedPair], encoded: list[tuple[EncodedSentence, EncodedSentence]],
-                   width: int) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]]]:
-    """For every scored token of every sentence in the batch: the flat row (``k*T + row``)
-    whose output predicts it, its id, and ``(pair, side, n_tokens)`` per sentence in order."""
+def _batch_targets(batch: list[PackedRow], sentences: list[EncodedSentence]
+                   ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """For every scored token of every sentence in the batch: the flat node (``k*T + node``)
+    whose output predicts it, and its id; plus ``(sentence, n_tokens)`` in the same order."""
+    width = max(len(r.ids) for r in batch)
     flat_rows, targets, owner = [], [], []
-    for k, i in enumerate(batch):
-        for s, rows in enumerate((packed[i].good_rows, packed[i].bad_rows)):
-            enc = encoded[i][s]
+    for k, row in enumerate(batch):
+        for s, path in zip(row.sentences, row.paths):
+            enc = sentences[s]
             m = len(enc.ids) - 1
             if m <= 0:
                 continue
-            flat_rows.append(k * width + rows[:m])  # position j-1 predicts token j
+            flat_rows.append(k * width + path[:m])  # position j-1 predicts token j
             targets.append(np.asarray(enc.ids[1:], dtype=np.int64))
-            owner.append((i, s, m))
+            owner.append((s, m))
     if not flat_rows:
         return np.empty(0, np.int64), np.empty(0, np.int64), owner
     return np.concatenate(flat_rows), np.concatenate(targets), owner
 
 
-def _forward_batch(model: Any, rows: list[PackedPair], device: Any, geometry: ModelGeometry,
+def _forward_batch(model: Any, rows: list[PackedRow], device: Any, geometry: ModelGeometry,
                    want_hidden: bool, want_attention: bool, flat_rows: np.ndarray,
                    targets: np.ndarray) -> _BatchOutput:
     import torch
@@ -513,23 +538,20 @@ def _forward_batch(model: Any, rows: list[PackedPair], device: Any, geometry: Mo
     width = max(len(r.ids) for r in rows)
     ids = np.zeros((batch, width), dtype=np.int64)
     pos = np.zeros((batch, width), dtype=np.int64)
-    seg = np.full((batch, width), 3, dtype=np.int8)  # 3 = padding
+    visible = np.zeros((batch, width, width), dtype=bool)
+    visible[:, np.arange(width), np.arange(width)] = True  # padding sees itself: no empty softmax row
     for k, r in enumerate(rows):
-        ids[k, : len(r.ids)] = r.ids
-        pos[k, : len(r.ids)] = r.positions
-        seg[k, : len(r.ids)] = r.segment
-    # Block-causal mask: a row sees earlier rows of the shared prefix and of its own
-    # continuation (padding sees the prefix and padding, so no softmax row is empty).
-    seg_t = torch.from_numpy(seg).to(device)
-    causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
-    allowed = causal[None] & ((seg_t[:, None, :] == 0) | (seg_t[:, None, :] == seg_t[:, :, None]))
-    mask = torch.zeros(batch, 1, width, width, dtype=geometry.dtype, device=device)  # [batch, 1, T, T] additive
-    mask.masked_fill_(~allowed[:, None], torch.finfo(geometry.dtype).min)
-    kwargs = dict(input_ids=torch.from_numpy(ids).to(device), attention_mask=mask,
+        n = len(r.ids)
+        ids[k, :n] = r.ids
+        pos[k, :n] = r.positions
+        visible[k, :n, :n] = r.visible
+    mask = torch.zeros(batch, 1, width, width, dtype=geometry.dtype)  # [batch, 1, T, T] additive
+    mask.masked_fill_(torch.from_numpy(~visible)[:, None], torch.finfo(geometry.dtype).min)
+    kwargs = dict(input_ids=torch.from_numpy(ids).to(device), attention_mask=mask.to(device),
                   position_ids=torch.from_numpy(pos).to(device), use_cache=False,
                   output_hidden_states=want_hidden, output_attentions=want_attention)
 
-    # rows whose output predicts a scored token, and each target's index among them
+    # nodes whose output predicts a scored token, and each target's index among them
     needed, target_row = np.unique(flat_rows, return_inverse=True)
     needed_t = torch.from_numpy(needed).to(device)
     if geometry.split_head:
@@ -557,57 +579,58 @@ def _forward_batch(model: Any, rows: list[PackedPair], device: Any, geometry: Mo
     )
 
 
-def _collect_logprobs(lp: np.ndarray, owner: list[tuple[int, int, int]],
-                      encoded: list[tuple[EncodedSentence, EncodedSentence]], sums: np.ndarray,
-                      counts: np.ndarray, crit: np.ndarray, phrase_lps: list[list[np.ndarray]]) -> None:
+def _collect_logprobs(lp: np.ndarray, owner: list[tuple[int, int]], sentences: list[EncodedSentence],
+                      sums: np.ndarray, counts: np.ndarray, crit: np.ndarray,
+                      phrase_lps: list[list[np.ndarray]]) -> None:
     at = 0
-    for i, s, m in owner:
+    for s, m in owner:
         token_lp = lp[at : at + m]  # log p(token j | < j) for j = 1..m
         at += m
-        enc = encoded[i][s]
-        sums[i, s] = token_lp.sum()
-        counts[i, s] = m
+        i, side = divmod(s, 2)
+        enc = sentences[s]
+        sums[i, side] = token_lp.sum()
+        counts[i, side] = m
         if enc.phrase_tokens:
             sel = token_lp[np.asarray(enc.phrase_tokens) - 1]
-            crit[i, s] = sel.sum()
-            phrase_lps[i][s] = sel.astype(np.float32)
+            crit[i, side] = sel.sum()
+            phrase_lps[i][side] = sel.astype(np.float32)
 
 
-def _collect_hidden(out: _BatchOutput, batch: list[int], packed: list[PackedPair],
-                    encoded: list[tuple[EncodedSentence, EncodedSentence]], hidden_row: np.ndarray,
-                    hidden: np.ndarray) -> None:
+def _collect_hidden(out: _BatchOutput, batch: list[PackedRow], sentences: list[EncodedSentence],
+                    hidden_row: np.ndarray, hidden: np.ndarray) -> None:
     import torch
 
-    picks = [(k, i) for k, i in enumerate(batch) if hidden_row[i] >= 0]
+    picks = [(k, s, path) for k, row in enumerate(batch) for s, path in zip(row.sentences, row.paths)
+             if hidden_row[s // 2] >= 0]
     if not picks:
         return
     stacked = torch.stack(out.hidden, dim=0)  # [n_layer+1, batch, T, d_model]
-    for s, rows_attr in ((0, "good_rows"), (1, "bad_rows")):
-        b_idx = torch.tensor([k for k, _ in picks])
-        t_idx = torch.tensor([int(getattr(packed[i], rows_attr)[encoded[i][s].critical_token]) for _, i in picks])
-        vecs = stacked[:, b_idx, t_idx, :].float().cpu().numpy()  # [n_layer+1, picks, d_model]
-        hidden[hidden_row[[i for _, i in picks]], s] = vecs.transpose(1, 0, 2).astype(np.float16)
+    b_idx = torch.tensor([k for k, _, _ in picks])
+    t_idx = torch.tensor([int(path[sentences[s].critical_token]) for _, s, path in picks])
+    vecs = stacked[:, b_idx, t_idx, :].float().cpu().numpy().transpose(1, 0, 2)  # [picks, n_layer+1, d_model]
+    for (_, s, _), v in zip(picks, vecs):
+        hidden[hidden_row[s // 2], s % 2] = v.astype(np.float16)
 
 
-def _collect_attention(out: _BatchOutput, batch: list[int], packed: list[PackedPair],
-                       encoded: list[tuple[EncodedSentence, EncodedSentence]], attention: np.ndarray) -> None:
+def _collect_attention(out: _BatchOutput, batch: list[PackedRow], sentences: list[EncodedSentence],
+                       attention: np.ndarray) -> None:
     import torch
 
+    picks = [(k, s, path) for k, row in enumerate(batch) for s, path in zip(row.sentences, row.paths)
+             if sentences[s].attn_query >= 0]
+    if not picks:
+        return
     stacked = torch.stack(out.attention, dim=0)  # [n_layer, batch, n_head, T, T]
     width = stacked.shape[-1]
-    for s, rows_attr in ((0, "good_rows"), (1, "bad_rows")):
-        picks = [(k, i) for k, i in enumerate(batch) if encoded[i][s].attn_query >= 0]
-        if not picks:
-            continue
-        b_idx = torch.tensor([k for k, _ in picks])
-        rows_of = [getattr(packed[i], rows_attr) for _, i in picks]
-        q_idx = torch.tensor([int(r[encoded[i][s].attn_query]) for r, (_, i) in zip(rows_of, picks)])
-        key_mask = torch.zeros(len(picks), width, dtype=torch.float32)
-        for p, (r, (_, i)) in enumerate(zip(rows_of, picks)):
-            key_mask[p, r[encoded[i][s].attn_keys]] = 1.0
-        weights = stacked[:, b_idx, :, q_idx, :].float().cpu()  # [picks, n_layer, n_head, T]
-        summed = (weights * key_mask[:, None, None, :]).sum(-1)  # [picks, n_layer, n_head]
-        attention[[i for _, i in picks], s] = summed.numpy().astype(np.float16)
+    b_idx = torch.tensor([k for k, _, _ in picks])
+    q_idx = torch.tensor([int(path[sentences[s].attn_query]) for _, s, path in picks])
+    key_mask = torch.zeros(len(picks), width, dtype=torch.float32)  # [picks, T]: nodes of the earlier word
+    for p, (_, s, path) in enumerate(picks):
+        key_mask[p, path[sentences[s].attn_keys]] = 1.0
+    weights = stacked[:, b_idx, :, q_idx, :].float().cpu()  # [picks, n_layer, n_head, T]
+    summed = (weights * key_mask[:, None, None, :]).sum(-1).numpy()  # [picks, n_layer, n_head]
+    for (_, s, _), a in zip(picks, summed):
+        attention[s // 2, s % 2] = a.astype(np.float16)
 
 
 def _result_table(pairs: pd.DataFrame, encoded: list[tuple[EncodedSentence, EncodedSentence]], sums: np.ndarray,
@@ -840,57 +863,12 @@ def _score_one(job: ScoreJob, study: Study, ckpt: Checkpoint, device: str,
 # ---------------------------------------------------------------------------------------------
 def load_benchmark(path: str, paradigms: list[str] | None = None, pairs_per_paradigm: int = 0, seed: int = 0,
                    skip_invalid: bool = False) -> tuple[pd.DataFrame, str]:
-    """Pairs (benchmark order) and their fingerprint, via ``grokscope.data.benchmark`` when it is
-    installed, else a minimal BLiMP-jsonl reader."""
-    try:
-        from grokscope.data.benchmark import benchmark_fingerprint, load_pairs
-    except ImportError:
-        df = _read_blimp_jsonl(path, paradigms, pairs_per_paradigm, seed)
-        return df, _fingerprint(df)
+    """Pairs (benchmark order) and their fingerprint, via :mod:`grokscope.data.benchmark`."""
+    from grokscope.data.benchmark import benchmark_fingerprint, load_pairs
+
     df = load_pairs(path, paradigms=paradigms or None, pairs_per_paradigm=pairs_per_paradigm, seed=seed,
                     skip_invalid=skip_invalid)
     return df, benchmark_fingerprint(df)
-
-
-def _fingerprint(df: pd.DataFrame) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for row in df[["uid", "pair_id", "good", "bad"]].itertuples(index=False):
-        h.update(json.dumps([str(row[0]), int(row[1]), row[2], row[3]]).encode())
-    return h.hexdigest()[:16]
-
-
-def _read_blimp_jsonl(path: str, paradigms: list[str] | None, pairs_per_paradigm: int, seed: int) -> pd.DataFrame:
-    import pandas as pd
-
-    p = Path(path)
-    files = sorted(p.glob("*.jsonl")) if p.is_dir() else [p]
-    if not files or not all(f.exists() for f in files):
-        raise DataError(f"benchmark '{path}': no .jsonl files found")
-    records = []
-    for f in files:
-        with open(f, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    d = json.loads(line)
-                    rec = {"uid": d.get("uid", d.get("UID", f.stem)), "pair_id": int(d.get("pair_id", d.get("pairID", n - 1))),
-                           "phenomenon": d.get("phenomenon", d.get("linguistics_term", "")),
-                           "good": d.get("good", d.get("sentence_good")), "bad": d.get("bad", d.get("sentence_bad"))}
-                except (json.JSONDecodeError, ValueError, TypeError) as e:
-                    raise DataError(f"{f}:{n}: not a valid pair record: {e}") from None
-                if not isinstance(rec["good"], str) or not isinstance(rec["bad"], str):
-                    raise DataError(f"{f}:{n}: expected string fields sentence_good/sentence_bad (or good/bad)")
-                records.append(rec)
-    df = pd.DataFrame.from_records(records)
-    if paradigms:
-        df = df[df["uid"].isin(paradigms)]
-    if pairs_per_paradigm:
-        df = (df.groupby("uid", sort=False, group_keys=False)
-                .apply(lambda g: g.sample(n=min(pairs_per_paradigm, len(g)), random_state=seed).sort_index()))
-    return df.reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -921,6 +899,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden-pairs", type=int, default=d.hidden_pairs, help="pairs whose hidden states are kept (0 = all)")
     parser.add_argument("--paradigms", nargs="*", default=[], help="only these BLiMP paradigms (uids)")
     parser.add_argument("--pairs-per-paradigm", type=int, default=0, help="seeded subsample per paradigm (0 = all)")
+    parser.add_argument("--skip-invalid", action="store_true", help="skip malformed pairs instead of stopping")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device)
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default=d.dtype)
@@ -941,7 +920,7 @@ def run(args: argparse.Namespace) -> int:
     )
     options.validate()
     pairs, benchmark, fingerprint = _pairs_for(study, args.benchmark, args.phrases, args.paradigms,
-                                               args.pairs_per_paradigm, args.seed)
+                                               args.pairs_per_paradigm, args.seed, args.skip_invalid)
     if not _has_spans(pairs):
         if options.capture_hidden or options.capture_attention:
             print("grokscope score: no critical phrases (run `grokscope phrases` or pass --phrases); "
@@ -972,7 +951,8 @@ def run_stage(cfg: StudyConfig, study: Study) -> None:
         specs = [str(study.run_dir)]
     benchmark = str(cfg.resolve_path(cfg.benchmark.path)) if cfg.benchmark.path else ""
     pairs, bench_name, fingerprint = _pairs_for(study, benchmark, "", cfg.benchmark.paradigms,
-                                                cfg.benchmark.pairs_per_paradigm, cfg.study.seed)
+                                                cfg.benchmark.pairs_per_paradigm, cfg.study.seed,
+                                                cfg.benchmark.skip_invalid)
     options = ScoreOptions(convention=sc.convention, reduction=sc.reduction, region=sc.region,
                            batch_size=sc.batch_size, capture_hidden=sc.capture_hidden,
                            capture_attention=sc.capture_attention, hidden_pairs=sc.hidden_pairs,
@@ -998,7 +978,7 @@ def _has_spans(pairs: pd.DataFrame) -> bool:
 
 
 def _pairs_for(study: Study, benchmark: str, phrases: str, paradigms: list[str], pairs_per_paradigm: int,
-               seed: int) -> tuple[pd.DataFrame, str, str]:
+               seed: int, skip_invalid: bool = False) -> tuple[pd.DataFrame, str, str]:
     """The pairs to score, with critical spans merged in when a phrases table is available."""
     import pandas as pd
 
@@ -1009,7 +989,7 @@ def _pairs_for(study: Study, benchmark: str, phrases: str, paradigms: list[str],
         raise DataError(f"{phrases_path}: phrases table not found")
     ph = pd.read_parquet(phrases_path) if phrases_path.exists() else None
     if benchmark:
-        pairs, fingerprint = load_benchmark(benchmark, paradigms, pairs_per_paradigm, seed)
+        pairs, fingerprint = load_benchmark(benchmark, paradigms, pairs_per_paradigm, seed, skip_invalid)
         name = benchmark
         if ph is not None:
             pairs = _with_phrases(pairs, ph)
@@ -1019,12 +999,15 @@ def _pairs_for(study: Study, benchmark: str, phrases: str, paradigms: list[str],
         if paradigms:
             pairs = pairs[pairs["uid"].isin(paradigms)].reset_index(drop=True)
         if pairs_per_paradigm:
-            pairs = (pairs.groupby("uid", sort=False, group_keys=False)
-                     .apply(lambda g: g.sample(n=min(pairs_per_paradigm, len(g)), random_state=seed).sort_index())
-                     .reset_index(drop=True))
+            from grokscope.data.benchmark import _subsample
+
+            pairs = _subsample(pairs, pairs_per_paradigm, seed).reset_index(drop=True)
         name = meta.get("benchmark", str(phrases_path))
-        fingerprint = meta.get("benchmark_fingerprint", "") if not (paradigms or pairs_per_paradigm) else _fingerprint(pairs)
-        fingerprint = fingerprint or _fingerprint(pairs)
+        fingerprint = meta.get("benchmark_fingerprint", "")
+        if paradigms or pairs_per_paradigm or not fingerprint:
+            from grokscope.data.benchmark import benchmark_fingerprint
+
+            fingerprint = benchmark_fingerprint(pairs)
     else:
         raise MissingStageError("a benchmark (--benchmark) or critical phrases", str(study.phrases_path),
                                 "grokscope phrases")

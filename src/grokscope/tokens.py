@@ -107,7 +107,9 @@ class TokenStream:
 
     def first_step(self, row: int | np.ndarray) -> int | np.ndarray:
         """First checkpoint step that has seen ``row`` (1-based: ``row // B + 1``)."""
-        return np.asarray(row) // self._batch() + 1 if isinstance(row, np.ndarray) else int(row) // self._batch() + 1
+        if isinstance(row, np.ndarray):
+            return row // self._batch() + 1
+        return int(row) // self._batch() + 1
 
     def step_rows(self, step: int) -> tuple[int, int]:
         """Rows ``[start, stop)`` that optimizer step ``step`` (0-based) reads."""
@@ -121,8 +123,7 @@ class TokenStream:
         if not 0 <= start <= stop <= self.n_rows:
             raise IndexError(f"{self.path}: rows [{start}, {stop}) out of range [0, {self.n_rows})")
         assert self._read is not None
-        out = self._read(start, stop)
-        return out
+        return self._read(start, stop)
 
     def iter_rows(self, chunk_rows: int = 4096, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """``(first_row, rows)`` chunks covering ``[start, stop)`` in order (for scans)."""

@@ -123,6 +123,7 @@ class TrainResult:
     save_seconds: float  # wall time spent writing checkpoints, state and loss.parquet
     tokens_per_s: float  # tokens_trained / train_seconds
     final_loss: float | None
+    train_cpu_seconds: float = 0.0  # process CPU time (all threads) of those steps, saving excluded
     checkpoints_written: list[int] = field(default_factory=list)
     n_params: int = 0
     device: str = "cpu"
@@ -442,7 +443,8 @@ class Trainer:
         self.model = build_model(self.cfg, self.vocab, self.n_positions, self.model_eos).to(self.device)
         self.model.train()
         self.optimizer, self.scheduler = build_optimizer(self.model, self.cfg, self.device)
-        self.n_params = sum(p.numel() for p in self.model.parameters())
+        self.params = list(self.model.parameters())  # once: model.parameters() walks every module
+        self.n_params = sum(p.numel() for p in self.params)
         n_wpe = self.model.transformer.wpe.weight.numel()
         self.flops_token = flops_per_token(self.n_params - n_wpe, self.cfg.n_layer, self.cfg.n_embd, self.seq_len)
 
@@ -577,9 +579,9 @@ class Trainer:
         tokens_per_step = B * self.seq_len
         pending: list[tuple[int, Any, float]] = []  # (step, loss tensor, lr) not yet read back
         bar = tqdm(total=cfg.max_steps, initial=start, unit="step", disable=not self.progress,
-                   dynamic_ncols=True, desc="train", file=sys.stderr)
+                   dynamic_ncols=True, desc="train", file=sys.stderr, mininterval=1.0)
         last_state_time = time.monotonic()
-        interval_start = time.perf_counter()
+        interval_start, interval_cpu = time.perf_counter(), time.process_time()
         try:
             for s in range(start, cfg.max_steps):
                 rows = stream.rows(s * B, (s + 1) * B)  # [B, row_len] in training order
@@ -595,7 +597,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
                 self.optimizer.step()
                 self.scheduler.step()
                 step = s + 1
@@ -612,6 +614,7 @@ class Trainer:
                                    for (st, _, lr_), lo in zip(pending, losses))
                     result.steps_run += len(pending)
                     result.train_seconds += dt
+                    result.train_cpu_seconds += time.process_time() - interval_cpu
                     pending.clear()
                     bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{rate:,.0f}", refresh=False)
                     if due_state:
@@ -622,7 +625,7 @@ class Trainer:
                         self._save_state(step)
                         last_state_time = time.monotonic()
                         result.save_seconds += time.perf_counter() - t0
-                    interval_start = time.perf_counter()
+                    interval_start, interval_cpu = time.perf_counter(), time.process_time()
         finally:
             bar.close()
         result.final_step = cfg.max_steps
@@ -648,7 +651,8 @@ def summary_table(r: TrainResult) -> str:
         ("tokens trained", f"{r.tokens_trained:,}"),
         ("final loss", "n/a" if r.final_loss is None else f"{r.final_loss:.4f}"),
         ("tokens/s", f"{r.tokens_per_s:,.0f} (saving excluded)"),
-        ("training time", f"{r.train_seconds:.1f} s"),
+        ("training time", f"{r.train_seconds:.1f} s wall, {r.train_cpu_seconds:.1f} s CPU "
+                          f"({r.tokens_trained / max(r.train_cpu_seconds, 1e-9):,.0f} tokens per CPU-second)"),
         ("saving time", f"{r.save_seconds:.1f} s (checkpoints, state, loss.parquet)"),
         ("checkpoints written", ", ".join(map(str, r.checkpoints_written)) or "none"),
     ]

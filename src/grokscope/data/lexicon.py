@@ -44,7 +44,13 @@ EMB = "EMB"  # verb taking a finite clause ("imagine", "explain", "say")
 CLOSED_CLASS: dict[str, frozenset[str]] = {
     **{w: frozenset({NUM, D}) for w in
        "one two three four five six seven eight nine ten".split()},
-    **{w: frozenset({D}) for w in "several more fewer least".split()},
+    **{w: frozenset({D}) for w in
+       "the a an this these those some every each all most many few no several more fewer least".split()},
+    **{w: frozenset({AUX}) for w in
+       "be been being is are was were am has have had do does did can could will would shall should "
+       "may might must".split()},
+    **{w: frozenset({REFL}) for w in "himself herself itself themselves myself yourself ourselves".split()},
+    **{w: frozenset({PRON}) for w in "he she they him her them we us you i me".split()},
     **{w: frozenset({ADV}) for w in
        "only even really clearly certainly fortunately probably almost also often "
        "usually ever never here".split()},

@@ -121,21 +121,23 @@ _WORD = re.compile(r"[A-Za-z]+")
 class TestbedSettings:
     """Everything that decides what the testbed generates (also the ``[testbed]`` config section)."""
 
+    __test__ = False  # not a pytest test class
+
     seed: int = 0
     n_documents: int = 6000
     sentences_per_document: int = 8  # mean; each document has 4..2n-4 sentences
     paradigms: list[str] = field(default_factory=lambda: list(PARADIGMS))
     planting: bool = True  # False: every unit planted (every noun in every frame)
-    planted_fraction: float = 0.5  # share of units whose phrases occur in training
-    frequency: int = 20  # occurrences of each planted phrase in the corpus
+    planted_fraction: float = 0.25  # share of units whose phrases occur in training
+    frequency: int = 100  # occurrences of each planted phrase in the corpus
     plant_start: float = 0.0  # planted phrases occur only from this fraction of the corpus on
     late_fraction: float = 0.0  # share of planted units introduced late ...
     late_start: float = 0.5  # ... only from this fraction of the corpus on
     n_nouns: int = 32  # determiner-noun nouns (<= len(OBJECT_NOUNS))
     frames_per_noun: int = 2  # pairs per noun and number (this / these)
     pairs_per_paradigm: int = 96  # for the other paradigms
-    filler_demonstratives: bool = True  # "this/these" + filler nouns in the background
-    number_cues: bool = True  # False: benchmark nouns follow only number-neutral determiners
+    filler_demonstratives: bool = False  # "this/these" + filler nouns in the background
+    number_cues: bool = False  # False: benchmark nouns follow only number-neutral determiners
     # ("the", "my", ...) in the background, so their number shows only in the verb after them
 
     def validate(self, where: str = "[testbed]") -> None:
@@ -192,6 +194,7 @@ class Unit:
 
 @dataclass
 class Testbed:
+    __test__ = False
     settings: TestbedSettings
     documents: list[str]
     pairs: list[Pair]
@@ -605,7 +608,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--nouns", type=int, default=d.n_nouns, help="nouns in determiner-noun pairs (default %(default)s)")
     g.add_argument("--pairs-per-paradigm", type=int, default=d.pairs_per_paradigm)
     g.add_argument("--paradigms", default=",".join(d.paradigms), help="comma-separated subset of " + ",".join(PARADIGMS))
-    g.add_argument("--no-filler-demonstratives", action="store_true", help="no this/these + filler nouns in the background")
+    g.add_argument("--filler-demonstratives", choices=("on", "off"), default="on" if d.filler_demonstratives else "off",
+                   help="this/these + filler nouns (never in a pair) in the background (default %(default)s)")
+    g.add_argument("--number-cues", choices=("on", "off"), default="on" if d.number_cues else "off",
+                   help="on: pair nouns also follow number-marking determiners (a, every, two, many ...) in the "
+                        "background; off: only the/my/his ..., so their number shows only in the verb (default %(default)s)")
 
 
 def settings_from_args(args: argparse.Namespace) -> TestbedSettings:
@@ -615,7 +622,7 @@ def settings_from_args(args: argparse.Namespace) -> TestbedSettings:
         planting=args.planting == "on", planted_fraction=args.planted_fraction, frequency=args.frequency,
         plant_start=args.plant_start, late_fraction=args.late_fraction, late_start=args.late_start,
         n_nouns=args.nouns, pairs_per_paradigm=args.pairs_per_paradigm,
-        filler_demonstratives=not args.no_filler_demonstratives,
+        filler_demonstratives=args.filler_demonstratives == "on", number_cues=args.number_cues == "on",
     )
     s.validate("testbed option")
     return s

@@ -1,0 +1,305 @@
+"""``grokscope run``: stage order, resume after a kill, a finished study does nothing, config
+changes that alter results are refused, bad input exits 2. Stage functions are replaced by
+fakes that write each stage's output (the real stages have their own tests; the slow
+end-to-end checks are in tests/test_demo_e2e at the bottom of this file)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grokscope import cli, pipeline
+from grokscope.config import load_config
+from grokscope.errors import ConfigError, MissingStageError
+from grokscope.store import Study
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write_study(tmp: Path, extra: str = "", train: bool = True) -> Path:
+    (tmp / "corpus.jsonl").write_text('{"text": "the farmer sleeps."}\n')
+    (tmp / "pairs.jsonl").write_text('{"sentence_good": "A b.", "sentence_bad": "A c.", "UID": "u", "pairID": 0}\n')
+    text = f"""
+[study]
+name = "t"
+out = "study"
+[data]
+corpus = ["corpus.jsonl"]
+tokenizer = "train-bpe"
+[train]
+enabled = {str(train).lower()}
+max_steps = 4
+[benchmark]
+path = "pairs.jsonl"
+{extra}
+"""
+    path = tmp / "s.toml"
+    path.write_text(text)
+    return path
+
+
+class Fakes:
+    """Stage functions that record their calls and write the stage's output."""
+
+    def __init__(self, fail_in: str | None = None) -> None:
+        self.calls: list[str] = []
+        self.fail_in = fail_in
+
+    def make(self, stage: str):
+        def fn(cfg, study: Study) -> None:
+            self.calls.append(stage)
+            if stage == self.fail_in:
+                raise KeyboardInterrupt  # a kill in the middle of this stage
+            outputs = {
+                "prepare": [study.tokens_dir / "manifest.json", study.tokens_dir / "tokens.npy"],
+                "train": [study.run_dir / "checkpoints" / "step_00000004" / "grokscope_checkpoint.json"],
+                "phrases": [study.phrases_path], "exposure": [study.exposure_path],
+                "score": [study.score_path(4)], "analyse": [study.analysis_dir / "timing.parquet"],
+                "report": [study.report_path],
+                "testbed": [pipeline.testbed_dir(cfg) / f for f in ("corpus.jsonl", "pairs.jsonl", "ground_truth.json")],
+            }[stage]
+            for p in outputs:
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_text("x")
+            # every stage sees absolute paths
+            assert Path(cfg.benchmark.path).is_absolute() and all(Path(c).is_absolute() for c in cfg.data.corpus)
+        return fn
+
+    def table(self) -> dict:
+        return {s: self.make(s) for s in pipeline.STAGES}
+
+
+def test_runs_stages_in_order_then_nothing_to_do(tmp_path: Path) -> None:
+    cfg = load_config(_write_study(tmp_path))
+    fakes = Fakes()
+    results = pipeline.run_study(cfg, stages=fakes.table(), echo=lambda s: None)
+    assert fakes.calls == ["prepare", "train", "phrases", "exposure", "score", "analyse", "report"]
+    assert [r.status for r in results] == ["skipped"] + ["ran"] * 7
+    assert (cfg.study_dir / "study.toml").exists()
+    fakes2 = Fakes()
+    results = pipeline.run_study(cfg, stages=fakes2.table(), echo=lambda s: None)
+    assert fakes2.calls == []
+    assert [r.status for r in results] == ["skipped"] + ["done"] * 7
+
+
+def test_resume_after_kill_reruns_the_killed_stage_and_the_rest(tmp_path: Path) -> None:
+    cfg = load_config(_write_study(tmp_path))
+    fakes = Fakes(fail_in="score")
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_study(cfg, stages=fakes.table(), echo=lambda s: None)
+    assert fakes.calls[-1] == "score"
+    fakes2 = Fakes()
+    pipeline.run_study(cfg, stages=fakes2.table(), echo=lambda s: None)
+    assert fakes2.calls == ["score", "analyse", "report"]
+
+
+def test_a_stage_killed_after_writing_output_but_before_being_recorded_runs_again(tmp_path: Path) -> None:
+    cfg = load_config(_write_study(tmp_path))
+    pipeline.run_study(cfg, stages=Fakes().table(), echo=lambda s: None)
+    state = json.loads((cfg.study_dir / "pipeline.json").read_text())
+    del state["completed"]["exposure"]
+    (cfg.study_dir / "pipeline.json").write_text(json.dumps(state))
+    fakes = Fakes()
+    pipeline.run_study(cfg, stages=fakes.table(), echo=lambda s: None)
+    assert fakes.calls == ["exposure", "score", "analyse", "report"]  # everything after it, too
+
+
+def test_missing_output_reruns_that_stage(tmp_path: Path) -> None:
+    cfg = load_config(_write_study(tmp_path))
+    pipeline.run_study(cfg, stages=Fakes().table(), echo=lambda s: None)
+    (cfg.study_dir / "phrases.parquet").unlink()
+    fakes = Fakes()
+    pipeline.run_study(cfg, stages=fakes.table(), echo=lambda s: None)
+    assert fakes.calls == ["phrases", "exposure", "score", "analyse", "report"]
+
+
+def test_changed_config_is_refused_naming_the_key_harmless_change_is_fine(tmp_path: Path) -> None:
+    path = _write_study(tmp_path)
+    pipeline.run_study(load_config(path), stages=Fakes().table(), echo=lambda s: None)
+    path.write_text(path.read_text().replace("max_steps = 4", "max_steps = 8"))
+    with pytest.raises(ConfigError, match=r"train\.max_steps \(4 -> 8\)"):
+        pipeline.run_study(load_config(path), stages=Fakes().table(), echo=lambda s: None)
+    path.write_text(path.read_text().replace("max_steps = 8", "max_steps = 4") + '[report]\ntitle = "new"\n')
+    pipeline.run_study(load_config(path), stages=Fakes().table(), echo=lambda s: None)
+
+
+def test_without_train_or_corpus(tmp_path: Path) -> None:
+    (tmp_path / "tok.npy").write_text("x")
+    path = _write_study(tmp_path, train=False)
+    text = path.read_text().replace('corpus = ["corpus.jsonl"]', 'tokens = "tok.npy"')
+    path.write_text(text + '[score]\ncheckpoints = ["ck"]\n')
+    fakes = Fakes()
+    results = pipeline.run_study(load_config(path), stages=fakes.table(), echo=lambda s: None)
+    assert fakes.calls == ["phrases", "exposure", "score", "analyse", "report"]
+    assert [r.stage for r in results if r.status == "skipped"] == ["testbed", "prepare", "train"]
+
+
+def _cli(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = cli.main(["run", str(path)])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("max_steps", "max_stepz"), "did you mean 'max_steps'"),
+    (lambda t: t.replace('corpus = ["corpus.jsonl"]', 'corpus = ["nope.jsonl"]'), "corpus path does not exist"),
+    (lambda t: t.replace('path = "pairs.jsonl"', 'path = "../missing/blimp"'), "[benchmark] path does not exist"),
+    (lambda t: t.replace("enabled = true", "enabled = false"), "score stage needs checkpoints"),
+    (lambda t: t.replace('corpus = ["corpus.jsonl"]', ""), "no token stream"),
+    (lambda t: t.replace('path = "pairs.jsonl"', ""), "needs [benchmark] path"),
+    (lambda t: t.replace('tokenizer = "train-bpe"', 'tokenizer = "./no/tokenizer.json"'), "tokenizer path does not exist"),
+])
+def test_bad_input_exits_2_with_a_clear_message(tmp_path: Path, capsys, monkeypatch, edit, message) -> None:
+    path = _write_study(tmp_path)
+    path.write_text(edit(path.read_text()))
+    called: list[str] = []
+    monkeypatch.setattr(pipeline, "_stage_function", lambda s: (lambda c, st: called.append(s)))
+    code, out = _cli(path, capsys)
+    assert code == 2 and message in out, out
+    assert called == []  # nothing ran
+    assert str(path) in out or "did you mean" in out
+
+
+def test_missing_config_file_and_missing_stage_input(tmp_path: Path, capsys, monkeypatch) -> None:
+    code, out = _cli(tmp_path / "none.toml", capsys)
+    assert code == 2 and "config file not found" in out
+    path = _write_study(tmp_path)
+
+    def stage_fn(stage: str):
+        def fn(cfg, study):
+            if stage == "exposure":
+                raise MissingStageError("token stream", str(study.tokens_dir), "grokscope prepare")
+        return fn
+
+    monkeypatch.setattr(pipeline, "_stage_function", stage_fn)
+    monkeypatch.setattr(pipeline, "output_exists", lambda *a: True)
+    code, out = _cli(path, capsys)
+    assert code == 2 and "token stream not found" in out and "grokscope prepare" in out
+    state = json.loads((tmp_path / "study" / "pipeline.json").read_text())
+    assert sorted(state["completed"]) == ["phrases", "prepare", "train"]  # finished work is recorded
+
+
+def test_cli_prints_report_path_and_nothing_to_do(tmp_path: Path, capsys, monkeypatch) -> None:
+    path = _write_study(tmp_path)
+    fakes = Fakes()
+    monkeypatch.setattr(pipeline, "_stage_function", fakes.make)
+    code, out = _cli(path, capsys)
+    assert code == 0 and "report: " + str(tmp_path / "study" / "report" / "index.html") in out
+    assert "nothing to do" not in out
+    code, out = _cli(path, capsys)
+    assert code == 0 and "nothing to do" in out
+
+
+def test_testbed_stage_generates_once_and_refuses_other_settings(tmp_path: Path) -> None:
+    extra = "[testbed]\nenabled = true\nn_documents = 40\nn_nouns = 4\npairs_per_paradigm = 4\nfrequency = 2\n"
+    path = _write_study(tmp_path, extra=extra)
+    text = path.read_text().replace('corpus = ["corpus.jsonl"]', "").replace('path = "pairs.jsonl"', 'path = "testbed"')
+    path.write_text(text)
+    cfg = load_config(path)
+    eff = pipeline.effective_config(cfg)
+    assert eff.data.corpus == [str(tmp_path / "study" / "testbed" / "corpus.jsonl")]
+    assert eff.benchmark.path == str(tmp_path / "study" / "testbed" / "pairs.jsonl")
+    study = Study(cfg.study_dir)
+    pipeline.run_testbed_stage(cfg, study)
+    corpus = tmp_path / "study" / "testbed" / "corpus.jsonl"
+    mtime = corpus.stat().st_mtime_ns
+    pipeline.run_testbed_stage(cfg, study)
+    assert corpus.stat().st_mtime_ns == mtime
+    cfg2 = load_config(path)
+    cfg2.testbed.frequency = 3
+    with pytest.raises(ConfigError, match="frequency"):
+        pipeline.run_testbed_stage(cfg2, study)
+
+
+def test_studies_configs_load() -> None:
+    for name in ("demo.toml", "corpus_cpu.toml", "pythia.toml"):
+        cfg = load_config(REPO / "studies" / name)
+        assert cfg.benchmark.path or cfg.testbed.enabled
+    cpu = load_config(REPO / "studies" / "corpus_cpu.toml")
+    assert cpu.train.enabled and cpu.data.corpus
+    py = load_config(REPO / "studies" / "pythia.toml")
+    assert not py.train.enabled and len(py.score.checkpoints) >= 10
+    assert py.score.checkpoints[-1].endswith("step143000")
+
+
+# ------------------------------------------------------------------------------------------
+# slow: the real pipeline end to end (demo with planting on/off; kills at random moments)
+# ------------------------------------------------------------------------------------------
+def _demo(out: Path, planting: str, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "grokscope.cli", "demo", "--out", str(out), "--planting", planting, *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+
+
+@pytest.mark.slow
+def test_demo_shows_the_planted_gap_and_none_without_planting(tmp_path: Path) -> None:
+    import pandas as pd
+
+    on = _demo(tmp_path / "on", "on")
+    assert on.returncode == 0, on.stderr[-3000:]
+    off = _demo(tmp_path / "off", "off")
+    assert off.returncode == 0, off.stderr[-3000:]
+    t_on = pd.read_parquet(tmp_path / "on" / "study" / "analysis" / "timing.parquet")
+    t_off = pd.read_parquet(tmp_path / "off" / "study" / "analysis" / "timing.parquet")
+
+    def gaps(t: pd.DataFrame) -> dict[str, bool]:
+        t = t[(t["level"] == "paradigm") & (t["comparison"] == "proxy")]
+        out = {}
+        for row in t.itertuples():
+            train_first = pd.notna(row.fit_step) and (pd.isna(row.gen_step) or row.gen_step > row.fit_step)
+            out[row.group] = bool(train_first and row.n_val >= 10)
+        return out
+
+    assert gaps(t_on)["det_noun_agreement"], t_on.to_string()
+    assert not any(gaps(t_off).values()), t_off.to_string()
+    assert (tmp_path / "on" / "study" / "report" / "index.html").exists()
+    assert "ground truth" in on.stdout
+
+
+@pytest.mark.slow
+def test_killed_runs_end_with_the_same_tables(tmp_path: Path) -> None:
+    """Kill ``grokscope run`` at random moments (>= 5 times), re-run, compare with a clean run."""
+    import random
+    import time
+
+    import pandas as pd
+
+    args = ["--steps", "120", "--checkpoint-every", "40", "--model-size", "tiny", "--documents", "900"]
+    ref = _demo(tmp_path / "ref", "on", *args)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    # the same config in a second directory, run through `grokscope run` with kills
+    shutil.copytree(tmp_path / "ref" / "testbed", tmp_path / "killed" / "testbed")
+    (tmp_path / "killed" / "demo.toml").write_text((tmp_path / "ref" / "demo.toml").read_text())
+    rng = random.Random(0)
+    kills = 0
+    cmd = [sys.executable, "-m", "grokscope.cli", "run", str(tmp_path / "killed" / "demo.toml")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}  # as the demo
+    while True:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        if kills < 6:
+            time.sleep(rng.uniform(2, 25))
+            if proc.poll() is None:
+                proc.kill()
+                kills += 1
+                proc.wait()
+                continue
+        out, _ = proc.communicate(timeout=1800)
+        if proc.returncode == 0:
+            break
+        raise AssertionError(out[-3000:])
+    assert kills >= 5
+    ref_study, killed_study = Study(tmp_path / "ref" / "study"), Study(tmp_path / "killed" / "study")
+    assert ref_study.scored_steps() == killed_study.scored_steps()
+    names = ["phrases.parquet", "exposure.parquet", "analysis/curves.parquet", "analysis/timing.parquet",
+             "run/loss.parquet"] + [f"scores/{p.name}" for p in sorted(ref_study.scores_dir.glob("step_*.parquet"))]
+    for name in names:
+        a = pd.read_parquet(ref_study.root / name)
+        b = pd.read_parquet(killed_study.root / name)
+        if name == "run/loss.parquet":  # wall-clock speed differs between runs
+            a, b = a.drop(columns=["tokens_per_s"]), b.drop(columns=["tokens_per_s"])
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-6)
+    print(f"killed {kills} times; {len(names)} tables equal")
