@@ -17,6 +17,7 @@ Usage::
 
     python bench/bench_score.py                       # 4x256 and 12x768 GPT-2 shapes, 2,010 pairs
     python bench/bench_score.py --models 4x256 --pairs 670 --minicons-batch-sizes 16
+    python bench/bench_score.py --parallel            # all tools at once: compare CPU times (busy machine)
     python bench/bench_score.py --full --models 4x256  # also all 67k pairs with grokscope alone
 
 Random-init models (GPT-2 tokenizer) are created once under ``runs/bench_score/models/``.
@@ -45,22 +46,34 @@ SHAPES = {"4x256": (4, 256, 4), "12x768": (12, 768, 12)}
 
 @dataclass
 class Timed:
-    seconds: float
+    seconds: float  # wall clock, spawn to exit
+    cpu: float  # user + system CPU seconds of the process (its own, children excluded)
     peak_mb: float
     out: str
 
 
-def run_timed(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> Timed:
-    """Run a process; wall time from spawn to exit and its own peak RSS (wait4)."""
-    t0 = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out = p.stdout.read() if p.stdout else ""
-    _, status, usage = os.wait4(p.pid, 0)
-    seconds = time.perf_counter() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:4])}... failed ({p.returncode}):\n{out[-3000:]}")
-    return Timed(seconds, usage.ru_maxrss / 1024, out)
+class Launched:
+    """A running process; ``wait()`` gives its wall time, CPU time and peak RSS (wait4)."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
+        self.cmd = cmd
+        self.t0 = time.perf_counter()
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.p = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+
+    def wait(self) -> Timed:
+        _, status, usage = os.wait4(self.p.pid, 0)
+        seconds = time.perf_counter() - self.t0
+        self.p.returncode = os.waitstatus_to_exitcode(status)
+        self.log.seek(0)
+        out = self.log.read()
+        if self.p.returncode != 0:
+            raise RuntimeError(f"{' '.join(self.cmd[:4])}... failed ({self.p.returncode}):\n{out[-3000:]}")
+        return Timed(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out)
+
+
+def run_timed(cmd: list[str], env: dict[str, str]) -> Timed:
+    return Launched(cmd, env).wait()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,41 +156,40 @@ json.dump(scores, open(out_path, "w"))
 # ---------------------------------------------------------------------------------------------
 # the three tools
 # ---------------------------------------------------------------------------------------------
-def run_lm_eval(venv: Path, model: Path, pairs: Path, env: dict[str, str], batch_size: int) -> tuple[Timed, np.ndarray]:
+def lm_eval_job(venv: Path, model: Path, pairs: Path, batch_size: int) -> tuple[list[str], object]:
     tasks = lm_eval_task_dir(pairs)
     out = Path(tempfile.mkdtemp(prefix="lmeval_", dir=WORK))
     cmd = [str(venv / "bin" / "lm_eval"), "--model", "hf", "--model_args", f"pretrained={model},dtype=float32",
            "--tasks", "blimp_local", "--include_path", str(tasks), "--device", "cpu",
            "--batch_size", str(batch_size), "--output_path", str(out), "--log_samples"]
-    timed = run_timed(cmd, env)
-    samples = sorted(out.rglob("samples_blimp_local_*.jsonl"))
-    if not samples:
-        raise RuntimeError(f"lm-eval wrote no samples under {out}")
-    docs = [json.loads(line) for line in open(samples[-1], encoding="utf-8")]
-    docs.sort(key=lambda d: d["doc_id"])
-    lls = np.array([[r[0][0] if isinstance(r[0], list) else r[0] for r in d["resps"]] for d in docs], dtype=np.float64)
-    return timed, lls  # [n_pairs, 2] (good, bad)
+
+    def parse() -> np.ndarray:
+        samples = sorted(out.rglob("samples_blimp_local_*.jsonl"))
+        if not samples:
+            raise RuntimeError(f"lm-eval wrote no samples under {out}")
+        docs = [json.loads(line) for line in open(samples[-1], encoding="utf-8")]
+        docs.sort(key=lambda d: d["doc_id"])
+        return np.array([[r[0][0] if isinstance(r[0], list) else r[0] for r in d["resps"]] for d in docs])
+
+    return cmd, parse  # parse() -> [n_pairs, 2] (good, bad) log-likelihoods
 
 
-def run_minicons(venv: Path, model: Path, pairs: Path, env: dict[str, str], batch_size: int) -> tuple[Timed, np.ndarray]:
+def minicons_job(venv: Path, model: Path, pairs: Path, batch_size: int) -> tuple[list[str], object]:
     runner = WORK / "minicons_runner.py"
     runner.write_text(MINICONS_RUNNER)
-    out = WORK / f"minicons_{batch_size}.json"
-    timed = run_timed([str(venv / "bin" / "python"), str(runner), str(model), str(pairs), str(out), str(batch_size)], env)
-    return timed, np.array(json.load(open(out)), dtype=np.float64).reshape(-1, 2)
+    out = WORK / f"minicons_{model.name}_{batch_size}.json"
+    cmd = [str(venv / "bin" / "python"), str(runner), str(model), str(pairs), str(out), str(batch_size)]
+    return cmd, lambda: np.array(json.load(open(out)), dtype=np.float64).reshape(-1, 2)
 
 
-def run_grokscope(model: Path, pairs: Path, env: dict[str, str], convention: str, batch_size: int,
-                  threads: int) -> tuple[Timed, np.ndarray]:
+def grokscope_job(model: Path, pairs: Path, convention: str, batch_size: int, threads: int) -> tuple[list[str], object]:
     import pandas as pd
 
     out = Path(tempfile.mkdtemp(prefix="grokscope_", dir=WORK))
     cmd = [sys.executable, "-m", "grokscope.cli", "score", "--checkpoints", str(model), "--benchmark", str(pairs),
            "--out", str(out), "--step", "0", "--tokens-seen", "0", "--convention", convention,
            "--batch-size", str(batch_size), "--no-hidden", "--no-attention", "--quiet", "--threads", str(threads)]
-    timed = run_timed(cmd, env)
-    t = pd.read_parquet(out / "scores" / "step_00000000.parquet")
-    return timed, t[["good_logprob", "bad_logprob"]].to_numpy()
+    return cmd, lambda: pd.read_parquet(out / "scores" / "step_00000000.parquet")[["good_logprob", "bad_logprob"]].to_numpy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,9 +202,9 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     a @ b
     best = float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         a @ b
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, time.process_time() - t0)
     return 2 * n**3 / best / 1e9
 
 
@@ -206,14 +218,15 @@ def achieved_gflops(model_dir: Path, pairs_path: Path, batch_size: int) -> dict[
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     tok = load_tokenizer(model_dir)
     pairs, _ = load_benchmark(str(pairs_path))
+    t0 = time.process_time()
     res = score_pairs(model, tok, pairs, options=ScoreOptions(batch_size=batch_size, progress=False))
+    cpu = time.process_time() - t0
     head = model.get_output_embeddings().weight.numel()
     total = sum(p.numel() for p in model.parameters())
     body = total - model.get_input_embeddings().weight.numel() - model.transformer.wpe.weight.numel()
     flops = 2 * body * res.stats.tokens_computed + 2 * head * res.stats.logit_rows
     naive_tokens = sum(len(tok(" " + s)["input_ids"]) + 1 for s in pd_concat(pairs))
-    return {"seconds": res.stats.seconds, "pairs_per_s": len(pairs) / res.stats.seconds,
-            "gflops": flops / res.stats.seconds / 1e9, "tokens_computed": res.stats.tokens_computed,
+    return {"seconds": cpu, "pairs_per_s": len(pairs) / cpu, "gflops": flops / cpu / 1e9, "tokens_computed": res.stats.tokens_computed,
             "logit_rows": res.stats.logit_rows, "naive_tokens": naive_tokens,
             "params_M": total / 1e6}
 
@@ -240,39 +253,54 @@ def load_average() -> str:
 
 def bench_model(shape: str, args: argparse.Namespace, env: dict[str, str], pairs: Path, n_pairs: int) -> None:
     model = ensure_model(shape)
-    print(f"\n=== GPT-2 {shape} ({model}) — {n_pairs} pairs, {args.threads} thread(s), load {load_average()} ===")
-    g_lm, ours_lm = run_grokscope(model, pairs, env, "lm_eval", args.batch_size, args.threads)
-    print(f"grokscope (lm_eval convention)   {g_lm.seconds:7.1f} s  peak {g_lm.peak_mb:6.0f} MB  "
-          f"{n_pairs / g_lm.seconds:7.1f} pairs/s (whole process)")
-    g_mc, ours_mc = run_grokscope(model, pairs, env, "minicons", args.batch_size, args.threads)
-    print(f"grokscope (minicons convention)  {g_mc.seconds:7.1f} s  peak {g_mc.peak_mb:6.0f} MB  "
-          f"{n_pairs / g_mc.seconds:7.1f} pairs/s")
-    rows = []
+    print(f"\n=== GPT-2 {shape} ({model}) — {n_pairs} pairs, {args.threads} thread(s), "
+          f"{'all tools at once' if args.parallel else 'one tool at a time'}, load {load_average()} ===")
+    jobs = [("grokscope lm_eval conv.", *grokscope_job(model, pairs, "lm_eval", args.batch_size, args.threads)),
+            ("grokscope minicons conv.", *grokscope_job(model, pairs, "minicons", args.batch_size, args.threads))]
     if not args.skip_lm_eval:
-        le, theirs = run_lm_eval(args.venv, model, pairs, env, args.lm_eval_batch_size)
-        print(f"lm-eval (batch {args.lm_eval_batch_size})              {le.seconds:7.1f} s  peak {le.peak_mb:6.0f} MB  "
-              f"{n_pairs / le.seconds:7.1f} pairs/s")
-        print(compare("lm-evaluation-harness", ours_lm, theirs))
-        rows.append(("lm-eval", le.seconds, g_lm.seconds))
-    best = None
+        jobs.append((f"lm-eval (batch {args.lm_eval_batch_size})",
+                     *lm_eval_job(args.venv, model, pairs, args.lm_eval_batch_size)))
     for bs in args.minicons_batch_sizes:
-        mc, theirs = run_minicons(args.venv, model, pairs, env, bs)
-        print(f"minicons (batch {bs:>3})             {mc.seconds:7.1f} s  peak {mc.peak_mb:6.0f} MB  "
-              f"{n_pairs / mc.seconds:7.1f} pairs/s")
-        print(compare(f"minicons (batch {bs})", ours_mc, theirs))
-        if best is None or mc.seconds < best[1]:
-            best = (f"minicons@{bs}", mc.seconds, g_mc.seconds)
-    if best:
-        rows.append(best)
-    print("speed-up of grokscope (whole process, same pairs/model/CPU/threads):")
-    for name, theirs_s, ours_s in rows:
-        print(f"  vs {name:<14} {theirs_s / ours_s:5.2f}x   ({theirs_s:.1f} s / {ours_s:.1f} s)")
+        jobs.append((f"minicons (batch {bs})", *minicons_job(args.venv, model, pairs, bs)))
+    results: dict[str, tuple[Timed, np.ndarray]] = {}
+    if args.parallel:
+        launched = [(name, Launched(cmd, env), parse) for name, cmd, parse in jobs]
+        for name, proc, parse in launched:
+            results[name] = (proc.wait(), parse())
+    else:
+        for name, cmd, parse in jobs:
+            results[name] = (run_timed(cmd, env), parse())
+    print(f"{'tool':<26} {'CPU s':>8} {'wall s':>8} {'peak MB':>8} {'pairs/CPU-s':>12}")
+    for name, (t, _) in results.items():
+        print(f"{name:<26} {t.cpu:8.1f} {t.seconds:8.1f} {t.peak_mb:8.0f} {n_pairs / t.cpu:12.1f}")
+    ours_lm = results["grokscope lm_eval conv."]
+    ours_mc = results["grokscope minicons conv."]
+    print("agreement (same model, same pairs):")
+    ratios = []
+    for name, (t, theirs) in results.items():
+        if name.startswith("lm-eval"):
+            print(compare(name, ours_lm[1], theirs))
+            ratios.append((name, t, ours_lm[0]))
+        elif name.startswith("minicons"):
+            print(compare(name, ours_mc[1], theirs))
+    mc = [(name, t) for name, (t, _) in results.items() if name.startswith("minicons")]
+    if mc:
+        name, t = min(mc, key=lambda x: x[1].cpu)
+        ratios.append((name + " = best", t, ours_mc[0]))
+    print("speed-up of grokscope, whole process start to last result (CPU time; wall time in brackets):")
+    for name, theirs, ours in ratios:
+        print(f"  vs {name:<28} {theirs.cpu / ours.cpu:5.2f}x  ({theirs.cpu:.1f} / {ours.cpu:.1f} CPU s)"
+              f"   [wall {theirs.seconds / ours.seconds:5.2f}x: {theirs.seconds:.1f} / {ours.seconds:.1f} s]")
+    if args.skip_flops:
+        return
+    t_cpu = time.process_time()
     mm = matmul_gflops()
     ach = achieved_gflops(model, pairs, args.batch_size)
-    print(f"in-process scoring: {ach['pairs_per_s']:.1f} pairs/s, {ach['gflops']:.1f} GFLOP/s achieved "
+    print(f"in-process scoring: {ach['pairs_per_s']:.1f} pairs/CPU-s, {ach['gflops']:.1f} GFLOP/s achieved "
           f"(2 x params x tokens computed: {ach['tokens_computed']} body positions, {ach['logit_rows']} logit rows; "
           f"a per-sentence [BOS]+tokens layout has {ach['naive_tokens']}) vs torch.matmul 2048^2: {mm:.1f} GFLOP/s "
-          f"-> {ach['gflops'] / mm:.0%} of the matmul rate; load {load_average()}")
+          f"-> {ach['gflops'] / mm:.0%} of the matmul rate (CPU-time based; {time.process_time() - t_cpu:.0f} CPU s); "
+          f"load {load_average()}")
 
 
 def bench_full(shape: str, args: argparse.Namespace, env: dict[str, str]) -> None:
@@ -289,7 +317,7 @@ def bench_full(shape: str, args: argparse.Namespace, env: dict[str, str]) -> Non
     print(f"\n=== all BLiMP pairs, GPT-2 {shape}, {args.threads} thread(s), load {load_average()} ===")
     t = run_timed(cmd, env)
     print(t.out.strip().splitlines()[-3] if t.out.strip() else "")
-    print(f"whole process {t.seconds:.0f} s, peak {t.peak_mb:.0f} MB (hidden states + attention captured: "
+    print(f"whole process {t.cpu:.0f} CPU s ({t.seconds:.0f} s wall), peak {t.peak_mb:.0f} MB (hidden states + attention captured: "
           f"{phrases.exists()}); load {load_average()}")
 
 
@@ -304,6 +332,9 @@ def main() -> None:
     ap.add_argument("--venv", type=Path, default=Path("/work/venvs/refs"))
     ap.add_argument("--skip-lm-eval", action="store_true")
     ap.add_argument("--full", action="store_true", help="also time all BLiMP pairs with grokscope")
+    ap.add_argument("--parallel", action="store_true",
+                    help="start all tools at once (compare CPU times; use on a busy shared machine)")
+    ap.add_argument("--skip-flops", action="store_true")
     ap.add_argument("--only-full", action="store_true")
     args = ap.parse_args()
     args.minicons_batch_sizes = [int(x) for x in args.minicons_batch_sizes.split(",") if x]

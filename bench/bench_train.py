@@ -7,7 +7,9 @@ nothing else. The trainer adds what a real run needs: progress bar, loss log, pe
 checkpoints and resume state.
 
 Checkpoint/state/loss-file saving is EXCLUDED from the trainer's tokens/s (the trainer times its
-steps and its saves separately) and reported on its own line; the bare loop saves nothing. Rounds
+steps and its saves separately) and reported on its own line; the bare loop saves nothing. By
+default the trainer checkpoints only at step 0 and the last step (steady state); with
+--pythia-checkpoints it also saves at 1, 2, 4, ... as a real run does early on. Rounds
 alternate bare/trainer order, and the reported ratio is the median over rounds, so load drift on a
 shared machine hits both sides.
 
@@ -96,6 +98,10 @@ def main() -> int:
     ap.add_argument("--vocab", type=int, default=50257, help="synthetic stream only (GPT-2's 50257 by default)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
+    ap.add_argument("--pythia-checkpoints", action="store_true",
+                    help="trainer saves at 0,1,2,4,... as in a real run (default: only at step 0 and the "
+                         "last step, so the steps measured are steady-state; saving time is reported apart "
+                         "either way)")
     args = ap.parse_args()
 
     import torch
@@ -113,7 +119,9 @@ def main() -> int:
     stream = open_stream(tokens, rows_per_step=args.batch_size)
     seq_len = stream.row_len - 1
     cfg = TrainSection(n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head, batch_size=args.batch_size,
-                       max_steps=args.steps, warmup_steps=2, threads=args.threads)
+                       max_steps=args.steps, warmup_steps=2, threads=args.threads,
+                       log_spaced_until=512 if args.pythia_checkpoints else 0,
+                       checkpoint_every=1000 if args.pythia_checkpoints else args.steps)
     vocab = padded_vocab_size(stream.vocab_size, cfg.pad_vocab_to)
     print(f"stream {tokens} ({stream.n_rows:,} rows x {stream.row_len}); model {args.n_layer}x{args.n_embd}, "
           f"{args.n_head} heads, context {seq_len}, vocab {vocab}; batch {args.batch_size}; "

@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     opts = dy.DynamicsOptions(n_boot=200, n_perm=199)
-    for delay in (0, 2, 5):
+    for delay in (0, 1, 2, 5):
         ok, delayed, p_small, covered, cov_n = 0, 0, 0, 0, 0
         for s in range(args.sets):
             rng = np.random.default_rng([delay, s])

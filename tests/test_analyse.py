@@ -231,3 +231,27 @@ def test_ablation_rescoring_with_a_real_checkpoint(sim, tmp_path, gpt2_tokenizer
     base = table["accuracy"] - table["delta_accuracy"]
     np.testing.assert_allclose(base, base.iloc[0])
     assert "ablation at step" in summary
+
+
+def test_run_stage_and_unsupported_pairs(sim, tmp_path, capsys):
+    """run_stage (what `grokscope run` calls) with a config; unsupported pairs are left out."""
+    from grokscope.analyse import run_stage
+    from grokscope.config import config_from_dict
+    from grokscope.store import Study
+
+    dst = _copy(sim, tmp_path)
+    st = Study(dst)
+    phrases = pd.read_parquet(st.phrases_path)
+    phrases.loc[:9, "supported"] = False
+    store.write_parquet(st.phrases_path, phrases, metadata=store.read_parquet_metadata(st.phrases_path))
+    cfg = config_from_dict({"analyse": {"n_boot": 50, "n_perm": 50, "probes": False, "heads": False,
+                                        "criterion": "fraction", "match_on": "phrase_length"}})
+    run_stage(cfg, st)
+    assert "comparison" in capsys.readouterr().out
+    meta = store.read_parquet_metadata(dst / "analysis" / "timing.parquet")
+    assert meta["n_unsupported"] == 10 and meta["n_pairs"] == len(phrases) - 10
+    assert meta["criterion"]["mode"] == "fraction" and meta["match_on"] == "phrase_length"
+    curves = pd.read_parquet(dst / "analysis" / "curves.parquet")
+    first = curves.query("level == 'all' and split == 'proxy_train'").iloc[-1]
+    last = curves.query("level == 'all' and split == 'proxy_val'").iloc[-1]
+    assert first["n"] + last["n"] == len(phrases) - 10

@@ -158,6 +158,9 @@ def test_out_of_vocabulary_ids_raise_with_the_absolute_row():
     with pytest.raises(OutOfVocabError) as e:
         scan_rows(index, rows, row0=100)
     assert (e.value.row, e.value.column, e.value.token) == (101, 1, 7)
+    with pytest.raises(OutOfVocabError) as e:
+        scan_rows(index, np.array([[1, 2, -1]], dtype=np.int32))
+    assert (e.value.row, e.value.column, e.value.token) == (0, 2, -1)
 
 
 def test_build_index_rejects_bad_sequences():

@@ -25,7 +25,7 @@ import pandas as pd
 
 from grokscope import store
 from grokscope.config import AnalyseSection, StudyConfig, load_config
-from grokscope.errors import DataError, GrokscopeError, MissingStageError
+from grokscope.errors import DataError, MissingStageError
 from grokscope.store import Study
 
 OUTPUTS = ("curves", "timing", "probes", "heads", "head_concentration", "ablation")
@@ -107,11 +107,15 @@ class StudyInputs:
 def load_inputs(study: Study) -> StudyInputs:
     """Read and cross-check phrases, exposure and every score file of a study."""
     root = study.root
-    study.require(study.phrases_path, "phrases table (phrases.parquet)", f"grokscope phrases {root}")
-    study.require(study.exposure_path, "exposure table (exposure.parquet)", f"grokscope exposure {root}")
+    study.require(study.phrases_path, "phrases table (phrases.parquet)",
+                  f"grokscope phrases --benchmark BENCHMARK --out {root}  (or: grokscope run STUDY.toml)")
+    study.require(study.exposure_path, "exposure table (exposure.parquet)",
+                  f"grokscope exposure --phrases {root} --tokens TOKENS --checkpoints CHECKPOINTS  "
+                  "(or: grokscope run STUDY.toml)")
     steps = study.scored_steps()
     if not steps:
-        raise MissingStageError("checkpoint scores (scores/step_*.parquet)", str(study.scores_dir), f"grokscope score {root}")
+        raise MissingStageError("checkpoint scores (scores/step_*.parquet)", str(study.scores_dir),
+                                f"grokscope score --checkpoints CHECKPOINTS --out {root}  (or: grokscope run STUDY.toml)")
     phrases = pd.read_parquet(study.phrases_path)
     exposure = pd.read_parquet(study.exposure_path)
     p_meta = store.read_parquet_metadata(study.phrases_path)
@@ -173,7 +177,7 @@ def _check_fingerprints(study: Study, steps: list[int], metas: list[dict[str, An
         refs = [("exposure.parquet", e_meta)] + ([("phrases.parquet", p_meta)] if key == "benchmark_fingerprint" else [])
         for name, meta in refs:
             other = meta.get(key)
-            if other is not None and value is not None and other != value:
+            if other and value and other != value:  # "" or None = not recorded
                 raise DataError(f"{study.scores_dir}: scores have {key}={value!r} but {name} has {other!r}; "
                                 f"the stages were run with different {what} -- re-run them with the same one")
 
@@ -184,7 +188,7 @@ def window_counts(exposure: pd.DataFrame, steps: np.ndarray, path: Path) -> np.n
     if missing:
         raise DataError(f"{path}: no column good_count_{missing[0]} (and {len(missing) - 1} more steps); the "
                         f"exposure stage must count at every scored checkpoint -- re-run grokscope exposure "
-                        f"with steps {missing[:5]}")
+                        f"with --checkpoints covering steps {missing[:5]}")
     cols = [f"good_count_{int(s)}" for s in steps]
     return exposure[cols].fillna(0).to_numpy(dtype=np.int64)
 
@@ -194,8 +198,9 @@ def match_values(study: Study, phrases: pd.DataFrame, match_on: str) -> tuple[np
     length in words. ``auto`` uses the frequency when the study has a prepared ``tokens/``."""
     has_tokens = study.has_tokens() and (study.tokens_dir / "tokenizer").exists()
     if match_on == "word_frequency" and not has_tokens:
-        raise MissingStageError("prepared token stream with its tokenizer (for critical-word frequencies)",
-                                str(study.tokens_dir), f"grokscope prepare {study.root}")
+        raise MissingStageError("prepared token stream with its tokenizer (for critical-word frequencies; "
+                                "or set [analyse] match_on = \"phrase_length\")",
+                                str(study.tokens_dir), "grokscope prepare (or: grokscope run STUDY.toml)")
     if match_on == "phrase_length" or (match_on == "auto" and not has_tokens):
         lengths = phrases["critical_phrase"].fillna("").astype(str).str.split().str.len()
         return lengths.to_numpy(dtype=np.float64), "phrase_length"
@@ -261,7 +266,8 @@ def _analyse_study(study: Study, a: AnalyseSection, force: bool, progress: bool)
         timing = pd.read_parquet(study.analysis_dir / "timing.parquet")
         return "analysis is up to date (use --force to recompute)\n" + summary_table(timing)
 
-    supported = inputs.phrases["supported"].to_numpy(dtype=bool) & inputs.exposure["supported"].to_numpy(dtype=bool)
+    supported = (inputs.phrases["supported"].fillna(False).to_numpy(dtype=bool)
+                 & inputs.exposure["supported"].fillna(False).to_numpy(dtype=bool))
     keep = np.flatnonzero(supported)
     if keep.size == 0:
         raise DataError(f"{study.phrases_path}: no supported pairs (every critical phrase failed); nothing to analyse")

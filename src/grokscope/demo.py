@@ -75,9 +75,9 @@ def demo_config(args: argparse.Namespace, settings: TestbedSettings) -> dict[str
 
 
 def documents_for(steps: int, batch: int, seq_len: int, sentences_per_document: int) -> int:
-    """Documents enough for ``steps x batch`` rows of ``seq_len + 1`` tokens (with 15% slack).
+    """Documents enough for ``steps x batch`` rows of ``seq_len + 1`` tokens (with 25% slack).
     A testbed sentence is about 7.5 tokens with the demo's BPE."""
-    tokens_needed = steps * batch * (seq_len + 1) * 1.15
+    tokens_needed = steps * batch * (seq_len + 1) * 1.25
     tokens_per_doc = sentences_per_document * 7.5 + 1
     return max(200, int(tokens_needed / tokens_per_doc) + 1)
 
@@ -140,18 +140,25 @@ def findings(study_root: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def observed_first_steps(study_root: Path) -> dict[str, dict[str, Any]]:
-    """paradigm -> {seen (pairs whose phrase is in the stream), median first step} from exposure."""
+def observed_exposure(study_root: Path, truth: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """paradigm -> {seen: pairs whose phrase the exposure scan found by the last checkpoint,
+    seen_planted: how many of those were planted, withheld_seen: withheld pairs found (must be 0)}."""
     import pandas as pd
 
     path = Path(study_root) / "exposure.parquet"
     if not path.exists():
         return {}
-    e = pd.read_parquet(path, columns=["uid", "good_first_step"])
-    out = {}
-    for uid, g in e.groupby("uid", sort=False):
-        seen = g["good_first_step"].dropna()
-        out[str(uid)] = {"seen": int(len(seen)), "median_first_step": float(seen.median()) if len(seen) else None}
+    e = pd.read_parquet(path, columns=["uid", "pair_id", "good_first_step"])
+    planted = {(t["uid"], int(t["pair_id"])) for t in truth if t["planted"]}
+    out: dict[str, dict[str, Any]] = {}
+    for row in e.itertuples(index=False):
+        o = out.setdefault(str(row.uid), {"seen": 0, "seen_planted": 0, "withheld_seen": 0})
+        if pd.notna(row.good_first_step):
+            o["seen"] += 1
+            if (row.uid, int(row.pair_id)) in planted:
+                o["seen_planted"] += 1
+            else:
+                o["withheld_seen"] += 1
     return out
 
 
@@ -160,33 +167,39 @@ def ground_truth_table(testbed_dir: Path, study: Any) -> str:
 
     gt = read_json(Path(testbed_dir) / "ground_truth.json")
     found = findings(study.root)
-    seen = observed_first_steps(study.root)
+    seen = observed_exposure(study.root, gt["pairs"])
     s = gt["settings"]
     lines = [
-        "ground truth (planted)                              | found by the analysis (proxy split, criterion)",
-        f"{'paradigm':<24}{'pairs':>6}{'planted':>8}{'withheld':>9}{'seen*':>6} | "
-        f"{'fit step':>8}{'gen step':>9}{'delay':>7}  status",
+        "ground truth (testbed)                                   | found by the analysis (proxy-train vs proxy-val)",
+        f"{'paradigm':<24}{'pairs':>6}{'planted':>8}{'withheld':>9}{'seen*':>7} | "
+        f"{'n_train':>7}{'n_val':>6}{'fit step':>9}{'gen step':>9}{'delay':>7}  status",
     ]
+
+    def fmt(v: Any) -> str:
+        return "-" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
     for uid, row in gt["summary"].items():
         f = found.get(uid, {})
-        seen_n = seen.get(uid, {}).get("seen", "-")
-        def fmt(v: Any) -> str:
-            return "-" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+        o = seen.get(uid)
+        seen_txt = "-" if o is None else str(o["seen"]) + ("!" if o["withheld_seen"] else "")
         lines.append(
-            f"{uid:<24}{row['pairs']:>6}{row['planted_pairs']:>8}{row['withheld_pairs']:>9}{seen_n!s:>6} | "
-            f"{fmt(f.get('fit_step')):>8}{fmt(f.get('gen_step')):>9}{fmt(f.get('delay_steps')):>7}  "
+            f"{uid:<24}{row['pairs']:>6}{row['planted_pairs']:>8}{row['withheld_pairs']:>9}{seen_txt:>7} | "
+            f"{fmt(f.get('n_train')):>7}{fmt(f.get('n_val')):>6}"
+            f"{fmt(f.get('fit_step')):>9}{fmt(f.get('gen_step')):>9}{fmt(f.get('delay_steps')):>7}  "
             f"{f.get('status', 'no analysis')}"
         )
     sched = f"planted phrases occur {s['frequency']}x each, from {s['plant_start']:.0%} of the corpus on"
     if s["late_fraction"]:
         sched += f"; {s['late_fraction']:.0%} of them only from {s['late_start']:.0%}"
-    lines.append(f"* pairs whose critical phrase the exposure scan found in the token stream. "
-                 f"Planting {'on' if s['planting'] else 'off'}: {sched}.")
+    lines.append(f"* pairs whose critical phrase the exposure scan found by the last checkpoint "
+                 f"('!' = a withheld phrase was found: the planting leaked). n_train/n_val at the last checkpoint.")
+    lines.append(f"  Planting {'on' if s['planting'] else 'off'}: {sched}.")
     if s["planting"]:
-        lines.append("  Expected: proxy-train (planted) reaches the criterion before proxy-val (withheld) "
-                     "where the rule must be inferred (determiner-noun agreement: withheld nouns never follow this/these).")
+        lines.append("  Expected: where the rule has to be inferred, proxy-train (planted phrases) reaches the criterion "
+                     "before proxy-val (withheld phrases): status 'delayed'.")
     else:
-        lines.append("  Expected: no systematic gap (every unit planted; proxy-val is only what was not yet seen).")
+        lines.append("  Expected: no systematic gap: every unit is planted, so proxy-val holds only pairs not seen yet "
+                     "(by chance of position), and it should track proxy-train.")
     return "\n".join(lines)
 
 

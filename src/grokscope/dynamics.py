@@ -550,9 +550,9 @@ def timing_row(level: str, group: str, comp: str, acc_tr: np.ndarray, acc_va: np
         status = "val leads"
     elif fit < 0 or gen < 0:
         status = "not reached"
-    elif delay > 0 and p_lead < alpha:
+    elif delay > 0 and p_lead < alpha and ci_lo > 0:
         status = "delayed"
-    elif delay < 0 and p_val < alpha:
+    elif delay < 0 and p_val < alpha and ci_hi < 0:
         status = "val leads"
     else:
         status = "no delay"

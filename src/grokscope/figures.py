@@ -461,8 +461,8 @@ def exposure_first_step_figure(first_table: pd.DataFrame, axis: StepAxis) -> Fig
         ax1.plot(floats(s["step"]), floats(s["fraction_seen"]), marker=".", ms=3, **kw)
     setup_step_axis(ax1, floats(first_table.loc[first_table["step"] >= 0, "step"]), axis)
     ax1.set_ylim(-0.02, 1.02)
-    ax1.set_ylabel("fraction of pairs in proxy-train")
-    ax1.set_title("Proxy-train share over checkpoints, per phenomenon")
+    ax1.set_ylabel("fraction of pairs whose phrase was seen")
+    ax1.set_title("Share of pairs already seen (proxy-train for k = 1), per phenomenon")
     ax1.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5)
     fig.tight_layout()
     return fig

@@ -9,7 +9,8 @@ tokenizers or files: it takes plain arrays.
   the tokens' byte strings.
 * :class:`PhraseIndex` — a token trie over the phrase token sequences: a dense array for the
   root's children (one load per stream position) and an open-addressing hash table keyed on
-  ``node * vocab_size + token`` for every deeper edge. :func:`build_index` makes one.
+  ``node * vocab_size + token`` for every deeper edge, fronted by a small Bloom filter so the
+  common miss stays in cache. :func:`build_index` / :func:`build_index_arrays` make one.
 * :func:`scan_rows` — walks the trie from every position of every row of a
   ``[n_rows, row_len]`` block (Numba, one core), adding whole-word matches to per-sequence
   counts and recording the first row of each sequence.
@@ -35,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,10 +337,13 @@ def _kernels() -> _Kernels:
 
 
 def first_out_of_vocab(rows: np.ndarray, vocab_size: int) -> tuple[int, int, int] | None:
-    """``(row, column, id)`` of the first token id ≥ ``vocab_size`` in ``rows``, or None."""
-    if rows.size == 0 or int(rows.max()) < vocab_size:
+    """``(row, column, id)`` of the first token id outside ``[0, vocab_size)`` in ``rows``, or None."""
+    if rows.size == 0:
         return None
-    r, c = np.argwhere(rows >= vocab_size)[0]
+    negative = rows.dtype.kind == "i" and int(rows.min()) < 0
+    if not negative and int(rows.max()) < vocab_size:
+        return None
+    r, c = np.argwhere((rows >= vocab_size) | (rows < 0))[0]
     return int(r), int(c), int(rows[r, c])
 
 
@@ -348,7 +351,7 @@ class OutOfVocabError(ValueError):
     """A token id outside the index's vocabulary (``row`` is absolute)."""
 
     def __init__(self, row: int, column: int, token: int, vocab_size: int) -> None:
-        super().__init__(f"row {row}, position {column}: token id {token} ≥ vocabulary size {vocab_size}")
+        super().__init__(f"row {row}, position {column}: token id {token} outside the vocabulary [0, {vocab_size})")
         self.row, self.column, self.token, self.vocab_size = row, column, token, vocab_size
 
 

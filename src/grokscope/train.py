@@ -699,6 +699,19 @@ def run_stage(cfg: StudyConfig, study: Study, *, peak_tflops: float = 0.0, progr
     return result
 
 
+_HELP = {
+    "n_layer": "transformer blocks", "n_embd": "model width", "n_head": "attention heads",
+    "n_positions": "model context; 0 = the stream's seq_len", "batch_size": "rows per optimizer step (B)",
+    "max_steps": "optimizer steps", "lr": "peak learning rate", "min_lr_ratio": "cosine floor as a fraction of lr",
+    "warmup_steps": "linear warmup steps", "weight_decay": "AdamW decay (not on biases/LayerNorm)",
+    "grad_clip": "max gradient norm; 0 = off", "log_spaced_until": "checkpoints at 0,1,2,4,... up to this",
+    "checkpoint_every": "then a checkpoint every N steps (and the last step)", "device": "auto | cpu | cuda",
+    "threads": "torch CPU threads; 0 = all cores", "state_every": "save resume state every N steps",
+    "state_seconds": "... and at least this often (seconds; 0 = off)",
+    "pad_vocab_to": "round the vocabulary up to a multiple of this",
+}
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -722,10 +735,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default = getattr(defaults, f.name)
         if hints[f.name] is bool:
             group.add_argument(_flag(f.name), dest=f"train_{f.name}", action=argparse.BooleanOptionalAction,
-                               default=None, help=f"default: {default}")
+                               default=None, help=f"{_HELP.get(f.name, f.name)} (default: {default})")
         else:
             group.add_argument(_flag(f.name), dest=f"train_{f.name}", type=hints[f.name], default=None,
-                               metavar=hints[f.name].__name__.upper(), help=f"default: {default}")
+                               metavar=hints[f.name].__name__.upper(),
+                               help=f"{_HELP.get(f.name, f.name)} (default: {default})")
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[StudyConfig, Study]:

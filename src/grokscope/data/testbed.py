@@ -115,6 +115,9 @@ PARADIGMS: dict[str, str] = {
 }
 
 _WORD = re.compile(r"[A-Za-z]+")
+# default frequency with planting off: every phrase is planted, thinly, so that its first occurrence
+# falls anywhere in training and proxy-val (not seen yet) stays populated while the model learns
+FREQUENCY_WITHOUT_PLANTING = 3
 
 
 @dataclass
@@ -599,11 +602,14 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--planting", choices=("on", "off"), default="on",
                    help="on: withhold a share of the critical phrases from training; off: every noun in every frame")
     g.add_argument("--planted-fraction", type=float, default=d.planted_fraction, help="share of units planted (default %(default)s)")
-    g.add_argument("--frequency", type=int, default=d.frequency, help="occurrences of each planted phrase (default %(default)s)")
+    g.add_argument("--frequency", type=int, default=None,
+                   help=f"occurrences of each planted phrase (default {d.frequency} with planting on, "
+                        f"{FREQUENCY_WITHOUT_PLANTING} with planting off, so that unseen pairs remain while the model learns)")
     g.add_argument("--plant-start", type=float, default=d.plant_start, help="planted phrases occur from this fraction of training on")
     g.add_argument("--late-fraction", type=float, default=d.late_fraction, help="share of planted units introduced late")
     g.add_argument("--late-start", type=float, default=d.late_start, help="fraction of training where late units start")
-    g.add_argument("--documents", type=int, default=d.n_documents, help="documents in the corpus (default %(default)s)")
+    g.add_argument("--documents", type=int, default=d.n_documents,
+                   help="documents in the corpus (default: enough for the training steps)")
     g.add_argument("--sentences-per-document", type=int, default=d.sentences_per_document)
     g.add_argument("--nouns", type=int, default=d.n_nouns, help="nouns in determiner-noun pairs (default %(default)s)")
     g.add_argument("--pairs-per-paradigm", type=int, default=d.pairs_per_paradigm)
@@ -619,7 +625,9 @@ def settings_from_args(args: argparse.Namespace) -> TestbedSettings:
     s = TestbedSettings(
         seed=args.seed, n_documents=args.documents, sentences_per_document=args.sentences_per_document,
         paradigms=[p.strip() for p in args.paradigms.split(",") if p.strip()],
-        planting=args.planting == "on", planted_fraction=args.planted_fraction, frequency=args.frequency,
+        planting=args.planting == "on", planted_fraction=args.planted_fraction,
+        frequency=args.frequency if args.frequency is not None else
+        (TestbedSettings.frequency if args.planting == "on" else FREQUENCY_WITHOUT_PLANTING),
         plant_start=args.plant_start, late_fraction=args.late_fraction, late_start=args.late_start,
         n_nouns=args.nouns, pairs_per_paradigm=args.pairs_per_paradigm,
         filler_demonstratives=args.filler_demonstratives == "on", number_cues=args.number_cues == "on",
