@@ -26,7 +26,7 @@ from grokscope.exposure import (
 
 WORDS = ["this", "This", "sketch", "sketches", "sketchbook", "these", "is", "Raymond", "selling", "a",
          "herself", "himself", "Mary", "praised", "no", "ever", "sketch's", "nice"]
-PUNCT = [".", ",", "(", ")", "!", "-"]
+PUNCT = [".", ",", "(", ")", "!", "-", "“", "”", "’", "—"]
 PAIRS = [  # (critical phrase, bad phrase)
     ("this sketch", "this sketches"),
     ("these sketches", "these sketch"),

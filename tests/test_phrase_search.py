@@ -20,9 +20,10 @@ from grokscope.phrase_search import (
 # ------------------------------------------------------------------------------------------
 # brute force: every sequence, every row, every start position, rules written out literally
 # ------------------------------------------------------------------------------------------
-def brute_force(rows: np.ndarray, seqs: list[tuple[int, ...]], cont: np.ndarray, ends: np.ndarray,
+def brute_force(rows: np.ndarray, seqs: list[tuple[int, ...]], tables: WordTables,
                 eos: int, check_words: bool = True) -> tuple[list[list[int]], list[int]]:
     """Per sequence: the list of rows of every match (in order), and the first row (-1)."""
+    cont, ends = tables.continues_word, tables.ends_word
     hits: list[list[int]] = [[] for _ in seqs]
     for r in range(rows.shape[0]):
         row = [int(x) for x in rows[r]]
@@ -37,8 +38,17 @@ def brute_force(rows: np.ndarray, seqs: list[tuple[int, ...]], cont: np.ndarray,
                     before = row[i - 1] if i > 0 else None
                     if after is not None and cont[after]:
                         continue  # the word goes on: " sketch" inside " sketchbook"
-                    if cont[s[0]] and before is not None and ends[before]:
-                        continue  # the phrase starts inside a word
+                    if cont[s[0]] and before is not None:
+                        prev_is_word = bool(ends[before])
+                        # a character split over two tokens: the pair table decides
+                        if prev_is_word and tables.cont_index[before] >= 0:
+                            if i == 1:
+                                prev_is_word = False  # its first bytes are in the previous row
+                            elif tables.tail_index[row[i - 2]] >= 0:
+                                prev_is_word = bool(tables.pair_word[tables.tail_index[row[i - 2]],
+                                                                     tables.cont_index[before]])
+                        if prev_is_word:
+                            continue  # the phrase starts inside a word
                 hits[k].append(r)
     first = [h[0] if h else -1 for h in hits]
     return hits, first
@@ -55,6 +65,9 @@ def search_case(draw):
     cont = np.array(draw(st.lists(st.booleans(), min_size=vocab, max_size=vocab)))
     ends = np.array(draw(st.lists(st.booleans(), min_size=vocab, max_size=vocab)))
     cont[eos] = ends[eos] = False
+    tail_index = np.array(draw(st.lists(st.integers(-1, 1), min_size=vocab, max_size=vocab)), dtype=np.int32)
+    cont_index = np.array(draw(st.lists(st.integers(-1, 1), min_size=vocab, max_size=vocab)), dtype=np.int32)
+    pair_word = np.array(draw(st.lists(st.booleans(), min_size=4, max_size=4))).reshape(2, 2)
     non_eos = [t for t in range(vocab) if t != eos]
     seqs: set[tuple[int, ...]] = set()
     # random phrases ...
@@ -71,7 +84,7 @@ def search_case(draw):
         if flat[-1] != eos:
             seqs.add(tuple(flat[-2:]) if eos not in flat[-2:] else (flat[-1],))
     seqs_l = sorted(seqs)
-    return rows, seqs_l, WordTables(cont, ends), eos, vocab
+    return rows, seqs_l, WordTables(cont, ends, tail_index, cont_index, pair_word), eos, vocab
 
 
 HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
@@ -81,7 +94,7 @@ def check_scan_rows(case, check_words):
     rows, seqs, tables, eos, vocab = case
     index = build_index(seqs, tables)
     counts, first = scan_rows(index, rows, row0=0, check_words=check_words)
-    hits, bf_first = brute_force(rows, seqs, tables.continues_word, tables.ends_word, eos, check_words)
+    hits, bf_first = brute_force(rows, seqs, tables, eos, check_words)
     assert counts.tolist() == [len(h) for h in hits]
     assert first.tolist() == bf_first
 
@@ -116,7 +129,7 @@ def test_scan_stream_intervals_chunks_and_shards_equal_brute_force(case, data):
         return
     order = data.draw(st.permutations(range(len(parts))))
     res = merge_results([parts[i] for i in order])
-    hits, bf_first = brute_force(rows, seqs, tables.continues_word, tables.ends_word, eos)
+    hits, bf_first = brute_force(rows, seqs, tables, eos)
     expected = np.zeros((len(seqs), len(edges) - 1), dtype=np.int64)
     for k, h in enumerate(hits):
         for r in h:
@@ -193,3 +206,12 @@ def test_gpt2_word_tables(gpt2_tokenizer_dir):
         False, True, False, False, False, True, True]
     assert [bool(t.ends_word[ids[s]]) for s in ["Ġthis", "book", ".", "'s", "<|endoftext|>"]] == [True, True, False, True, False]
     assert not t.continues_word[ids["<|endoftext|>"]]
+    # "“He" = "âĢ" (E2 80) + "ľ" (9C) + "He": the split quote is not a letter, "Ã" (C3 …) is
+    q1, q2, a_ = (tok.convert_tokens_to_ids(s) for s in ["âĢ", "ľ", "Ã"])
+    assert not t.continues_word[q1] and t.continues_word[a_]
+    assert t.ends_word[q2] and t.cont_index[q2] >= 0 and t.tail_index[q1] >= 0
+    assert not t.pair_word[t.tail_index[q1], t.cont_index[q2]]
+    he = tok.convert_tokens_to_ids("He")
+    index = build_index([(he,)], t)
+    rows = np.array([[q1, q2, he, q1], [a_, q2, he, q1]], dtype=np.uint16)  # "“He”", "Ü"+"He" (Ü: C3 9C)
+    assert scan_rows(index, rows)[0].tolist() == [1]

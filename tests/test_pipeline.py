@@ -313,3 +313,42 @@ def test_killed_runs_end_with_the_same_tables(tmp_path: Path) -> None:
     assert (tmp_path / "ref" / "testbed" / "corpus.jsonl").read_bytes() == \
         (tmp_path / "killed" / "testbed" / "corpus.jsonl").read_bytes()
     print(f"{len(names)} tables equal to the uninterrupted run")
+
+
+def test_demo_refuses_new_settings_for_an_existing_demo_directory(tmp_path: Path) -> None:
+    import argparse
+
+    import tomli_w
+
+    from grokscope import demo
+    from grokscope.config import config_from_dict, dump_config
+    from grokscope.data.testbed import settings_from_args
+
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+
+    def text_for(*argv: str) -> str:
+        args = parser.parse_args(["--out", str(tmp_path), *argv])
+        args.documents = demo.documents_for(args.steps, args.batch_size, args.seq_len, args.sentences_per_document)
+        return tomli_w.dumps(demo.demo_config(args, settings_from_args(args)))
+
+    first = text_for()
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "study.toml").write_text(dump_config(config_from_dict(__import__("tomllib").loads(first))))
+    demo._refuse_if_study_differs(first, tmp_path / "demo.toml")  # same settings: fine
+    demo._refuse_if_study_differs(text_for("--threads", "2"), tmp_path / "demo.toml")  # harmless
+    with pytest.raises(ConfigError, match=r"train\.max_steps \(500 -> 400\).*another --out"):
+        demo._refuse_if_study_differs(text_for("--steps", "400"), tmp_path / "demo.toml")
+    with pytest.raises(ConfigError, match=r"testbed\.planting"):
+        demo._refuse_if_study_differs(text_for("--planting", "off"), tmp_path / "demo.toml")
+
+
+def test_demo_document_count_gives_enough_rows() -> None:
+    from grokscope import demo
+    from grokscope.data.testbed import TestbedSettings, generate
+
+    steps, batch, seq_len = 40, 8, 32
+    n = demo.documents_for(steps, batch, seq_len, 8)
+    tb = generate(TestbedSettings(n_documents=n, planting=False, frequency=1, n_nouns=8, pairs_per_paradigm=8))
+    n_words = sum(len(d.split()) + d.count(".") for d in tb.documents)  # words + full stops ~ BPE tokens
+    assert n_words >= steps * batch * (seq_len + 1)

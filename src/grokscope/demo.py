@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     text = "# written by `grokscope demo`; re-run it with `grokscope run demo.toml`\n" + tomli_w.dumps(
         demo_config(args, settings))
     if not config_path.exists() or config_path.read_text(encoding="utf-8") != text:
+        _refuse_if_study_differs(text, config_path)
         write_text(config_path, text)
     cfg = load_config(config_path)
     print(f"grokscope demo: {out.resolve()} (planting {'on' if settings.planting else 'off'}, "
@@ -110,11 +111,37 @@ def run(args: argparse.Namespace) -> int:
     results = run_study(cfg)
     print()
     print(format_summary(results))
+    if all(r.status in ("done", "skipped") for r in results):
+        print("\nnothing to do: this demo is already complete (use another --out for new settings).")
     study = Study(cfg.study_dir)
+    table = ground_truth_table(out / "testbed", study)
+    write_text(out / "ground_truth_vs_findings.txt", table + "\n")
     print()
-    print(ground_truth_table(out / "testbed", study))
-    print(f"\nreport: {study.report_path}")
+    print(table)
+    print(f"\n(also in {out / 'ground_truth_vs_findings.txt'})")
+    print(f"report: {study.report_path}")
     return 0
+
+
+def _refuse_if_study_differs(text: str, config_path: Path) -> None:
+    """Before overwriting OUT/demo.toml: refuse options that would change an existing study's results."""
+    import tomllib
+
+    from grokscope.config import config_from_dict
+    from grokscope.pipeline import changed_keys
+
+    new = config_from_dict(tomllib.loads(text), where=str(config_path))
+    new.source = str(config_path.resolve())
+    saved = new.study_dir / "study.toml"
+    if not saved.exists():
+        return
+    old = config_from_dict(tomllib.loads(saved.read_text(encoding="utf-8")), where=str(saved))
+    diff = changed_keys(old.to_dict(), new.to_dict())
+    if diff:
+        raise ConfigError(
+            f"{config_path.parent} holds a demo run with other settings ({', '.join(diff)}); "
+            "use another --out, or remove that directory"
+        )
 
 
 # --------------------------------------------------------------------------------------

@@ -13,6 +13,9 @@ Notation (shapes named in comments):
   ``e`` in ``0..T`` -- the pair is in the train side at checkpoint index ``t`` iff ``e <= t``
   (``T`` = never) -- and a **stratum** ``b`` (frequency bin for the matched comparison, 0
   otherwise). Proxy splits are monotone in t (exposure counts only grow), so this covers them.
+* Pairs fall into *cells* (phenomenon x paradigm). Bootstrap sums are computed once per cell
+  (:class:`CellSums`) and added up for phenomena and "all"; permutations shuffle exposure
+  within cells and one set of shuffles serves every level. Definitions: docs/analysis.md.
 """
 from __future__ import annotations
 

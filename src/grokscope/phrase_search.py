@@ -44,14 +44,55 @@ import numpy as np
 @dataclass(frozen=True)
 class WordTables:
     """Per-token word-boundary facts. ``continues_word[v]``: token ``v``'s text begins with a
-    letter or digit; ``ends_word[v]``: it ends with one. ``[vocab_size]`` bool each."""
+    letter or digit; ``ends_word[v]``: it ends with one. ``[vocab_size]`` bool each.
+
+    Byte-level BPE splits some characters across tokens (GPT-2 writes "“" as ``E2 80`` + ``9C``).
+    A token made only of UTF-8 continuation bytes cannot say alone what it ends with, so
+    ``ends_word`` is True for it (conservative), and the scan refines it from the token before:
+    ``pair_word[tail_index[u], cont_index[v]]`` tells whether the character completed by ``v``
+    after a token ``u`` that ends in an unfinished character is a letter/digit (-1 indexes:
+    no entry); at position 1 of a row (the character began in the previous row) it counts as
+    cut by the row boundary, i.e. non-word."""
 
     continues_word: np.ndarray
     ends_word: np.ndarray
+    tail_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    cont_index: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    pair_word: np.ndarray = field(default_factory=lambda: np.ones((1, 1), dtype=np.bool_))
+
+    def __post_init__(self) -> None:
+        n = self.continues_word.shape[0]
+        if self.tail_index.shape[0] != n:  # no pair information: all -1
+            object.__setattr__(self, "tail_index", np.full(n, -1, dtype=np.int32))
+            object.__setattr__(self, "cont_index", np.full(n, -1, dtype=np.int32))
 
     @property
     def vocab_size(self) -> int:
         return int(self.continues_word.shape[0])
+
+
+def _char_len(lead: int) -> int:
+    return 1 if lead < 0x80 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+
+
+def _is_cont(byte: int) -> bool:
+    return 0x80 <= byte < 0xC0
+
+
+def _partial_char_is_word(prefix: bytes) -> bool:
+    """An unfinished UTF-8 character (lead byte + some continuation bytes): is it most likely a
+    letter/digit? Majority vote over its possible completions (one free byte enumerated, any
+    further ones fixed at 0x80). "E2 80" (U+2000–U+203F: quotes, dashes) → no; "C3" → yes."""
+    missing = _char_len(prefix[0]) - len(prefix)
+    votes = total = 0
+    for x in range(0x80, 0xC0):
+        try:
+            ch = (prefix + bytes([x]) + b"\x80" * (missing - 1)).decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        total += 1
+        votes += ch.isalnum()
+    return total > 0 and 2 * votes >= total
 
 
 def _first_char_is_word(b: bytes) -> bool:
@@ -59,12 +100,14 @@ def _first_char_is_word(b: bytes) -> bool:
         return False
     if b[0] < 0x80:
         return chr(b[0]).isalnum()
-    if b[0] < 0xC0:  # a UTF-8 continuation byte: the middle of a character, so of a word
+    if _is_cont(b[0]):  # the middle of a character begun in the previous token
         return True
-    n = 2 if b[0] < 0xE0 else 3 if b[0] < 0xF0 else 4
+    n = _char_len(b[0])
+    if len(b) < n:
+        return _partial_char_is_word(b)
     try:
         return b[:n].decode("utf-8").isalnum()
-    except UnicodeDecodeError:  # a character cut by the token boundary: assume a letter
+    except UnicodeDecodeError:
         return True
 
 
@@ -74,12 +117,27 @@ def _last_char_is_word(b: bytes) -> bool:
     if b[-1] < 0x80:
         return chr(b[-1]).isalnum()
     k = len(b) - 1
-    while k > 0 and 0x80 <= b[k] < 0xC0 and len(b) - k < 4:
+    while k > 0 and _is_cont(b[k]) and len(b) - k < 4:
         k -= 1
+    if _is_cont(b[k]):
+        return True  # only continuation bytes: unknown alone (see WordTables.pair_word)
+    if len(b) - k < _char_len(b[k]):
+        return _partial_char_is_word(b[k:])
     try:
         return b[k:].decode("utf-8").isalnum()
     except UnicodeDecodeError:
         return True
+
+
+def _unfinished_tail(b: bytes) -> bytes | None:
+    """The trailing unfinished character of ``b`` (lead byte + fewer continuations than it
+    needs), or None."""
+    k = len(b) - 1
+    while k >= 0 and _is_cont(b[k]):
+        k -= 1
+    if k >= 0 and b[k] >= 0xC0 and len(b) - k < _char_len(b[k]):
+        return b[k:]
+    return None
 
 
 def word_tables_from_bytes(token_bytes: Sequence[bytes | None]) -> WordTables:
@@ -87,12 +145,32 @@ def word_tables_from_bytes(token_bytes: Sequence[bytes | None]) -> WordTables:
     n = len(token_bytes)
     cont = np.zeros(n, dtype=np.bool_)
     ends = np.zeros(n, dtype=np.bool_)
+    tails: dict[int, bytes] = {}
+    conts: dict[int, bytes] = {}
     for i, b in enumerate(token_bytes):
         if b is None:
             continue
         cont[i] = _first_char_is_word(b)
         ends[i] = _last_char_is_word(b)
-    return WordTables(continues_word=cont, ends_word=ends)
+        t = _unfinished_tail(b) if b else None
+        if t is not None:
+            tails[i] = t
+        if b and len(b) <= 3 and all(_is_cont(x) for x in b):
+            conts[i] = b
+    tail_index = np.full(n, -1, dtype=np.int32)
+    cont_index = np.full(n, -1, dtype=np.int32)
+    pair = np.ones((max(1, len(tails)), max(1, len(conts))), dtype=np.bool_)
+    for a, (i, t) in enumerate(tails.items()):
+        tail_index[i] = a
+        for c, (j, cb) in enumerate(conts.items()):
+            cont_index[j] = c
+            whole = t + cb
+            if len(whole) == _char_len(t[0]):
+                try:
+                    pair[a, c] = whole.decode("utf-8").isalnum()
+                except UnicodeDecodeError:
+                    pass
+    return WordTables(cont, ends, tail_index, cont_index, pair)
 
 
 def _byte_decoder() -> dict[str, int]:
@@ -228,7 +306,8 @@ def build_index_arrays(flat: np.ndarray, lengths: np.ndarray, tables: WordTables
     parent = np.concatenate(parents) if parents else np.zeros(0, np.int64)
     token = np.concatenate(tokens) if tokens else np.zeros(0, np.int64)
     child = np.concatenate(childs) if childs else np.zeros(0, np.int64)
-    if np.unique(node).size != n:
+    ends = np.sort(node)
+    if n > 1 and not np.all(ends[1:] != ends[:-1]):
         raise ValueError("build_index: sequences must be unique")
     node_seq = np.full(n_nodes, -1, dtype=np.int32)
     node_seq[node] = np.arange(n, dtype=np.int32)
@@ -292,7 +371,8 @@ def _kernels() -> _Kernels:
         @njit(cache=True, nogil=True)
         def scan(rows, row0, vocab, root_child, hkeys, hvals, shift, hmask, efilter, fshift, fmask, node_seq,
                  node_has_child,
-                 seq_start_check, continues_word, ends_word, check_words, counts, first_row):  # pragma: no cover - compiled
+                 seq_start_check, continues_word, ends_word, tail_index, cont_index, pair_word, check_words, counts,
+                 first_row):  # pragma: no cover - compiled
             # rows: [n_rows, row_len] token ids (all < vocab); counts/first_row: [n_sequences]
             n_rows, row_len = rows.shape
             mult = np.int64(-7046029254386353131)
@@ -312,6 +392,12 @@ def _kernels() -> _Kernels:
                                     ok = False
                                 elif seq_start_check[s] and i > 0 and ends_word[rows[r, i - 1]]:
                                     ok = False
+                                    p = rows[r, i - 1]
+                                    if cont_index[p] >= 0:  # the end of a character split across tokens
+                                        if i == 1:  # ... whose start is in the previous row: cut, like a row start
+                                            ok = True
+                                        elif tail_index[rows[r, i - 2]] >= 0:  # decide on the whole character
+                                            ok = not pair_word[tail_index[rows[r, i - 2]], cont_index[p]]
                             if ok:
                                 counts[s] += 1
                                 if first_row[s] < 0:
@@ -379,7 +465,8 @@ def scan_rows(index: PhraseIndex, rows: np.ndarray, row0: int = 0, counts: np.nd
         index.hash_vals, np.int64(64 - index.hash_bits), np.int64((1 << index.hash_bits) - 1),
         index.edge_filter, np.int64(64 - index.filter_bits), np.int64((1 << index.filter_bits) - 1),
         index.node_seq, index.node_has_child, index.seq_start_check, index.tables.continues_word,
-        index.tables.ends_word, bool(check_words), counts, first_row,
+        index.tables.ends_word, index.tables.tail_index, index.tables.cont_index, index.tables.pair_word,
+        bool(check_words), counts, first_row,
     )
     return counts, first_row
 

@@ -669,7 +669,8 @@ def _tokens_path(cfg: StudyConfig, study: Study) -> Path:
     return cfg.resolve_path(cfg.data.tokens) if cfg.data.tokens else study.tokens_dir
 
 
-def _is_complete(run_dir: Path, cfg: TrainSection) -> bool:
+def is_complete(run_dir: Path, cfg: TrainSection) -> bool:
+    """True when ``run_dir`` holds the final checkpoint and a state at ``max_steps`` (nothing to resume)."""
     state = run_dir / "state" / "state.json"
     final = run_dir / "checkpoints" / step_name(cfg.max_steps) / CHECKPOINT_JSON
     return state.exists() and final.exists() and store.read_json(state).get("step") == cfg.max_steps
@@ -686,7 +687,7 @@ def run_stage(cfg: StudyConfig, study: Study, *, peak_tflops: float = 0.0, progr
             f"[data] rows_per_step = {cfg.data.rows_per_step} but [train] batch_size = {cfg.train.batch_size}; "
             "a run grokscope trains reads batch_size rows per step, so set them equal (or rows_per_step = 0)"
         )
-    if _is_complete(study.run_dir, cfg.train):
+    if is_complete(study.run_dir, cfg.train):
         print(f"grokscope train: {study.run_dir} is complete (step {cfg.train.max_steps}); nothing to do")
         return None
     result = Trainer(
