@@ -10,6 +10,10 @@ Measured in one run (the machine is shared and noisy, so compare the ratios, not
 * ``grokscope prepare`` on the corpus listed twice (twice the tokens) -> peak RSS again;
 * the floor: a child that only imports grokscope and loads the tokenizer -> its peak RSS.
 
+Every measurement runs in its own child process and this parent imports nothing heavy: Linux
+carries the parent's peak RSS into a (v)forked child's ``ru_maxrss`` across ``exec``, so a big
+parent would hide the child's own peak.
+
 Usage::
 
     python bench/bench_prepare.py                       # wikipedia-000 + gutenberg-000
@@ -81,7 +85,12 @@ def main() -> None:
     ap.add_argument("--batch-chars", type=int, default=1_000_000)
     ap.add_argument("--out", default=str(REPO / "runs" / "bench_prepare"))
     ap.add_argument("--skip-double", action="store_true", help="do not run the doubled corpus")
+    ap.add_argument("--reference-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.reference_only:  # child: the bare tokenizer on the same documents
+        rate, tokens, cpu_rate = reference_tokens_per_s(args.corpus, args.tokenizer, args.batch_chars)
+        print(json.dumps({"rate": rate, "tokens": tokens, "cpu_rate": cpu_rate}))
+        return
 
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
@@ -91,7 +100,10 @@ def main() -> None:
 
     _, floor_rss, _, _ = child_peak_rss_mib([sys.executable, "-c", (
         "from grokscope.tokenizer import load_tokenizer; load_tokenizer(%r)" % args.tokenizer)])
-    ref_rate, ref_tokens, ref_cpu_rate = reference_tokens_per_s(args.corpus, args.tokenizer, args.batch_chars)
+    _, _, ref_out, _ = child_peak_rss_mib([sys.executable, __file__, "--reference-only", "--corpus", *args.corpus,
+                                           "--tokenizer", args.tokenizer, "--batch-chars", str(args.batch_chars)])
+    ref = json.loads(ref_out.strip().splitlines()[-1])
+    ref_rate, ref_tokens, ref_cpu_rate = ref["rate"], ref["tokens"], ref["cpu_rate"]
 
     runs = [("corpus", args.corpus)]
     if not args.skip_double:

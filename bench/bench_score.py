@@ -169,7 +169,8 @@ def lm_eval_job(venv: Path, model: Path, pairs: Path, batch_size: int) -> tuple[
             raise RuntimeError(f"lm-eval wrote no samples under {out}")
         docs = [json.loads(line) for line in open(samples[-1], encoding="utf-8")]
         docs.sort(key=lambda d: d["doc_id"])
-        return np.array([[r[0][0] if isinstance(r[0], list) else r[0] for r in d["resps"]] for d in docs])
+        return np.array([[r[0][0] if isinstance(r[0], list) else r[0] for r in d["resps"]] for d in docs],
+                        dtype=np.float64)  # lm-eval logs the numbers as strings
 
     return cmd, parse  # parse() -> [n_pairs, 2] (good, bad) log-likelihoods
 
@@ -335,6 +336,7 @@ def main() -> None:
     ap.add_argument("--parallel", action="store_true",
                     help="start all tools at once (compare CPU times; use on a busy shared machine)")
     ap.add_argument("--skip-flops", action="store_true")
+    ap.add_argument("--only-flops", action="store_true", help="only the in-process GFLOP/s vs matmul measurement")
     ap.add_argument("--only-full", action="store_true")
     args = ap.parse_args()
     args.minicons_batch_sizes = [int(x) for x in args.minicons_batch_sizes.split(",") if x]
@@ -352,6 +354,14 @@ def main() -> None:
     print(f"CPU cores {os.cpu_count()}, load average {load_average()} (shared machine: ratios are measured "
           "in the same run; absolute times are noisy)")
     shapes = [s for s in args.models.split(",") if s]
+    if args.only_flops:
+        for shape in shapes:
+            model = ensure_model(shape)
+            mm = matmul_gflops()
+            ach = achieved_gflops(model, pairs, args.batch_size)
+            print(f"GPT-2 {shape}, {n_pairs} pairs in-process: {ach}; torch.matmul 2048^2: {mm:.1f} GFLOP/s -> "
+                  f"{ach['gflops'] / mm:.0%}; load {load_average()}")
+        return
     if not args.only_full:
         for shape in shapes:
             bench_model(shape, args, env, pairs, n_pairs)

@@ -231,6 +231,12 @@ def test_dask_and_shards_equal_single_process(tmp_path, gpt2):
                            workers=2, shard_rows=37, progress=False)
     assert one.pairs == two.pairs
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "two.parquet"))
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        compute_exposure(study / "phrases.parquet", StreamSpec(str(tokens)), steps, tmp_path / "sched.parquet",
+                         scheduler=cluster.scheduler_address, shard_rows=50, progress=False)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "one.parquet"), pd.read_parquet(tmp_path / "sched.parquet"))
 
 
 class Killed(Exception):

@@ -62,7 +62,7 @@ _SPAN_COLUMNS = (
     "critical_start", "critical_end", "bad_critical_start", "bad_critical_end",
     "context_start", "context_end", "bad_context_start", "bad_context_end",
 )
-_LOGIT_CHUNK_ROWS = 1024  # rows of [rows, vocab] logits materialised at once
+_LOGIT_CHUNK_ROWS = 128  # rows of [rows, vocab] logits at once (128 x 50k floats stay in cache)
 
 
 # ---------------------------------------------------------------------------------------------
