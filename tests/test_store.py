@@ -61,3 +61,13 @@ def test_sha256_matches_hashlib(tmp_path: Path) -> None:
     data = bytes(range(256)) * 5000
     p.write_bytes(data)
     assert store.file_sha256(p, chunk=1000) == hashlib.sha256(data).hexdigest()
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path: Path) -> None:
+    import os
+
+    p = tmp_path / "m.json"
+    store.write_json(p, {"a": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (p.stat().st_mode & 0o777) == (0o666 & ~mask)
