@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from grokscope.devices import resolve_device
 from grokscope.errors import DataError, GrokscopeError, MissingStageError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -711,7 +712,7 @@ def score_checkpoints(job: ScoreJob, study: Study, errors: list[str] | None = No
     if job.threads > 0:
         torch.set_num_threads(job.threads)
     errors = [] if errors is None else errors
-    device = _resolve_device(job.device)
+    device = resolve_device(job.device, "score --device")
     summaries = []
     encode_cache: dict[tuple[str, str], list[tuple[EncodedSentence, EncodedSentence]]] = {}
     for ckpt in job.checkpoints:
@@ -726,16 +727,6 @@ def score_checkpoints(job: ScoreJob, study: Study, errors: list[str] | None = No
             errors.append(f"{ckpt.label} (step {ckpt.step}): {e}")
             summaries.append(CheckpointSummary(ckpt.step, ckpt.tokens_seen, ckpt.label, "failed"))
     return summaries
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise GrokscopeError("score: --device cuda asked for, but no CUDA device is available")
-    return device
 
 
 def _torch_dtype(dtype: str, device: str) -> Any:

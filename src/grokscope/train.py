@@ -37,6 +37,7 @@ from typing import Any
 
 from grokscope import store
 from grokscope.config import StudyConfig, TrainSection, config_from_dict, load_config
+from grokscope.devices import resolve_device
 from grokscope.errors import ConfigError, DataError, MissingStageError
 from grokscope.store import Study, step_name
 
@@ -205,16 +206,6 @@ def lm_loss(model: Any, inputs: Any, targets: Any) -> Any:
 
     logits = model(input_ids=inputs, use_cache=False).logits  # [B, T, V]
     return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-
-
-def resolve_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("[train] device = 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
-    return requested
 
 
 def seed_everything(seed: int) -> None:
@@ -407,7 +398,7 @@ class Trainer:
             )
         self.base_vocab = base_vocab
         self.vocab = padded_vocab_size(base_vocab, cfg.pad_vocab_to)
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(cfg.device, "[train] device")
         eos = stream.eos_id if stream.eos_id is not None else self.eos_id
         self.model_eos = None if eos is None or eos < 0 else int(eos)
         model_info = {"vocab_size": self.vocab, "base_vocab_size": base_vocab, "n_positions": self.n_positions,
