@@ -194,18 +194,18 @@ def ablation_p_value(table: pd.DataFrame) -> float:
 
 
 def score_accuracy_fn(tokenizer: Any, pairs: pd.DataFrame, phrases: pd.DataFrame | None) -> Callable[[Any], float]:
-    """An ``accuracy_fn`` that re-scores ``pairs`` with :func:`grokscope.score.score_pairs`."""
-    import dataclasses
+    """An ``accuracy_fn`` that re-scores ``pairs`` with :func:`grokscope.score.score_pairs`.
 
-    from grokscope.score import ScoreOptions, score_pairs
+    The pairs are merged with their phrases and tokenized once; every call (one per ablated
+    head set) reuses that encoding and runs only the forward passes."""
+    from grokscope.score import ScoreOptions, encode_pairs, score_pairs, with_phrases
 
-    options = ScoreOptions()
-    names = {f.name for f in dataclasses.fields(options)}
-    changes = {k: False for k in ("capture_hidden", "capture_attention", "progress") if k in names}
-    options = dataclasses.replace(options, **changes)
+    options = ScoreOptions(capture_hidden=False, capture_attention=False, progress=False)
+    merged = with_phrases(pairs, phrases)
+    encoded = encode_pairs(tokenizer, merged, options.convention)
 
     def accuracy(model: Any) -> float:
-        result = score_pairs(model, tokenizer, pairs, phrases=phrases, options=options)
+        result = score_pairs(model, tokenizer, merged, options=options, encoded=encoded)
         return float(np.asarray(result.table["correct"], dtype=bool).mean())
 
     return accuracy

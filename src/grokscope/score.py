@@ -316,7 +316,7 @@ def score_pairs(
 
     options = options or ScoreOptions()
     options.validate()
-    pairs = _with_phrases(pairs, phrases)
+    pairs = with_phrases(pairs, phrases)
     if encoded is None:
         encoded = encode_pairs(tokenizer, pairs, options.convention)
     if len(encoded) != len(pairs):
@@ -387,7 +387,7 @@ def score_pairs(
     return ScoreResult(table=table, hidden=hidden, attention=attention, stats=stats)
 
 
-def _with_phrases(pairs: pd.DataFrame, phrases: pd.DataFrame | None) -> pd.DataFrame:
+def with_phrases(pairs: pd.DataFrame, phrases: pd.DataFrame | None) -> pd.DataFrame:
     for col in ("uid", "pair_id", "good", "bad"):
         if col not in pairs.columns:
             raise DataError(f"score: pairs table has no '{col}' column (expected uid, pair_id, good, bad)")
@@ -992,7 +992,7 @@ def _pairs_for(study: Study, benchmark: str, phrases: str, paradigms: list[str],
         pairs, fingerprint = load_benchmark(benchmark, paradigms, pairs_per_paradigm, seed, skip_invalid)
         name = benchmark
         if ph is not None:
-            pairs = _with_phrases(pairs, ph)
+            pairs = with_phrases(pairs, ph)
     elif ph is not None:
         meta = read_parquet_metadata(phrases_path)
         pairs = ph
