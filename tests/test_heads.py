@@ -144,3 +144,27 @@ def test_unsupported_model_is_a_clear_error():
 
     with pytest.raises(GrokscopeError, match="no attention output projection"):
         hd.attention_output_projections(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("convention", ["lm_eval", "minicons", "none"])
+def test_ablation_scorer_uses_the_studys_scoring(convention, gpt2_tokenizer_dir):
+    """The ablation accuracy is computed as the study's scores were (convention from their metadata)."""
+    import pandas as pd
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from grokscope.score import ScoreOptions, score_pairs
+    from grokscope.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(gpt2_tokenizer_dir)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=32, n_embd=16, n_layer=1, n_head=2)).eval()
+    nouns = ["sketch", "car", "dog", "book", "house", "tree", "cup", "bird", "chair", "lamp"]
+    pairs = pd.DataFrame({
+        "uid": "det", "pair_id": range(len(nouns)),
+        "good": [f"Raymond sold this {n}." for n in nouns],
+        "bad": [f"Raymond sold this {n}s." for n in nouns],
+    })
+    got = hd.score_accuracy_fn(tok, pairs, None, {"convention": convention, "step": 3})(model)
+    ref = score_pairs(model, tok, pairs, options=ScoreOptions(convention=convention, progress=False))
+    assert got == pytest.approx(float(ref.table["correct"].mean()))

@@ -418,7 +418,7 @@ def run_ablation(study: Study, inputs: StudyInputs, keep: np.ndarray, conc: pd.D
     tokenizer = load_tokenizer(ckpt)
     top = hd.parse_heads(conc.loc[conc["step"] == step, "top_heads"].iloc[0])
     with torch.no_grad():
-        table = hd.ablation_table(model, hd.score_accuracy_fn(tokenizer, pairs, pairs), step, top,
+        table = hd.ablation_table(model, hd.score_accuracy_fn(tokenizer, pairs, pairs, inputs.score_meta[j]), step, top,
                                   a.ablation_repeats, rng)
     store.write_parquet(study.analysis_dir / "ablation.parquet", table,
                         metadata={"step": step, "n_pairs": int(subset.size), "checkpoint": ckpt})

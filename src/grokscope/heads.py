@@ -193,14 +193,18 @@ def ablation_p_value(table: pd.DataFrame) -> float:
     return float((1 + np.count_nonzero(rnd <= top)) / (1 + rnd.size))
 
 
-def score_accuracy_fn(tokenizer: Any, pairs: pd.DataFrame, phrases: pd.DataFrame | None) -> Callable[[Any], float]:
+def score_accuracy_fn(tokenizer: Any, pairs: pd.DataFrame, phrases: pd.DataFrame | None,
+                      scoring: dict[str, Any] | None = None) -> Callable[[Any], float]:
     """An ``accuracy_fn`` that re-scores ``pairs`` with :func:`grokscope.score.score_pairs`.
 
-    The pairs are merged with their phrases and tokenized once; every call (one per ablated
-    head set) reuses that encoding and runs only the forward passes."""
+    ``scoring`` holds the ``convention``/``reduction``/``region`` the study's scores used (their
+    Parquet metadata), so ablated accuracies are comparable with them. The pairs are merged with
+    their phrases and tokenized once; every call (one per ablated head set) reuses that encoding
+    and runs only the forward passes."""
     from grokscope.score import ScoreOptions, encode_pairs, score_pairs, with_phrases
 
-    options = ScoreOptions(capture_hidden=False, capture_attention=False, progress=False)
+    same = {k: v for k, v in (scoring or {}).items() if k in ("convention", "reduction", "region") and v}
+    options = ScoreOptions(capture_hidden=False, capture_attention=False, progress=False, **same)
     merged = with_phrases(pairs, phrases)
     encoded = encode_pairs(tokenizer, merged, options.convention)
 
