@@ -36,12 +36,14 @@ def write_jsonl(path: Path, docs: list[str], field: str = "text") -> Path:
     return path
 
 
-def expected_stream(tok, docs: list[str], seq_len: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def expected_stream(tok, docs: list[str], seq_len: int, seed: int,
+                    shuffle: str = "rows") -> tuple[np.ndarray, np.ndarray]:
     """Brute force: tokenize each document with the tokenizer's Python API, shuffle with the
-    seeded permutation, append EOS to each, cut rows; row_docs by walking the stream."""
+    seeded permutation, append EOS to each, cut rows; row_docs by walking the stream; then
+    permute the rows (docs/CONTRACTS.md)."""
     eos = tok.convert_tokens_to_ids(tok.eos_token)
     ids = [tok(d, add_special_tokens=False)["input_ids"] for d in docs]
-    order = np.random.default_rng(seed).permutation(len(docs))
+    order = np.random.default_rng(seed).permutation(len(docs)) if shuffle != "none" else range(len(docs))
     flat: list[int] = []
     owner: list[int] = []
     for d in order:
@@ -53,6 +55,9 @@ def expected_stream(tok, docs: list[str], seq_len: int, seed: int) -> tuple[np.n
     n_rows = len(flat) // row_len
     rows = np.array(flat[: n_rows * row_len]).reshape(n_rows, row_len)
     row_docs = np.array([owner[r * row_len] for r in range(n_rows)])
+    if shuffle == "rows":
+        perm = np.random.default_rng([seed, 1]).permutation(n_rows)
+        rows, row_docs = rows[perm], row_docs[perm]
     return rows, row_docs
 
 
@@ -108,6 +113,38 @@ def test_prepare_matches_brute_force(tmp_path, gpt2, gpt2_tokenizer_dir):
     assert not (out / "tokens" / ".work").exists()
 
 
+@pytest.mark.parametrize("shuffle", ["documents", "none"])
+def test_prepare_shuffle_modes_match_brute_force(tmp_path, gpt2, gpt2_tokenizer_dir, shuffle):
+    docs = make_docs(40, 7)
+    src = write_jsonl(tmp_path / "a.jsonl", docs)
+    out = tmp_path / "study"
+    assert run_prepare("--corpus", str(src), "--tokenizer", str(gpt2_tokenizer_dir), "--seq-len", "9",
+                       "--seed", "5", "--shuffle", shuffle, "--out", str(out)) == 0
+    rows, want_docs = expected_stream(gpt2, docs, 9, 5, shuffle)
+    np.testing.assert_array_equal(np.load(out / "tokens" / "tokens.npy"), rows)
+    np.testing.assert_array_equal(np.load(out / "tokens" / "row_docs.npy"), want_docs)
+    assert json.loads((out / "tokens" / "manifest.json").read_text())["shuffle"] == shuffle
+    if shuffle == "none":
+        assert (np.diff(want_docs) >= 0).all()  # reading order
+
+
+def test_row_shuffle_mixes_documents_within_a_batch(tmp_path, gpt2_tokenizer_dir):
+    """One long document + short ones: without the row shuffle the long one fills consecutive
+    rows; with it, a window of 8 rows holds rows of several documents."""
+    docs = [" ".join(["word"] * 3000)] + make_docs(30, 8)
+    src = write_jsonl(tmp_path / "a.jsonl", docs)
+    runs = {}
+    for shuffle in ("documents", "rows"):
+        out = tmp_path / shuffle
+        assert run_prepare("--corpus", str(src), "--tokenizer", str(gpt2_tokenizer_dir), "--seq-len", "16",
+                           "--shuffle", shuffle, "--out", str(out)) == 0
+        runs[shuffle] = np.load(out / "tokens" / "row_docs.npy")
+    longest_run = lambda d: max(len(list(g)) for _, g in __import__("itertools").groupby(d))  # noqa: E731
+    assert longest_run(runs["documents"]) >= 150
+    assert longest_run(runs["rows"]) < 20
+    assert sorted(runs["rows"]) == sorted(runs["documents"])
+
+
 def test_documents_decode_back_and_seed_changes_order(tmp_path, gpt2, gpt2_tokenizer_dir):
     docs = make_docs(30, 5)
     src = write_jsonl(tmp_path / "c.jsonl", docs)
@@ -118,8 +155,10 @@ def test_documents_decode_back_and_seed_changes_order(tmp_path, gpt2, gpt2_token
                            "--seed", str(seed), "--out", str(o)) == 0
         outs[seed] = np.load(o / "tokens" / "tokens.npy")
     assert not np.array_equal(outs[0], outs[1])
-    # every complete document between two EOS decodes to its text
-    flat = outs[0].reshape(-1)
+    # undo the row shuffle (its permutation is the documented contract); then every complete
+    # document between two EOS decodes to its text
+    perm = np.random.default_rng([0, 1]).permutation(outs[0].shape[0])
+    flat = outs[0][np.argsort(perm)].reshape(-1)
     cuts = np.flatnonzero(flat == 50256)
     texts = {gpt2.decode(flat[a + 1 : b].tolist()) for a, b in zip(cuts[:-1], cuts[1:])}
     assert texts and texts <= set(docs)

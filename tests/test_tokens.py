@@ -80,9 +80,13 @@ def prepared(tmp_path_factory, gpt2_tokenizer_dir):
     return d, ids
 
 
-def stream_from_tokenizer(ids: list[list[int]], seed: int, eos: int) -> np.ndarray:
+def stream_from_tokenizer(ids: list[list[int]], seed: int, eos: int, row_len: int = 16) -> np.ndarray:
+    """The prepared stream, flat, built from the tokenizer's output by the documented rule:
+    documents in seeded order, each + EOS, cut into rows, rows permuted (docs/CONTRACTS.md)."""
     order = np.random.default_rng(seed).permutation(len(ids))
-    return np.array([t for k in order for t in ids[k] + [eos]], dtype=np.int64)
+    flat = np.array([t for k in order for t in ids[k] + [eos]], dtype=np.int64)
+    rows = flat[: flat.size // row_len * row_len].reshape(-1, row_len)
+    return rows[np.random.default_rng([seed, 1]).permutation(rows.shape[0])].reshape(-1)
 
 
 def test_grokscope_reader_equals_tokenizer_output(prepared):
@@ -134,8 +138,9 @@ def test_megatron_round_trip(prepared, tmp_path, dtype, gap):
     m = open_stream(tmp_path / "ds_text_document", row_len=16, eos_id=50256, rows_per_step=4)
     assert m.format == "megatron" and m.n_rows == s.n_rows and m.dtype == np.dtype(dtype)
     assert m.manifest["contiguous"] == (gap == 0)
-    np.testing.assert_array_equal(m.rows(0, m.n_rows), s.rows(0, s.n_rows))
-    np.testing.assert_array_equal(m.rows(5, 9), s.rows(5, 9))
+    packed = s.rows(0, s.n_rows)[np.argsort(np.random.default_rng([1, 1]).permutation(s.n_rows))]  # undo row shuffle
+    np.testing.assert_array_equal(m.rows(0, m.n_rows), packed)
+    np.testing.assert_array_equal(m.rows(5, 9), packed[5:9])
     assert m.rows_seen(2) == 8
 
 

@@ -38,7 +38,8 @@ class DataSection:
     tokenizer: str = ""  # tokenizer.json, dir with vocab.json+merges.txt, HF dir, or "train-bpe"
     vocab_size: int = 8192  # only for tokenizer = "train-bpe"
     seq_len: int = 128  # row = seq_len + 1 tokens
-    seed: int = 0  # document shuffle seed
+    seed: int = 0  # shuffle seed
+    shuffle: str = "rows"  # rows: documents, then packed rows (Megatron/Pythia-style) | documents | none
     max_documents: int = 0  # 0 = all
     tokens: str = ""  # an existing stream instead of a corpus
     format: str = "auto"  # auto | grokscope | megatron | nanogpt | olmo
@@ -260,6 +261,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 _CHOICES = {
     ("data", "format"): {"auto", "grokscope", "megatron", "nanogpt", "olmo"},
     ("data", "dtype"): {"auto", "uint16", "uint32"},
+    ("data", "shuffle"): {"rows", "documents", "none"},
     ("train", "device"): {"auto", "cpu", "cuda"},
     ("score", "convention"): {"lm_eval", "minicons", "none"},
     ("score", "reduction"): {"sum", "mean"},

@@ -62,7 +62,8 @@ def demo_config(args: argparse.Namespace, settings: TestbedSettings) -> dict[str
         "study": {"name": f"grokscope demo (planting {'on' if settings.planting else 'off'})", "out": "study",
                   "seed": args.seed},
         "testbed": tb,
-        "data": {"tokenizer": "train-bpe", "vocab_size": 1024, "seq_len": args.seq_len, "seed": args.seed},
+        "data": {"tokenizer": "train-bpe", "vocab_size": 1024, "seq_len": args.seq_len, "seed": args.seed,
+                 "shuffle": "none"},  # the testbed's document order is the planted schedule
         "train": {"enabled": True, **size, "batch_size": args.batch_size, "max_steps": args.steps,
                   "lr": args.lr, "warmup_steps": max(1, args.steps // 20), "min_lr_ratio": 0.1,
                   "log_spaced_until": min(16, args.steps), "checkpoint_every": args.checkpoint_every,

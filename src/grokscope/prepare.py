@@ -7,8 +7,13 @@ Pipeline (memory stays flat however large the corpus is):
    its length to a temporary lengths file. Progress is checkpointed after every source file, so
    a killed run resumes at the first unfinished file.
 2. **Shuffle and pack**: a permutation of document indices (``numpy`` RNG seeded by ``seed``)
-   fixes the training order; documents are copied in that order, each followed by EOS, into
+   fixes the document order; documents are copied in that order, each followed by EOS, into
    rows of ``seq_len + 1`` tokens (the last partial row is dropped and counted in the manifest).
+3. **Shuffle rows** (``shuffle="rows"``, the default): the packed rows are permuted by a second
+   seeded permutation, as Megatron/GPT-NeoX (Pythia) shuffle samples. Without it a long book
+   fills thousands of consecutive rows, so every batch of a step comes from one document and the
+   loss jumps from book to book. ``shuffle="documents"`` stops after step 2; ``"none"`` keeps
+   the documents in reading order (a planted curriculum stays where it was put).
 
 Output (see docs/CONTRACTS.md, "Token stream"): ``STUDY/tokens/{tokens.npy, row_docs.npy,
 tokenizer/, manifest.json}``. Document ids are 0-based ordinals of the documents in reading
@@ -50,6 +55,7 @@ class PrepareOptions:
     tokenizer: str
     seq_len: int = 128
     seed: int = 0
+    shuffle: str = "rows"  # rows | documents | none (see the module docstring)
     text_field: str = "text"
     max_documents: int = 0  # 0 = all
     vocab_size: int = 8192  # only for tokenizer = "train-bpe"
@@ -98,6 +104,7 @@ def prepare_corpus(opts: PrepareOptions, tokens_dir: str | os.PathLike[str]) -> 
         "dtype": dtype.name,
         "seq_len": opts.seq_len,
         "seed": opts.seed,
+        "shuffle": opts.shuffle,
     }
     if bpe_key is not None:
         inputs["train_bpe"] = bpe_key
@@ -109,7 +116,8 @@ def prepare_corpus(opts: PrepareOptions, tokens_dir: str | os.PathLike[str]) -> 
     t1 = time.perf_counter()
     state = _tokenize_to_work(tok, sources, opts, work, dtype, pass1_key)
     tokenize_seconds = time.perf_counter() - t1
-    pack = _shuffle_and_pack(work, state, opts.seq_len, opts.seed, eos_id, dtype, tokens_dir, opts.progress)
+    pack = _shuffle_and_pack(work, state, opts.seq_len, opts.seed, opts.shuffle, eos_id, dtype, tokens_dir,
+                             opts.progress)
 
     _save_tokenizer(tok, tokens_dir / "tokenizer")
     for rec, info in zip(records, state["per_source"]):
@@ -126,6 +134,7 @@ def prepare_corpus(opts: PrepareOptions, tokens_dir: str | os.PathLike[str]) -> 
         "row_len": opts.seq_len + 1,
         "dtype": dtype.name,
         "seed": opts.seed,
+        "shuffle": opts.shuffle,
         "n_rows": pack["n_rows"],
         "n_tokens": pack["n_rows"] * (opts.seq_len + 1),
         "n_documents": pack["n_documents"],
@@ -149,6 +158,8 @@ def prepare_corpus(opts: PrepareOptions, tokens_dir: str | os.PathLike[str]) -> 
 
 
 def _check_options(opts: PrepareOptions) -> None:
+    if opts.shuffle not in ("rows", "documents", "none"):
+        raise ConfigError(f"shuffle must be one of 'rows', 'documents', 'none', got {opts.shuffle!r}")
     if opts.seq_len <= 0:
         raise ConfigError(f"seq_len must be positive, got {opts.seq_len}")
     if opts.max_documents < 0:
@@ -472,8 +483,23 @@ class _NpyStreamWriter:
             raise RuntimeError(f"{self.partial}: wrote {self.written} values, expected {self.expected}")
 
 
-def _shuffle_and_pack(work: Path, state: dict[str, Any], seq_len: int, seed: int, eos_id: int, dtype: np.dtype,
-                      tokens_dir: Path, progress: bool) -> dict[str, int]:
+def document_order(n_docs: int, seed: int, shuffle: str) -> np.ndarray:
+    """Training order of the documents (ids in reading order)."""
+    if shuffle == "none":
+        return np.arange(n_docs, dtype=np.int64)
+    return np.random.default_rng(seed).permutation(n_docs)
+
+
+def row_order(n_rows: int, seed: int, shuffle: str) -> np.ndarray | None:
+    """Permutation applied to the packed rows (``None``: rows stay in packing order). Its own
+    stream of the seed, so the document order does not change when rows are shuffled too."""
+    if shuffle != "rows":
+        return None
+    return np.random.default_rng([seed, 1]).permutation(n_rows)
+
+
+def _shuffle_and_pack(work: Path, state: dict[str, Any], seq_len: int, seed: int, shuffle: str, eos_id: int,
+                      dtype: np.dtype, tokens_dir: Path, progress: bool) -> dict[str, int]:
     from tqdm.auto import tqdm
 
     row_len = seq_len + 1
@@ -482,7 +508,7 @@ def _shuffle_and_pack(work: Path, state: dict[str, Any], seq_len: int, seed: int
         raise DataError(f"{work}: work files are inconsistent; delete {work} and re-run")
     file_offsets = np.zeros(lengths.size + 1, dtype=np.int64)
     np.cumsum(lengths, out=file_offsets[1:])  # token offset of each document in doc_tokens.bin
-    order = np.random.default_rng(seed).permutation(lengths.size)  # training order of documents
+    order = document_order(lengths.size, seed, shuffle)
     order = order[lengths[order] > 0]  # documents without tokens are not emitted
     span = lengths[order] + 1  # + EOS
     total = int(span.sum())
@@ -493,8 +519,10 @@ def _shuffle_and_pack(work: Path, state: dict[str, Any], seq_len: int, seed: int
     stream_starts = np.zeros(order.size, dtype=np.int64)
     np.cumsum(span[:-1], out=stream_starts[1:])  # start of each (permuted) document in the stream
 
-    tokens_writer = _NpyStreamWriter(tokens_dir / "tokens.npy", (n_rows, row_len), dtype)
-    docs_writer = _NpyStreamWriter(tokens_dir / "row_docs.npy", (n_rows,), np.dtype(np.int64))
+    rows_perm = row_order(n_rows, seed, shuffle)
+    pack_dir = work if rows_perm is not None else tokens_dir  # packed rows are permuted into tokens_dir after
+    tokens_writer = _NpyStreamWriter(pack_dir / "tokens.npy", (n_rows, row_len), dtype)
+    docs_writer = _NpyStreamWriter(pack_dir / "row_docs.npy", (n_rows,), np.dtype(np.int64))
     eos = np.array([eos_id], dtype=dtype)
     chunk_tokens = 1 << 22  # read at most 4M tokens of one document at a time
     bar = tqdm(total=n_keep, unit="tok", unit_scale=True, desc="shuffle+pack", disable=not progress)
@@ -529,9 +557,40 @@ def _shuffle_and_pack(work: Path, state: dict[str, Any], seq_len: int, seed: int
         docs_writer.f.close()
     tokens_writer.close()
     docs_writer.close()
+    if rows_perm is not None:
+        _permute_rows(tokens_writer.partial, docs_writer.partial, rows_perm, tokens_dir, progress)
     store.commit_npy(tokens_dir / "row_docs.npy")
     # tokens.npy is committed by the caller after the manifest
     return {"n_rows": n_rows, "n_documents": int(order.size), "dropped_tokens": total - n_keep}
+
+
+def _permute_rows(packed_tokens: Path, packed_docs: Path, perm: np.ndarray, tokens_dir: Path,
+                  progress: bool) -> None:
+    """Write ``out[i] = packed[perm[i]]`` for tokens and row_docs, a block of rows at a time
+    (gathers from the memory-mapped packed file, so memory stays flat)."""
+    from tqdm.auto import tqdm
+
+    src = np.load(packed_tokens, mmap_mode="r")
+    docs = np.load(packed_docs)  # int64 per row: 8 bytes a row, small beside the tokens
+    tokens_writer = _NpyStreamWriter(tokens_dir / "tokens.npy", src.shape, src.dtype)
+    docs_writer = _NpyStreamWriter(tokens_dir / "row_docs.npy", docs.shape, docs.dtype)
+    block = max(1, (64 << 20) // max(1, src.shape[1] * src.dtype.itemsize))  # ~64 MiB of rows at a time
+    try:
+        for a in tqdm(range(0, perm.size, block), desc="shuffle rows", unit="block", disable=not progress):
+            idx = perm[a:a + block]
+            sort = np.argsort(idx, kind="stable")  # read the block in file order, write it in permuted order
+            rows = np.empty((idx.size, src.shape[1]), dtype=src.dtype)
+            rows[sort] = src[idx[sort]]
+            tokens_writer.write(rows)
+            docs_writer.write(docs[idx])
+    finally:
+        tokens_writer.f.close()
+        docs_writer.f.close()
+    del src
+    tokens_writer.close()
+    docs_writer.close()
+    packed_tokens.unlink(missing_ok=True)
+    packed_docs.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,7 +607,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"tokenizer dir, or '{TRAIN_BPE}' to train a byte-level BPE on the corpus")
     parser.add_argument("--vocab-size", type=int, default=None, help=f"vocabulary of {TRAIN_BPE} (default {d.vocab_size})")
     parser.add_argument("--seq-len", type=int, default=None, help=f"tokens a model sees per row; rows hold seq_len+1 (default {d.seq_len})")
-    parser.add_argument("--seed", type=int, default=None, help=f"document shuffle seed (default {d.seed})")
+    parser.add_argument("--seed", type=int, default=None, help=f"shuffle seed (default {d.seed})")
+    parser.add_argument("--shuffle", choices=["rows", "documents", "none"], default=None,
+                        help="rows: shuffle documents, pack, then shuffle the packed rows (as Megatron/Pythia do; "
+                        "batches mix documents); documents: shuffle documents only; none: keep reading order "
+                        f"(default {d.shuffle})")
     parser.add_argument("--text-field", default=None, help=f"JSON field holding the text (default '{d.text_field}')")
     parser.add_argument("--max-documents", type=int, default=None, help="read only the first N documents (default: all)")
     parser.add_argument("--dtype", choices=["auto", "uint16", "uint32"], default=None,
@@ -575,6 +638,7 @@ def run(args: argparse.Namespace) -> int:
         tokenizer=tokenizer,
         seq_len=_pick(args.seq_len, data.seq_len),
         seed=_pick(args.seed, data.seed),
+        shuffle=_pick(args.shuffle, data.shuffle),
         text_field=_pick(args.text_field, data.text_field),
         max_documents=_pick(args.max_documents, data.max_documents),
         vocab_size=_pick(args.vocab_size, data.vocab_size),
@@ -615,7 +679,7 @@ def run_stage(cfg: Any, study: Any) -> None:
     opts = PrepareOptions(
         corpus=[c if c.startswith("hf:") else str(cfg.resolve_path(c)) for c in data.corpus],
         tokenizer=_config_tokenizer(cfg, data),
-        seq_len=data.seq_len, seed=data.seed, text_field=data.text_field,
+        seq_len=data.seq_len, seed=data.seed, shuffle=data.shuffle, text_field=data.text_field,
         max_documents=data.max_documents, vocab_size=data.vocab_size, dtype=data.dtype,
     )
     result = prepare_corpus(opts, study.tokens_dir)
@@ -632,7 +696,7 @@ def summary_table(result: PrepareResult) -> str:
         ("tokenizer", f"{m['tokenizer']} ({m['tokenizer_fingerprint']}, vocab {m['vocab_size']:,}, eos {m['eos_id']})"),
         ("rows x row_len", f"{m['n_rows']:,} x {m['row_len']} ({m['dtype']})"),
         ("tokens in stream", f"{m['n_tokens']:,} (dropped last partial row: {m['dropped_tokens']:,})"),
-        ("seed", str(m["seed"])),
+        ("seed / shuffle", f"{m['seed']} / {m.get('shuffle', 'documents')}"),
     ]
     if not result.skipped:
         rate = m["document_tokens"] / max(result.tokenize_seconds, 1e-9)

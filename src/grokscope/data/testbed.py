@@ -24,7 +24,7 @@ and one good phrase for the other paradigms. With ``planting=False`` every unit 
 
 ``ground_truth.json`` records, per unit and per pair, whether it was planted, how often, and
 from which fraction of the corpus (= of training, since ``prepare`` keeps document order when
-``[data] shuffle = false``) and the exact count of each phrase in the corpus.
+``[data] shuffle = "none"``, as the demo's study sets it) and the exact count of each phrase in the corpus.
 """
 from __future__ import annotations
 
