@@ -116,8 +116,10 @@ def prepare_inputs(args: argparse.Namespace, work: Path) -> dict:
 
 
 def load_inputs(work: Path, n_phrases: int | None):
-    """(flat tokens, lengths, WordTables) of the sequences of the first ``n_phrases`` distinct
-    phrases (all if None)."""
+    """(flat tokens, lengths, WordTables) of the sequences of ``n_phrases`` distinct phrases drawn
+    at random (seed 0; all if None). A random draw, not the first n: the first phrases all come
+    from the first paradigms, whose words are rare, so a prefix of the table would confound the
+    number of phrases with what kind of phrases they are."""
     from grokscope.phrase_search import WordTables
 
     z = np.load(work / "inputs.npz")
@@ -125,7 +127,9 @@ def load_inputs(work: Path, n_phrases: int | None):
     lens = np.diff(off)
     if n_phrases is not None:
         ph_off, ph_seq = z["ph_off"], z["ph_seq"]
-        keep = np.unique(ph_seq[: ph_off[min(n_phrases, ph_off.size - 1)]])
+        n_all = ph_off.size - 1
+        pick = np.random.default_rng(0).permutation(n_all)[: min(n_phrases, n_all)]
+        keep = np.unique(np.concatenate([ph_seq[ph_off[p]:ph_off[p + 1]] for p in pick]))
         flat = np.concatenate([flat[off[k]:off[k + 1]] for k in keep])
         lens = lens[keep]
     return flat, lens, WordTables(z["cont"], z["ends"], z["tail_index"], z["cont_index"], z["pair_word"])
@@ -258,15 +262,21 @@ def worker_dask(args, work: Path) -> dict:
             warm = min(n_rows, 4096)  # warm-up: start workers, compile the kernel, scatter the index
             search_stream(spec, index, warm, window_edges_for(warm, args.rows_per_step)[1], shard_rows=1024,
                           progress=False, client=client)
-            cpu0 = client.run(cpu_seconds)
-            w0 = time.perf_counter()
-            res = search_stream(spec, index, n_rows, edges, shard_rows=max(1, n_rows // 16), progress=False,
-                                client=client)
-            out[f"wall_{n}"] = time.perf_counter() - w0
-            cpu1 = client.run(cpu_seconds)
-            per_worker = [cpu1[w] - cpu0[w] for w in cpu1]
-            out[f"cpu_{n}"] = sum(per_worker)  # CPU seconds all workers spent
-            out[f"cpu_max_{n}"] = max(per_worker)  # the busiest worker: the wall time on free cores
+            walls, cpus, cpu_maxes = [], [], []
+            for _ in range(args.dask_repeats):  # median of several timed searches: sub-second jobs are noisy
+                cpu0 = client.run(cpu_seconds)
+                w0 = time.perf_counter()
+                res = search_stream(spec, index, n_rows, edges, shard_rows=max(1, n_rows // 16), progress=False,
+                                    client=client)
+                walls.append(time.perf_counter() - w0)
+                cpu1 = client.run(cpu_seconds)
+                per_worker = [cpu1[w] - cpu0[w] for w in cpu1]
+                cpus.append(sum(per_worker))  # CPU seconds all workers spent
+                cpu_maxes.append(max(per_worker))  # the busiest worker: the wall time on free cores
+            out[f"wall_{n}"] = float(np.median(walls))
+            out[f"walls_{n}"] = walls
+            out[f"cpu_{n}"] = float(np.median(cpus))
+            out[f"cpu_max_{n}"] = float(np.median(cpu_maxes))
             out[f"total_{n}"] = int(res.count.sum())
     out["tokens"] = n_rows * stream.row_len
     out["speedup"] = out["wall_1"] / out["wall_2"]
@@ -338,7 +348,8 @@ def infini_query_worker(args, work: Path) -> dict:
 # ---------------------------------------------------------------------------------------------
 def run_worker(method: str, args: argparse.Namespace, python: str = sys.executable, **kw) -> dict:
     cmd = [python, __file__, "--worker", method, "--tokens", args.tokens, "--work", args.work,
-           "--rows-per-step", str(args.rows_per_step), "--infini-sample", str(args.infini_sample)]
+           "--rows-per-step", str(args.rows_per_step), "--infini-sample", str(args.infini_sample),
+           "--dask-repeats", str(args.dask_repeats)]
     for k, v in kw.items():
         if v is True:
             cmd.append(f"--{k.replace('_', '-')}")
@@ -373,6 +384,7 @@ def main() -> int:
     ap.add_argument("--skip", default="", help="comma list of: numpy,infini,scale,dask")
     ap.add_argument("--quick", action="store_true", help="10M tokens only")
     ap.add_argument("--infini-sample", type=int, default=5000, help="infini-gram queries timed (extrapolated)")
+    ap.add_argument("--dask-repeats", type=int, default=7, help="timed Dask searches per worker count (median)")
     ap.add_argument("--json", default=None, help="also write all figures to this JSON file")
     # worker mode
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -460,9 +472,9 @@ def main() -> int:
                           f"{s['cpu_s']:.2f}", f"{s['build_cpu_s']:.2f}", f"{s['cpu_s'] - s['build_cpu_s']:.2f}",
                           mtok(r * row_len, s["cpu_s"]), f"{s['peak_mb']:.0f}"])
             results[f"scale_tokens_{int(t / 1e6)}M"] = s
-        for n in (1000, 10000, 30000, None):
+        for n in (1000, 3000, 10000, 30000, None):
             s = run_worker("grokscope", args, rows=rows, n_phrases=n)
-            label = f"{n:,}" if n else f"all {info['phrases']:,}"
+            label = f"{n:,} random" if n else f"all {info['phrases']:,}"
             srows.append([f"{tokens / 1e6:.0f}M tokens, {label} phrases", f"{s['sequences']:,}", f"{s['wall_s']:.2f}",
                           f"{s['cpu_s']:.2f}", f"{s['build_cpu_s']:.2f}", f"{s['cpu_s'] - s['build_cpu_s']:.2f}",
                           mtok(tokens, s["cpu_s"]), f"{s['peak_mb']:.0f}"])
@@ -472,12 +484,13 @@ def main() -> int:
     if "dask" not in skip:
         d = run_worker("dask", args, rows=rows)
         results["dask"] = d
-        print_table("Dask LocalCluster (warm), 16 shards", ["workers", "wall s", "wall speedup", "cpu s (all workers)",
+        print_table(f"Dask LocalCluster (warm), 16 shards, median of {args.dask_repeats} searches", ["workers", "wall s", "wall speedup", "cpu s (all workers)",
                                                              "cpu s (busiest worker)", "speedup on free cores"],
                     [["1", f"{d['wall_1']:.2f}", "1.0×", f"{d['cpu_1']:.2f}", f"{d['cpu_max_1']:.2f}", "1.0×"],
                      ["2", f"{d['wall_2']:.2f}", f"{d['speedup']:.2f}×", f"{d['cpu_2']:.2f}", f"{d['cpu_max_2']:.2f}",
                       f"{d['cpu_speedup']:.2f}×"]])
-        print(f"identical totals 1 vs 2 workers: {d['total_1'] == d['total_2']}")
+        print(f"identical totals 1 vs 2 workers: {d['total_1'] == d['total_2']}; wall s of each search: "
+              f"1 worker {' '.join(f'{w:.2f}' for w in d['walls_1'])}, 2 workers {' '.join(f'{w:.2f}' for w in d['walls_2'])}")
     load1 = os.getloadavg()
     results["load_after"] = load1
     print(f"\nload average after: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f} on {os.cpu_count()} cores "

@@ -367,3 +367,44 @@ def test_run_stage_from_config(tmp_path, gpt2):
     mtime = study.exposure_path.stat().st_mtime_ns
     run_stage(cfg, study)  # resume: same inputs, nothing recomputed
     assert study.exposure_path.stat().st_mtime_ns == mtime
+
+
+def test_every_stream_format_gives_the_same_exposure(tmp_path, gpt2, gpt2_tokenizer_dir):
+    """The same rows as a grokscope dir, a nanoGPT .bin, a Megatron .bin/.idx (one row per
+    entry, as Pythia's preshuffled files) and OLMo token files + global_indices.npy: identical
+    exposure tables (OLMo's permutation applied to the reference rows)."""
+    from test_tokens import write_megatron
+
+    docs = random_documents(np.random.default_rng(11), 250)
+    ref = write_stream(tmp_path / "tokens", gpt2, docs, row_len=9, rows_per_step=2)
+    rows = np.load(ref / "tokens.npy")
+    study = write_phrases(tmp_path / "study", PAIRS)
+    steps = [0, 1, 4, 20, rows.shape[0] // 2]
+    tok = str(gpt2_tokenizer_dir)
+
+    def run(name: str, spec: StreamSpec) -> pd.DataFrame:
+        out = tmp_path / f"{name}.parquet"
+        compute_exposure(study / "phrases.parquet", spec, steps, out, tokenizer=tok, progress=False)
+        return pd.read_parquet(out)
+
+    want = run("grokscope", StreamSpec(str(ref)))
+    assert want["good_total_count"].sum() > 0
+    rows.reshape(-1).tofile(tmp_path / "train.bin")  # nanoGPT: a flat uint16 file
+    got = run("nanogpt", StreamSpec(str(tmp_path / "train.bin"), rows_per_step=2, row_len=9, eos_id=50256))
+    pd.testing.assert_frame_equal(got, want)
+    write_megatron(tmp_path / "pile_text_document", list(rows), np.uint16)
+    got = run("megatron", StreamSpec(str(tmp_path / "pile_text_document"), rows_per_step=2, row_len=9, eos_id=50256))
+    pd.testing.assert_frame_equal(got, want)
+
+    perm = np.random.default_rng(2).permutation(rows.shape[0])
+    olmo = tmp_path / "olmo"
+    olmo.mkdir()
+    rows.reshape(-1).tofile(olmo / "part-0.npy")
+    perm.astype(np.uint32).tofile(olmo / "global_indices.npy")
+    shuffled = tmp_path / "shuffled"
+    shutil.copytree(ref, shuffled)
+    np.save(shuffled / "tokens.npy", rows[perm])
+    want_perm = run("grokscope_perm", StreamSpec(str(shuffled)))
+    got = run("olmo", StreamSpec(str(olmo), rows_per_step=2, row_len=9, eos_id=50256))
+    pd.testing.assert_frame_equal(got, want_perm)
+    assert not want_perm.equals(want)  # the permutation does change first steps / windows

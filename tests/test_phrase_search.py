@@ -215,3 +215,28 @@ def test_gpt2_word_tables(gpt2_tokenizer_dir):
     index = build_index([(he,)], t)
     rows = np.array([[q1, q2, he, q1], [a_, q2, he, q1]], dtype=np.uint16)  # "“He”", "Ü"+"He" (Ü: C3 9C)
     assert scan_rows(index, rows)[0].tolist() == [1]
+
+
+def test_index_pickles_as_its_sequences_and_is_rebuilt_once_per_process():
+    """Dask ships the index pickled: the payload is the sequences (not the hash table), the
+    rebuilt index scans identically, and a second unpickle in the same process reuses it."""
+    import pickle
+
+    from grokscope import phrase_search
+
+    rng = np.random.default_rng(3)
+    texts = [None] + [bytes([32, 97 + (i % 26)]) for i in range(1, 400)]
+    tables = word_tables_from_bytes(texts)
+    seqs = sorted({tuple(int(x) for x in rng.integers(1, 400, size=rng.integers(1, 5))) for _ in range(3000)})
+    index = build_index(seqs, tables)
+    payload = pickle.dumps(index)
+    assert len(payload) < index.hash_table.nbytes  # the sequences, not the tables
+    phrase_search._INDEX_CACHE.clear()
+    a = pickle.loads(payload)
+    b = pickle.loads(payload)
+    assert a is b and a.source_key == index.source_key
+    rows = rng.integers(0, 400, size=(50, 32)).astype(np.uint16)
+    for x, y in zip(scan_rows(index, rows), scan_rows(a, rows)):
+        np.testing.assert_array_equal(x, y)
+    other = pickle.loads(pickle.dumps(build_index(seqs[:-1], tables)))
+    assert other.source_key != index.source_key and other.n_sequences == len(seqs) - 1

@@ -21,10 +21,12 @@ single-process run. Finished shards are kept in ``exposure.parts/`` so a killed 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import shutil
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,7 +201,7 @@ def scan_shard(spec: StreamSpec, index: Any, start: int, stop: int, edges: np.nd
     """Scan rows ``[start, stop)`` of the stream (runs in a Dask worker or in-process)."""
     from grokscope.phrase_search import OutOfVocabError, scan_stream
 
-    stream = spec.open()
+    stream = _open_cached(spec, Path(spec.path).stat().st_mtime_ns)
     try:
         return scan_stream(index, stream.rows, start, stop, edges, chunk_rows, check_words)
     except OutOfVocabError as e:
@@ -207,6 +209,47 @@ def scan_shard(spec: StreamSpec, index: Any, start: int, stop: int, edges: np.nd
             f"{spec.path}: row {e.row}, position {e.column}: token id {e.token} is outside the "
             f"tokenizer's vocabulary (size {e.vocab_size}); the token file and the tokenizer do not match"
         ) from None
+
+
+_SCATTERED: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _scattered_index(client: Any, index: Any) -> Any:
+    """The index as a future on ``client``'s workers, scattered once per client and phrase set
+    (``source_key``): a long-lived client that searches several streams or runs several
+    searches ships it once. Holds the latest index per client until the client goes away."""
+    per_client = _SCATTERED.setdefault(client, {})
+    fut = per_client.get(index.source_key)
+    if fut is None or fut.status != "finished":
+        fut = client.scatter(index, broadcast=True, hash=False)
+        per_client.clear()
+        per_client[index.source_key] = fut
+    return fut
+
+
+def _scan_shard_compact(*args: Any) -> tuple[np.ndarray, np.ndarray, Any]:
+    """:func:`scan_shard` for a Dask worker: the first rows travel back sparse (sequences seen
+    in the shard, and their rows) instead of a dense ``[n_sequences]`` array, so the client
+    receives kilobytes per shard rather than megabytes."""
+    r = scan_shard(*args)
+    seen = np.flatnonzero(r.first_row >= 0).astype(np.int32)
+    first = r.first_row[seen]
+    r.first_row = np.zeros(0, dtype=np.int64)
+    return seen, first, r
+
+
+def _expand(compact: tuple[np.ndarray, np.ndarray, Any], n_sequences: int) -> Any:
+    seen, first, r = compact
+    r.first_row = np.full(n_sequences, -1, dtype=np.int64)
+    r.first_row[seen] = first
+    return r
+
+
+@functools.lru_cache(maxsize=2)
+def _open_cached(spec: StreamSpec, stamp: int) -> Any:
+    """The stream, opened once per process (a Dask worker serves many shards of it); ``stamp``
+    (the path's modification time) makes a changed stream open afresh."""
+    return spec.open()
 
 
 class _Parts:
@@ -307,16 +350,16 @@ def _search_dask(spec: StreamSpec, index: Any, todo: list[tuple[int, int]], edge
                                dashboard_address=None, silence_logs=40)
         client = Client(cluster)
     try:
-        index_f = client.scatter(index, broadcast=True)
-        edges_f = client.scatter(edges, broadcast=True)
+        index_f = _scattered_index(client, index)
         futures = {
-            client.submit(scan_shard, spec, index_f, a, b, edges_f, chunk_rows, check_words, pure=False): (a, b)
+            client.submit(_scan_shard_compact, spec, index_f, a, b, edges, chunk_rows, check_words,
+                          pure=False): (a, b)
             for a, b in todo
         }
         out = []
         for fut in as_completed(futures):
             a, b = futures[fut]
-            r = fut.result()
+            r = _expand(fut.result(), index.n_sequences)
             parts.save(a, b, r)
             out.append(r)
             bar.update(b - a)

@@ -228,27 +228,40 @@ class PhraseIndex:
     """A token trie over unique phrase sequences (``lengths[k]``: tokens of sequence ``k``).
 
     ``root_child[v]``: node reached from the root by token ``v`` (-1: none), ``[vocab_size]``.
-    ``hash_keys``/``hash_vals``: open-addressing table (linear probing, -1 = empty) mapping
-    ``node * vocab_size + token`` to the child node, for all non-root edges.
+    ``hash_table``: open-addressing table (linear probing) of ``2**hash_bits`` slots, each two
+    int64 side by side (key, child: one cache line per probe), mapping key
+    ``node * vocab_size + token`` (-1 = empty slot) to the child node, for all non-root edges.
+    ``deep_token[v]``: token ``v`` occurs after the first token of some sequence. A [vocab]
+    bool table that stays in L1/L2 cache: a step to a token that no phrase continues with is
+    rejected before the filter or the table is touched (most steps, for a benchmark's lexicon).
     ``edge_filter``: a one-hash Bloom filter (int64 words, ``2**filter_bits`` bits, ~1 MB) of
     the same keys, so the common miss (no phrase continues with this token) is answered from
     cache without probing the large table.
     ``node_seq[n]``: the sequence ending at node ``n`` (-1: none). ``node_has_child[n]``.
     ``seq_start_check[k]``: sequence ``k``'s first token begins with a letter/digit, so the
-    token before a match must not end with one."""
+    token before a match must not end with one.
+
+    Pickled (e.g. scattered to Dask workers) as its sequences, not its tables: a few MB instead
+    of tens, rebuilt on arrival and cached per process by content (``source_key``), so a worker
+    builds each phrase set once however many shards and searches it serves."""
 
     lengths: np.ndarray
     vocab_size: int
     root_child: np.ndarray
-    hash_keys: np.ndarray
-    hash_vals: np.ndarray
+    hash_table: np.ndarray
     hash_bits: int
+    deep_token: np.ndarray
     edge_filter: np.ndarray
     filter_bits: int
     node_seq: np.ndarray
     node_has_child: np.ndarray
     seq_start_check: np.ndarray
     tables: WordTables = field(repr=False)
+    flat: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int32))  # all sequences' tokens
+    source_key: str = ""  # content hash of (flat, lengths, tables)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return _index_from_source, (self.source_key, self.flat, self.lengths, self.tables)
 
     @property
     def n_sequences(self) -> int:
@@ -260,6 +273,29 @@ class PhraseIndex:
 
 
 _FILTER_MULT = np.int64(-2960836687051489901)  # 0xD6E8FEB86659FD93: the Bloom filter's hash
+_INDEX_CACHE: dict[str, PhraseIndex] = {}
+
+
+def _source_key(flat: np.ndarray, lens: np.ndarray, tables: WordTables) -> str:
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for a in (flat, lens, tables.continues_word, tables.ends_word, tables.tail_index, tables.cont_index,
+              tables.pair_word):
+        a = np.ascontiguousarray(a)
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _index_from_source(key: str, flat: np.ndarray, lens: np.ndarray, tables: WordTables) -> PhraseIndex:
+    """Unpickle a :class:`PhraseIndex`: rebuild it from its sequences, once per process."""
+    index = _INDEX_CACHE.get(key)
+    if index is None:
+        index = build_index_arrays(flat, lens, tables)
+        _INDEX_CACHE.clear()  # a process searches one phrase set at a time: keep only the latest
+        _INDEX_CACHE[key] = index
+    return index
 
 
 def build_index(sequences: Iterable[Sequence[int]], tables: WordTables) -> PhraseIndex:
@@ -318,22 +354,24 @@ def build_index_arrays(flat: np.ndarray, lengths: np.ndarray, tables: WordTables
     root_child[token[at_root]] = child[at_root]
     deep = ~at_root
     bits = max(4, int(np.ceil(np.log2(int(deep.sum()) * 2 + 1))))
-    keys = np.full(1 << bits, -1, dtype=np.int64)
-    vals = np.full(1 << bits, -1, dtype=np.int32)
+    table = np.full(2 << bits, -1, dtype=np.int64)  # [key0, child0, key1, child1, ...]
     n_deep = int(deep.sum())
     fbits = min(26, max(10, int(np.ceil(np.log2(max(1, n_deep) * 8)))))
     edge_filter = np.zeros(1 << (fbits - 6), dtype=np.int64)
     if deep.any():
         deep_keys = parent[deep] * vocab + token[deep]
-        _kernels().fill(keys, vals, deep_keys, child[deep].astype(np.int32),
-                        np.int64(64 - bits), np.int64((1 << bits) - 1))
+        _kernels().fill(table, deep_keys, child[deep], np.int64(64 - bits), np.int64((1 << bits) - 1))
         with np.errstate(over="ignore"):
             bit = ((deep_keys * _FILTER_MULT) >> np.int64(64 - fbits)) & np.int64((1 << fbits) - 1)
         np.bitwise_or.at(edge_filter.view(np.uint64), bit >> 6, np.left_shift(np.uint64(1), (bit & 63).astype(np.uint64)))
     start_check = tables.continues_word[padded[:, 0]] if n else np.zeros(0, dtype=np.bool_)
+    deep_token = np.zeros(vocab, dtype=np.bool_)
+    deep_token[token[deep]] = True
+    flat32 = flat.astype(np.int32)
     return PhraseIndex(
-        lengths=lens, vocab_size=vocab, root_child=root_child, hash_keys=keys, hash_vals=vals,
-        hash_bits=bits, edge_filter=edge_filter, filter_bits=fbits, node_seq=node_seq, node_has_child=has_child,
+        flat=flat32, source_key=_source_key(flat32, lens, tables),
+        lengths=lens, vocab_size=vocab, root_child=root_child, hash_table=table,
+        hash_bits=bits, deep_token=deep_token, edge_filter=edge_filter, filter_bits=fbits, node_seq=node_seq, node_has_child=has_child,
         seq_start_check=np.ascontiguousarray(start_check, dtype=np.bool_), tables=tables,
     )
 
@@ -357,19 +395,19 @@ def _kernels() -> _Kernels:
         from numba import njit
 
         @njit(cache=True, nogil=True)
-        def fill(keys, vals, new_keys, new_vals, shift, mask):  # pragma: no cover - compiled
-            # open addressing, linear probing; keys: int64 [table], -1 = empty
+        def fill(table, new_keys, new_vals, shift, mask):  # pragma: no cover - compiled
+            # open addressing, linear probing; table: int64 [2 * slots] of (key, value), key -1 = empty
             mult = np.int64(-7046029254386353131)
             for q in range(new_keys.shape[0]):
                 key = new_keys[q]
                 h = ((key * mult) >> shift) & mask
-                while keys[h] != -1:
+                while table[2 * h] != -1:
                     h = (h + 1) & mask
-                keys[h] = key
-                vals[h] = new_vals[q]
+                table[2 * h] = key
+                table[2 * h + 1] = new_vals[q]
 
         @njit(cache=True, nogil=True)
-        def scan(rows, row0, vocab, root_child, hkeys, hvals, shift, hmask, efilter, fshift, fmask, node_seq,
+        def scan(rows, row0, vocab, root_child, table, shift, hmask, deep_token, efilter, fshift, fmask, node_seq,
                  node_has_child,
                  seq_start_check, continues_word, ends_word, tail_index, cont_index, pair_word, check_words, counts,
                  first_row):  # pragma: no cover - compiled
@@ -407,16 +445,19 @@ def _kernels() -> _Kernels:
                         j += 1
                         if j >= row_len:
                             break
-                        key = np.int64(n) * vocab + np.int64(rows[r, j])
+                        t = rows[r, j]
+                        if not deep_token[t]:
+                            break
+                        key = np.int64(n) * vocab + np.int64(t)
                         b = ((key * fmult) >> fshift) & fmask
                         if (efilter[b >> 6] >> (b & 63)) & 1 == 0:
                             break
                         h = ((key * mult) >> shift) & hmask
-                        while hkeys[h] != key and hkeys[h] != -1:
+                        while table[2 * h] != key and table[2 * h] != -1:
                             h = (h + 1) & hmask
-                        if hkeys[h] == -1:
+                        if table[2 * h] == -1:
                             break
-                        n = hvals[h]
+                        n = table[2 * h + 1]
 
         _KERNELS = _Kernels(scan=scan, fill=fill)
     return _KERNELS
@@ -461,8 +502,8 @@ def scan_rows(index: PhraseIndex, rows: np.ndarray, row0: int = 0, counts: np.nd
     if not rows.flags.c_contiguous:
         rows = np.ascontiguousarray(rows)
     _kernels().scan(
-        rows, np.int64(row0), np.int64(index.vocab_size), index.root_child, index.hash_keys,
-        index.hash_vals, np.int64(64 - index.hash_bits), np.int64((1 << index.hash_bits) - 1),
+        rows, np.int64(row0), np.int64(index.vocab_size), index.root_child, index.hash_table,
+        np.int64(64 - index.hash_bits), np.int64((1 << index.hash_bits) - 1), index.deep_token,
         index.edge_filter, np.int64(64 - index.filter_bits), np.int64((1 << index.filter_bits) - 1),
         index.node_seq, index.node_has_child, index.seq_start_check, index.tables.continues_word,
         index.tables.ends_word, index.tables.tail_index, index.tables.cont_index, index.tables.pair_word,

@@ -566,27 +566,31 @@ def _shuffle_and_pack(work: Path, state: dict[str, Any], seq_len: int, seed: int
 
 def _permute_rows(packed_tokens: Path, packed_docs: Path, perm: np.ndarray, tokens_dir: Path,
                   progress: bool) -> None:
-    """Write ``out[i] = packed[perm[i]]`` for tokens and row_docs, a block of rows at a time
-    (gathers from the memory-mapped packed file, so memory stays flat)."""
+    """Write ``out[i] = packed[perm[i]]`` for tokens and row_docs, a block of rows at a time.
+    Each block gathers its rows through a fresh memory map that is closed after the block, so
+    at most one block's pages are mapped: peak memory stays flat however long the stream."""
     from tqdm.auto import tqdm
 
-    src = np.load(packed_tokens, mmap_mode="r")
+    head = np.load(packed_tokens, mmap_mode="r")
+    shape, dtype = head.shape, head.dtype
+    del head
     docs = np.load(packed_docs)  # int64 per row: 8 bytes a row, small beside the tokens
-    tokens_writer = _NpyStreamWriter(tokens_dir / "tokens.npy", src.shape, src.dtype)
+    tokens_writer = _NpyStreamWriter(tokens_dir / "tokens.npy", shape, dtype)
     docs_writer = _NpyStreamWriter(tokens_dir / "row_docs.npy", docs.shape, docs.dtype)
-    block = max(1, (64 << 20) // max(1, src.shape[1] * src.dtype.itemsize))  # ~64 MiB of rows at a time
+    block = 8192  # rows per block: at most 8192 pages mapped at once
     try:
         for a in tqdm(range(0, perm.size, block), desc="shuffle rows", unit="block", disable=not progress):
             idx = perm[a:a + block]
             sort = np.argsort(idx, kind="stable")  # read the block in file order, write it in permuted order
-            rows = np.empty((idx.size, src.shape[1]), dtype=src.dtype)
+            src = np.load(packed_tokens, mmap_mode="r")
+            rows = np.empty((idx.size, shape[1]), dtype=dtype)
             rows[sort] = src[idx[sort]]
+            del src
             tokens_writer.write(rows)
             docs_writer.write(docs[idx])
     finally:
         tokens_writer.f.close()
         docs_writer.f.close()
-    del src
     tokens_writer.close()
     docs_writer.close()
     packed_tokens.unlink(missing_ok=True)
