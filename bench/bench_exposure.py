@@ -2,6 +2,7 @@
 
     python bench/bench_exposure.py                     # everything (≈ 10–20 min on a quiet 2-core box)
     python bench/bench_exposure.py --skip infini,dask  # a subset; --quick: 10M tokens, fewer phrases
+    python bench/bench_exposure.py --skip numpy,infini,scale --dask-copies 8   # Dask on 8x the corpus
 
 Inputs (defaults): the ≈80M-token GPT-2 stream ``runs/corpus_gpt2/tokens`` and the critical phrases
 of all BLiMP pairs ``runs/blimp_phrases/phrases.parquet`` (good and bad phrase, variants ``mid`` +
@@ -252,9 +253,19 @@ def worker_dask(args, work: Path) -> dict:
     stream = open_stream(args.tokens)
     n_rows = min(stream.n_rows, args.rows or stream.n_rows)
     flat, lens, tables = load_inputs(work, args.n_phrases)
-    _, edges = window_edges_for(n_rows, args.rows_per_step)
     index = build_index_arrays(flat, lens, tables)
     spec = StreamSpec(str(stream.path))
+    if args.dask_copies > 1:  # a bigger job: the rows K times over, as a nanoGPT .bin (built once)
+        big = work / f"stream_x{args.dask_copies}_{n_rows}.bin"
+        if not big.exists():
+            with open(str(big) + ".partial", "wb") as f:
+                for _ in range(args.dask_copies):
+                    for a in range(0, n_rows, 65536):
+                        f.write(np.ascontiguousarray(stream.rows(a, min(n_rows, a + 65536)), dtype=np.uint16).tobytes())
+            os.replace(str(big) + ".partial", big)
+        spec = StreamSpec(str(big), format="nanogpt", row_len=stream.row_len, eos_id=stream.eos_id)
+        n_rows *= args.dask_copies
+    _, edges = window_edges_for(n_rows, args.rows_per_step)
     out = {}
     for n in (1, 2):
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -349,7 +360,7 @@ def infini_query_worker(args, work: Path) -> dict:
 def run_worker(method: str, args: argparse.Namespace, python: str = sys.executable, **kw) -> dict:
     cmd = [python, __file__, "--worker", method, "--tokens", args.tokens, "--work", args.work,
            "--rows-per-step", str(args.rows_per_step), "--infini-sample", str(args.infini_sample),
-           "--dask-repeats", str(args.dask_repeats)]
+           "--dask-repeats", str(args.dask_repeats), "--dask-copies", str(args.dask_copies)]
     for k, v in kw.items():
         if v is True:
             cmd.append(f"--{k.replace('_', '-')}")
@@ -385,6 +396,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="10M tokens only")
     ap.add_argument("--infini-sample", type=int, default=5000, help="infini-gram queries timed (extrapolated)")
     ap.add_argument("--dask-repeats", type=int, default=7, help="timed Dask searches per worker count (median)")
+    ap.add_argument("--dask-copies", type=int, default=1,
+                    help="Dask part only: search the stream's rows K times over (a K-times-larger corpus; "
+                         "written once as a nanoGPT .bin in --work)")
     ap.add_argument("--json", default=None, help="also write all figures to this JSON file")
     # worker mode
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -484,7 +498,8 @@ def main() -> int:
     if "dask" not in skip:
         d = run_worker("dask", args, rows=rows)
         results["dask"] = d
-        print_table(f"Dask LocalCluster (warm), 16 shards, median of {args.dask_repeats} searches", ["workers", "wall s", "wall speedup", "cpu s (all workers)",
+        print_table(f"Dask LocalCluster (warm), {d['tokens'] / 1e6:.0f}M tokens in 16 shards, median of "
+                    f"{args.dask_repeats} searches", ["workers", "wall s", "wall speedup", "cpu s (all workers)",
                                                              "cpu s (busiest worker)", "speedup on free cores"],
                     [["1", f"{d['wall_1']:.2f}", "1.0×", f"{d['cpu_1']:.2f}", f"{d['cpu_max_1']:.2f}", "1.0×"],
                      ["2", f"{d['wall_2']:.2f}", f"{d['speedup']:.2f}×", f"{d['cpu_2']:.2f}", f"{d['cpu_max_2']:.2f}",

@@ -41,7 +41,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "runs" / "bench_score"
 DATA = Path(os.environ.get("GROKSCOPE_DATA", REPO.parent / "shared" / "data"))
-SHAPES = {"4x256": (4, 256, 4), "12x768": (12, 768, 12)}
+SHAPES = {"4x256": (4, 256, 4), "12x768": (12, 768, 12), "4x256-bpe8k": (4, 256, 4)}
+# shapes whose tokenizer is not GPT-2's: the 8,192-id byte-level BPE that studies/corpus_cpu.toml
+# trains (run that study's prepare stage first) -- the CPU-study model, where the output layer
+# no longer dominates and per-pair overheads decide the speed
+TOKENIZERS = {"4x256-bpe8k": REPO / "runs" / "studies" / "corpus_cpu" / "tokens" / "tokenizer"}
 
 
 @dataclass
@@ -89,10 +93,16 @@ def ensure_model(shape: str) -> Path:
     if (path / "model.safetensors").exists():
         return path
     n_layer, n_embd, n_head = SHAPES[shape]
+    tok_dir = TOKENIZERS.get(shape, DATA / "tokenizers" / "gpt2")
+    if not tok_dir.exists():
+        raise SystemExit(f"{shape}: tokenizer {tok_dir} not found (for bpe8k: grokscope prepare --config "
+                         "studies/corpus_cpu.toml)")
+    tok = load_tokenizer(tok_dir)
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head, vocab_size=50257))
+    model = GPT2LMHeadModel(GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head, vocab_size=len(tok),
+                                       bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id))
     model.save_pretrained(path)
-    load_tokenizer(DATA / "tokenizers" / "gpt2").save_pretrained(path)
+    tok.save_pretrained(path)
     return path
 
 
@@ -311,15 +321,16 @@ def bench_full(shape: str, args: argparse.Namespace, env: dict[str, str]) -> Non
     cmd = [sys.executable, "-m", "grokscope.cli", "score", "--checkpoints", str(model), "--out", str(out),
            "--step", "0", "--tokens-seen", "0", "--batch-size", str(args.batch_size), "--quiet",
            "--threads", str(args.threads)]
-    if phrases.exists():
+    capture = args.full_capture and phrases.exists()
+    if capture:
         cmd += ["--phrases", str(phrases)]
     else:
-        cmd += ["--benchmark", str(DATA / "blimp"), "--no-hidden", "--no-attention"]
+        cmd += ["--benchmark", str(DATA / "blimp"), "--skip-invalid", "--no-hidden", "--no-attention"]
     print(f"\n=== all BLiMP pairs, GPT-2 {shape}, {args.threads} thread(s), load {load_average()} ===")
     t = run_timed(cmd, env)
     print(t.out.strip().splitlines()[-3] if t.out.strip() else "")
     print(f"whole process {t.cpu:.0f} CPU s ({t.seconds:.0f} s wall), peak {t.peak_mb:.0f} MB (hidden states + attention captured: "
-          f"{phrases.exists()}); load {load_average()}")
+          f"{capture}); load {load_average()}")
 
 
 def main() -> None:
@@ -333,6 +344,8 @@ def main() -> None:
     ap.add_argument("--venv", type=Path, default=Path("/work/venvs/refs"))
     ap.add_argument("--skip-lm-eval", action="store_true")
     ap.add_argument("--full", action="store_true", help="also time all BLiMP pairs with grokscope")
+    ap.add_argument("--full-capture", action="store_true",
+                    help="--full with critical phrases (runs/blimp_phrases), hidden states and attention captured")
     ap.add_argument("--parallel", action="store_true",
                     help="start all tools at once (compare CPU times; use on a busy shared machine)")
     ap.add_argument("--skip-flops", action="store_true")

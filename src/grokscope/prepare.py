@@ -567,27 +567,30 @@ def _shuffle_and_pack(work: Path, state: dict[str, Any], seq_len: int, seed: int
 def _permute_rows(packed_tokens: Path, packed_docs: Path, perm: np.ndarray, tokens_dir: Path,
                   progress: bool) -> None:
     """Write ``out[i] = packed[perm[i]]`` for tokens and row_docs, a block of rows at a time.
-    Each block gathers its rows through a fresh memory map that is closed after the block, so
-    at most one block's pages are mapped: peak memory stays flat however long the stream."""
+    Rows are read with ``pread`` (in file order within a block), not through a memory map: the
+    kernel maps the pages around every faulted page of a map ("fault-around"), so random rows
+    read through a map would pull most of the file into the process's resident memory."""
     from tqdm.auto import tqdm
 
     head = np.load(packed_tokens, mmap_mode="r")
-    shape, dtype = head.shape, head.dtype
+    shape, dtype, offset = head.shape, head.dtype, int(head.offset)
     del head
+    row_bytes = shape[1] * dtype.itemsize
     docs = np.load(packed_docs)  # int64 per row: 8 bytes a row, small beside the tokens
     tokens_writer = _NpyStreamWriter(tokens_dir / "tokens.npy", shape, dtype)
     docs_writer = _NpyStreamWriter(tokens_dir / "row_docs.npy", docs.shape, docs.dtype)
-    block = 8192  # rows per block: at most 8192 pages mapped at once
+    block = 1 << 16  # rows per block (~17 MB at row_len 129, uint16)
     try:
-        for a in tqdm(range(0, perm.size, block), desc="shuffle rows", unit="block", disable=not progress):
-            idx = perm[a:a + block]
-            sort = np.argsort(idx, kind="stable")  # read the block in file order, write it in permuted order
-            src = np.load(packed_tokens, mmap_mode="r")
-            rows = np.empty((idx.size, shape[1]), dtype=dtype)
-            rows[sort] = src[idx[sort]]
-            del src
-            tokens_writer.write(rows)
-            docs_writer.write(docs[idx])
+        with open(packed_tokens, "rb") as src:
+            fd = src.fileno()
+            for a in tqdm(range(0, perm.size, block), desc="shuffle rows", unit="block", disable=not progress):
+                idx = perm[a:a + block]
+                sort = np.argsort(idx, kind="stable")  # read the block in file order, write it in permuted order
+                raw = b"".join([os.pread(fd, row_bytes, offset + int(r) * row_bytes) for r in idx[sort]])
+                rows = np.empty((idx.size, shape[1]), dtype=dtype)
+                rows[sort] = np.frombuffer(raw, dtype=dtype).reshape(idx.size, shape[1])
+                tokens_writer.write(rows)
+                docs_writer.write(docs[idx])
     finally:
         tokens_writer.f.close()
         docs_writer.f.close()
