@@ -21,7 +21,6 @@ single-process run. Finished shards are kept in ``exposure.parts/`` so a killed 
 from __future__ import annotations
 
 import argparse
-import functools
 import hashlib
 import json
 import shutil
@@ -201,7 +200,7 @@ def scan_shard(spec: StreamSpec, index: Any, start: int, stop: int, edges: np.nd
     """Scan rows ``[start, stop)`` of the stream (runs in a Dask worker or in-process)."""
     from grokscope.phrase_search import OutOfVocabError, scan_stream
 
-    stream = _open_cached(spec, _stamp(spec.path))
+    stream = spec.open()
     try:
         return scan_stream(index, stream.rows, start, stop, edges, chunk_rows, check_words)
     except OutOfVocabError as e:
@@ -243,24 +242,6 @@ def _expand(compact: tuple[np.ndarray, np.ndarray, Any], n_sequences: int) -> An
     r.first_row = np.full(n_sequences, -1, dtype=np.int64)
     r.first_row[seen] = first
     return r
-
-
-def _stamp(path: str) -> int:
-    """Modification times of the stream's files (a Megatron prefix has .bin/.idx beside it)."""
-    stamp = 0
-    for p in (Path(path), Path(path + ".bin"), Path(path + ".idx")):
-        try:
-            stamp += p.stat().st_mtime_ns
-        except OSError:
-            pass
-    return stamp
-
-
-@functools.lru_cache(maxsize=2)
-def _open_cached(spec: StreamSpec, stamp: int) -> Any:
-    """The stream, opened once per process (a Dask worker serves many shards of it); ``stamp``
-    (the path's modification time) makes a changed stream open afresh."""
-    return spec.open()
 
 
 class _Parts:

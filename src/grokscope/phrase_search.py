@@ -31,6 +31,7 @@ A match of sequence ``p`` (length ``m``) at ``rows[r, i:i+m]`` counts when
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -258,7 +259,11 @@ class PhraseIndex:
     seq_start_check: np.ndarray
     tables: WordTables = field(repr=False)
     flat: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int32))  # all sequences' tokens
-    source_key: str = ""  # content hash of (flat, lengths, tables)
+
+    @functools.cached_property
+    def source_key(self) -> str:
+        """Content hash of (flat, lengths, tables); computed only when the index is shipped."""
+        return _source_key(self.flat, self.lengths, self.tables)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return _index_from_source, (self.source_key, self.flat, self.lengths, self.tables)
@@ -293,6 +298,7 @@ def _index_from_source(key: str, flat: np.ndarray, lens: np.ndarray, tables: Wor
     index = _INDEX_CACHE.get(key)
     if index is None:
         index = build_index_arrays(flat, lens, tables)
+        index.__dict__["source_key"] = key  # the cached_property's value: known, not re-hashed
         _INDEX_CACHE.clear()  # a process searches one phrase set at a time: keep only the latest
         _INDEX_CACHE[key] = index
     return index
@@ -367,9 +373,8 @@ def build_index_arrays(flat: np.ndarray, lengths: np.ndarray, tables: WordTables
     start_check = tables.continues_word[padded[:, 0]] if n else np.zeros(0, dtype=np.bool_)
     deep_token = np.zeros(vocab, dtype=np.bool_)
     deep_token[token[deep]] = True
-    flat32 = flat.astype(np.int32)
     return PhraseIndex(
-        flat=flat32, source_key=_source_key(flat32, lens, tables),
+        flat=flat.astype(np.int32),
         lengths=lens, vocab_size=vocab, root_child=root_child, hash_table=table,
         hash_bits=bits, deep_token=deep_token, edge_filter=edge_filter, filter_bits=fbits, node_seq=node_seq, node_has_child=has_child,
         seq_start_check=np.ascontiguousarray(start_check, dtype=np.bool_), tables=tables,

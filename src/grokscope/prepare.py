@@ -466,11 +466,13 @@ class _NpyStreamWriter:
         self.partial = Path(str(path) + ".partial")
         self.partial.parent.mkdir(parents=True, exist_ok=True)
         self.dtype = np.dtype(dtype)
+        self.shape = tuple(shape)
         self.expected = int(np.prod(shape)) if shape else 1
         self.written = 0
         self.f = open(self.partial, "wb")
         header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
         np.lib.format.write_array_header_1_0(self.f, header)
+        self.offset = self.f.tell()  # where the data starts
 
     def write(self, values: np.ndarray) -> None:
         values = np.ascontiguousarray(values, dtype=self.dtype)
@@ -558,13 +560,13 @@ def _shuffle_and_pack(work: Path, state: dict[str, Any], seq_len: int, seed: int
     tokens_writer.close()
     docs_writer.close()
     if rows_perm is not None:
-        _permute_rows(tokens_writer.partial, docs_writer.partial, rows_perm, tokens_dir, progress)
+        _permute_rows(tokens_writer, docs_writer.partial, rows_perm, tokens_dir, progress)
     store.commit_npy(tokens_dir / "row_docs.npy")
     # tokens.npy is committed by the caller after the manifest
     return {"n_rows": n_rows, "n_documents": int(order.size), "dropped_tokens": total - n_keep}
 
 
-def _permute_rows(packed_tokens: Path, packed_docs: Path, perm: np.ndarray, tokens_dir: Path,
+def _permute_rows(packed: _NpyStreamWriter, packed_docs: Path, perm: np.ndarray, tokens_dir: Path,
                   progress: bool) -> None:
     """Write ``out[i] = packed[perm[i]]`` for tokens and row_docs, a block of rows at a time.
     Rows are read with ``pread`` (in file order within a block), not through a memory map: the
@@ -572,9 +574,7 @@ def _permute_rows(packed_tokens: Path, packed_docs: Path, perm: np.ndarray, toke
     read through a map would pull most of the file into the process's resident memory."""
     from tqdm.auto import tqdm
 
-    head = np.load(packed_tokens, mmap_mode="r")
-    shape, dtype, offset = head.shape, head.dtype, int(head.offset)
-    del head
+    packed_tokens, shape, dtype, offset = packed.partial, packed.shape, packed.dtype, packed.offset
     row_bytes = shape[1] * dtype.itemsize
     docs = np.load(packed_docs)  # int64 per row: 8 bytes a row, small beside the tokens
     tokens_writer = _NpyStreamWriter(tokens_dir / "tokens.npy", shape, dtype)
