@@ -159,6 +159,24 @@ def test_logprobs_and_accuracy_match_reference(model_and_tok, pairs, convention)
     assert t["correct"].mean() == pytest.approx(np.mean(ref["good"] > ref["bad"]))
 
 
+def test_fused_activation_keeps_the_reference_numbers(gpt2_tok, pairs):
+    """``load_model`` swaps GPT-2's Python tanh-GELU for the fused kernel: scores must still
+    match the plain forward pass of the unmodified model (and the swap must happen)."""
+    import copy
+
+    from grokscope.score import fuse_activations
+
+    plain = _gpt2_model()
+    fused = copy.deepcopy(plain)
+    assert fuse_activations(fused) == plain.config.n_layer
+    assert all(type(b.mlp.act).__name__ == "GELUTanh" for b in fused.transformer.h)
+    assert fuse_activations(_neox_model()) == 0  # exact GELU already: nothing to swap
+    t = score_pairs(fused, gpt2_tok, pairs, options=ScoreOptions(batch_size=16, progress=False)).table
+    for side in ("good", "bad"):
+        ref = [_reference_token_logprobs(plain, _reference_ids(gpt2_tok, s, "lm_eval")[0]).sum() for s in pairs[side]]
+        np.testing.assert_allclose(t[f"{side}_logprob"], ref, atol=1e-4, rtol=0)
+
+
 def test_lm_eval_convention_changes_first_word_tokens(gpt2_tok, pairs):
     """lm-eval scores ' Raymond', minicons 'Raymond' (different GPT-2 tokens)."""
     enc_lm = encode_pairs(gpt2_tok, pairs.head(1), "lm_eval")[0][0]
