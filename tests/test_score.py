@@ -177,6 +177,29 @@ def test_fused_activation_keeps_the_reference_numbers(gpt2_tok, pairs):
         np.testing.assert_allclose(t[f"{side}_logprob"], ref, atol=1e-4, rtol=0)
 
 
+def test_vocab_blocked_output_layer_equals_the_module_path(model_and_tok, pairs, monkeypatch):
+    """On CPU the output layer runs in [rows, vocab-block] tiles with an online log-sum-exp; a
+    hook on the output projection switches back to calling the module on full-vocabulary
+    chunks. Both paths, and small tiles (several row chunks, a ragged last vocabulary block),
+    must give the same numbers."""
+    from grokscope import pair_scoring
+
+    model, tok = model_and_tok
+    opts = ScoreOptions(batch_size=16, progress=False)
+    blocked = score_pairs(model, tok, pairs, options=opts).table
+    handle = model.get_output_embeddings().register_forward_hook(lambda mod, inp, out: None)
+    try:
+        module_path = score_pairs(model, tok, pairs, options=opts).table
+    finally:
+        handle.remove()
+    monkeypatch.setattr(pair_scoring, "_BLOCK_ROWS", 7)
+    monkeypatch.setattr(pair_scoring, "_VOCAB_BLOCK", 999)
+    small_tiles = score_pairs(model, tok, pairs, options=opts).table
+    for t in (module_path, small_tiles):
+        for col in ("good_logprob", "bad_logprob", "good_critical_logprob", "bad_critical_logprob"):
+            np.testing.assert_allclose(t[col], blocked[col], atol=1e-5, rtol=0, err_msg=col)
+
+
 def test_lm_eval_convention_changes_first_word_tokens(gpt2_tok, pairs):
     """lm-eval scores ' Raymond', minicons 'Raymond' (different GPT-2 tokens)."""
     enc_lm = encode_pairs(gpt2_tok, pairs.head(1), "lm_eval")[0][0]

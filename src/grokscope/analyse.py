@@ -404,17 +404,15 @@ def run_ablation(study: Study, inputs: StudyInputs, keep: np.ndarray, conc: pd.D
         import torch
         from transformers import AutoModelForCausalLM
 
+        from grokscope.checkpoints import fuse_activations
         from grokscope.tokenizer import load_tokenizer
     except ImportError as e:  # pragma: no cover - environment problem
         return f"ablation: skipped ({e})"
-    try:
-        import grokscope.score  # noqa: F401
-    except ImportError as e:
-        return f"ablation: skipped (grokscope.score unavailable: {e})"
     rng = np.random.default_rng(a.seed)
     subset = np.sort(rng.permutation(keep)[: a.ablation_pairs]) if a.ablation_pairs > 0 else keep
     pairs = inputs.phrases.iloc[subset].reset_index(drop=True)
     model = AutoModelForCausalLM.from_pretrained(ckpt).eval()
+    fuse_activations(model)  # as the score stage loads it (same numbers, faster MLP)
     tokenizer = load_tokenizer(ckpt)
     top = hd.parse_heads(conc.loc[conc["step"] == step, "top_heads"].iloc[0])
     with torch.no_grad():

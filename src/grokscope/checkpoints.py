@@ -23,6 +23,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from grokscope.errors import DataError
 
@@ -225,3 +226,73 @@ def _check_unique_steps(found: list[Checkpoint]) -> None:
         by_step[c.step] = c
     # exact duplicates (the same checkpoint named twice) are dropped
     found[:] = list({c.label: c for c in found}.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a checkpoint for scoring
+# ---------------------------------------------------------------------------------------------
+def _torch_dtype(dtype: str, device: str) -> Any:
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+def load_model(ckpt: Checkpoint, device: str = "cpu", dtype: str = "auto", attention: bool = False) -> Any:
+    """``AutoModelForCausalLM`` for a checkpoint, in eval mode; eager attention only when
+    attention weights are wanted (sdpa otherwise)."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype, device),
+                              "attn_implementation": "eager" if attention else "sdpa"}
+    if ckpt.revision:
+        kwargs["revision"] = ckpt.revision
+    try:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(ckpt.path, **kwargs)
+        except ValueError as e:  # an architecture without sdpa support: fall back to eager
+            if kwargs["attn_implementation"] != "sdpa" or "sdpa" not in str(e).lower():
+                raise
+            kwargs["attn_implementation"] = "eager"
+            model = AutoModelForCausalLM.from_pretrained(ckpt.path, **kwargs)
+    except Exception as e:  # noqa: BLE001 - any loading failure is an input problem here
+        raise DataError(f"{ckpt.label}: could not load the model: {type(e).__name__}: {e}") from None
+    fuse_activations(model)
+    return model.to(device).eval()
+
+def fuse_activations(model: Any) -> int:
+    """Swap transformers' Python tanh-GELU (``gelu_new``, GPT-2's activation: five elementwise
+    kernels) for the same function as one fused kernel (``gelu_pytorch_tanh``); outputs differ
+    by < 1e-6 and the MLP runs 2x faster on CPU. Returns how many modules were swapped."""
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    swapped = 0
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if type(child) is NewGELUActivation:
+                setattr(parent, name, GELUTanh())
+                swapped += 1
+    return swapped
+
+def load_checkpoint_tokenizer(ckpt: Checkpoint, override: str = "") -> Any:
+    from grokscope.tokenizer import load_tokenizer
+
+    if override:
+        return load_tokenizer(override)
+    try:
+        return load_tokenizer(ckpt.path)
+    except DataError as e:
+        raise DataError(f"{e}; pass the model's tokenizer with --tokenizer") from None
+
+def check_tokenizer_matches(tokenizer: Any, model: Any, where: str) -> None:
+    """The tokenizer's ids must index the model's embedding (ids >= rows would crash or,
+    worse, silently read another token's row on some devices)."""
+    from grokscope.tokenizer import vocab_size
+
+    rows = model.get_input_embeddings().weight.shape[0]
+    n = vocab_size(tokenizer)
+    if n > rows:
+        raise DataError(
+            f"{where}: the tokenizer has {n} ids but the model's embedding has {rows} rows; "
+            "the tokenizer does not belong to this model (pass the right one with --tokenizer)"
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import os
 import sys
 
 from grokscope import __version__
@@ -54,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if not sys.stderr.isatty():  # a log file: a progress line every 30 s, not a \r-bar every 0.1 s
+        os.environ.setdefault("TQDM_MININTERVAL", "30")
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)

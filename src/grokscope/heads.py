@@ -195,13 +195,14 @@ def ablation_p_value(table: pd.DataFrame) -> float:
 
 def score_accuracy_fn(tokenizer: Any, pairs: pd.DataFrame, phrases: pd.DataFrame | None,
                       scoring: dict[str, Any] | None = None) -> Callable[[Any], float]:
-    """An ``accuracy_fn`` that re-scores ``pairs`` with :func:`grokscope.score.score_pairs`.
+    """An ``accuracy_fn`` that re-scores ``pairs`` with :func:`grokscope.pair_scoring.score_pairs`.
 
     ``scoring`` holds the ``convention``/``reduction``/``region`` the study's scores used (their
     Parquet metadata), so ablated accuracies are comparable with them. The pairs are merged with
     their phrases and tokenized once; every call (one per ablated head set) reuses that encoding
     and runs only the forward passes."""
-    from grokscope.score import ScoreOptions, encode_pairs, score_pairs, with_phrases
+    from grokscope.pair_scoring import ScoreOptions, score_pairs
+    from grokscope.sentence_encoding import encode_pairs, with_phrases
 
     same = {k: v for k, v in (scoring or {}).items() if k in ("convention", "reduction", "region") and v}
     options = ScoreOptions(capture_hidden=False, capture_attention=False, progress=False, **same)
