@@ -352,3 +352,37 @@ def test_demo_document_count_gives_enough_rows() -> None:
     tb = generate(TestbedSettings(n_documents=n, planting=False, frequency=1, n_nouns=8, pairs_per_paradigm=8))
     n_words = sum(len(d.split()) + d.count(".") for d in tb.documents)  # words + full stops ~ BPE tokens
     assert n_words >= steps * batch * (seq_len + 1)
+
+
+def test_reset_moves_a_stage_and_later_ones_aside_and_accepts_their_new_settings(tmp_path: Path) -> None:
+    path = _write_study(tmp_path)
+    pipeline.run_study(load_config(path), stages=Fakes().table(), echo=lambda s: None)
+    study = Study(load_config(path).study_dir)
+    old_score = study.score_path(4).read_text()
+    path.write_text(path.read_text() + "[score]\nhidden_pairs = 5\n[analyse]\ncriterion_level = 0.7\n")
+    with pytest.raises(ConfigError, match=r"--reset score"):  # the refusal names the stage to reset
+        pipeline.run_study(load_config(path), stages=Fakes().table(), echo=lambda s: None)
+    with pytest.raises(ConfigError, match=r"score\.hidden_pairs.*--reset analyse does not redo"):
+        pipeline.run_study(load_config(path), stages=Fakes().table(), echo=lambda s: None, reset="analyse")
+    fakes = Fakes()
+    pipeline.run_study(load_config(path), stages=fakes.table(), echo=lambda s: None, reset="score")
+    assert fakes.calls == ["score", "analyse", "report"]
+    aside = list((study.root / "reset").iterdir())
+    assert len(aside) == 1
+    assert (aside[0] / "scores" / "step_00000004.parquet").read_text() == old_score  # kept, not deleted
+    assert (aside[0] / "analysis" / "timing.parquet").exists() and (aside[0] / "report" / "index.html").exists()
+    assert study.phrases_path.exists() and (study.run_dir / "checkpoints").exists()  # earlier stages untouched
+    assert "hidden_pairs = 5" in study.config_path.read_text()  # the new config is the study's now
+    fakes = Fakes()
+    pipeline.run_study(load_config(path), stages=fakes.table(), echo=lambda s: None)
+    assert fakes.calls == []  # and a plain re-run has nothing to do
+
+
+def test_reset_of_an_unknown_stage_is_a_clear_error(tmp_path: Path, capsys, monkeypatch) -> None:
+    path = _write_study(tmp_path)
+    with pytest.raises(ConfigError, match="unknown stage 'scores'"):
+        pipeline.run_study(load_config(path), stages=Fakes().table(), echo=lambda s: None, reset="scores")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["run", str(path), "--reset", "scores"])
+    assert e.value.code == 2 and "invalid choice: 'scores'" in capsys.readouterr().err

@@ -596,3 +596,11 @@ def test_report_on_real_analyse_output(tmp_path):
     curves = pd.read_parquet(sim.study.analysis_dir / "curves.parquet")
     _assert_same(_read(sim.study, "curves_proxy"), curves[curves["split"].isin(F.SPLIT_FAMILIES["proxy"])],
                  ["level", "group", "split", "step"])
+
+
+def test_confidence_intervals_of_censored_delays_read_as_words():
+    inf = math.inf
+    assert R.fmt_ci(inf, inf) == "not reached in any resample"
+    assert R.fmt_ci(100, inf) == "[100, ∞]"
+    assert R.fmt_ci(-25.0, 175.4) == "[-25, 175]"
+    assert R.fmt_ci(math.nan, 3) == "–"

@@ -457,6 +457,8 @@ def summary_table(timing: pd.DataFrame, max_rows: int = 40) -> str:
     def fci(lo: float, hi: float) -> str:
         if pd.isna(lo) and pd.isna(hi):
             return "—"
+        if np.isposinf(lo):  # censored in every resample
+            return "never reached"
         f = lambda x: "∞" if np.isinf(x) else ("—" if pd.isna(x) else f"{x:.0f}")  # noqa: E731
         return f"[{f(lo)}, {f(hi)}]"
 

@@ -30,6 +30,8 @@ from grokscope.errors import DataError
 CHECKPOINT_JSON = "grokscope_checkpoint.json"
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.safetensors.index.json",
                    "pytorch_model.bin.index.json", "*.pt", "*.pth")
+
+
 # Known training schedules of public suites: tokens seen per optimizer step.
 KNOWN_TOKENS_PER_STEP = {
     "EleutherAI/pythia": 1024 * 2049,  # 1024 rows of 2049 tokens per step (Pythia's packing)
@@ -238,6 +240,7 @@ def _torch_dtype(dtype: str, device: str) -> Any:
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
+
 def load_model(ckpt: Checkpoint, device: str = "cpu", dtype: str = "auto", attention: bool = False) -> Any:
     """``AutoModelForCausalLM`` for a checkpoint, in eval mode; eager attention only when
     attention weights are wanted (sdpa otherwise)."""
@@ -260,6 +263,7 @@ def load_model(ckpt: Checkpoint, device: str = "cpu", dtype: str = "auto", atten
     fuse_activations(model)
     return model.to(device).eval()
 
+
 def fuse_activations(model: Any) -> int:
     """Swap transformers' Python tanh-GELU (``gelu_new``, GPT-2's activation: five elementwise
     kernels) for the same function as one fused kernel (``gelu_pytorch_tanh``); outputs differ
@@ -274,6 +278,7 @@ def fuse_activations(model: Any) -> int:
                 swapped += 1
     return swapped
 
+
 def load_checkpoint_tokenizer(ckpt: Checkpoint, override: str = "") -> Any:
     from grokscope.tokenizer import load_tokenizer
 
@@ -283,6 +288,7 @@ def load_checkpoint_tokenizer(ckpt: Checkpoint, override: str = "") -> Any:
         return load_tokenizer(ckpt.path)
     except DataError as e:
         raise DataError(f"{e}; pass the model's tokenizer with --tokenizer") from None
+
 
 def check_tokenizer_matches(tokenizer: Any, model: Any, where: str) -> None:
     """The tokenizer's ids must index the model's embedding (ids >= rows would crash or,

@@ -24,8 +24,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 REDUCTIONS = ("sum", "mean")
-
 REGIONS = ("sentence", "critical")
+
 
 # Architectures whose CausalLM forward is exactly ``lm_head(base_model(...).last_hidden_state)``
 # (no logit scaling / soft-capping), so logits can be computed only on the rows we need.
@@ -36,6 +36,7 @@ _SPLIT_HEAD_MODEL_TYPES = {
 
 _LOGIT_CHUNK_ROWS = 128  # rows of [rows, vocab] logits at once (GPU, hooked or non-Linear heads)
 _BLOCK_ROWS, _VOCAB_BLOCK = 1024, 2048  # CPU tiles of the output layer (bench: fastest for d 256-768, vocab 8k-50k)
+
 
 @dataclass
 class ScoreOptions:
@@ -68,12 +69,14 @@ class ScoreOptions:
         if self.hidden_pairs < 0:
             raise GrokscopeError(f"score: hidden_pairs must be >= 0, got {self.hidden_pairs}")
 
+
 @dataclass
 class ScoreStats:
     n_pairs: int = 0
     seconds: float = 0.0
     tokens_computed: int = 0  # positions run through the transformer body
     logit_rows: int = 0  # positions run through the output projection
+
 
 @dataclass
 class ScoreResult:
@@ -85,6 +88,7 @@ class ScoreResult:
     hidden: np.ndarray | None = None
     attention: np.ndarray | None = None
     stats: ScoreStats = field(default_factory=ScoreStats)
+
 
 def score_pairs(
     model: Any,
@@ -179,6 +183,7 @@ def score_pairs(
     table = _result_table(pairs, encoded, sums, counts, crit, phrase_lps, hidden_row, options, pd)
     return ScoreResult(table=table, hidden=hidden, attention=attention, stats=stats)
 
+
 @dataclass
 class ModelGeometry:
     n_layer: int
@@ -189,6 +194,7 @@ class ModelGeometry:
     model_type: str
     split_head: bool  # logits only on needed rows
     dtype: Any
+
 
 def model_geometry(model: Any) -> ModelGeometry:
     cfg = model.config
@@ -211,6 +217,7 @@ def model_geometry(model: Any) -> ModelGeometry:
         model_type=model_type, split_head=split, dtype=next(model.parameters()).dtype,
     )
 
+
 def _check_ids_and_lengths(encoded: list[tuple[EncodedSentence, EncodedSentence]], pairs: pd.DataFrame,
                            geometry: ModelGeometry) -> None:
     for i, (g, b) in enumerate(encoded):
@@ -231,6 +238,7 @@ def _check_ids_and_lengths(encoded: list[tuple[EncodedSentence, EncodedSentence]
                     f"{geometry.context}; shorten or drop this pair"
                 )
 
+
 def _hidden_rows(encoded: list[tuple[EncodedSentence, EncodedSentence]], options: ScoreOptions) -> np.ndarray:
     n = len(encoded)
     eligible = np.array([i for i, (g, b) in enumerate(encoded) if g.critical_token >= 0 and b.critical_token >= 0],
@@ -241,6 +249,7 @@ def _hidden_rows(encoded: list[tuple[EncodedSentence, EncodedSentence]], options
         chosen = np.sort(np.random.default_rng(options.seed).choice(eligible, size=k, replace=False))
         rows[chosen] = np.arange(k, dtype=np.int32)
     return rows
+
 
 def _set_attention_impl(model: Any, impl: str) -> str | None:
     """Switch the attention implementation (eager returns weights); return the previous one."""
@@ -253,12 +262,14 @@ def _set_attention_impl(model: Any, impl: str) -> str | None:
         raise GrokscopeError(f"score: cannot switch the model to {impl} attention (needed for attention weights): {e}") from None
     return previous
 
+
 def _progress(n: int, options: ScoreOptions) -> Any:
     if not options.progress:
         return None
     from tqdm.auto import tqdm
 
     return tqdm(total=n, desc=options.desc, unit="pair", dynamic_ncols=True, leave=False, file=sys.stderr)
+
 
 @dataclass
 class _BatchOutput:
@@ -267,6 +278,7 @@ class _BatchOutput:
     logit_rows: int  # positions run through the output projection
     hidden: Any = None  # tuple of [batch, T, d_model] tensors
     attention: Any = None  # tuple of [batch, n_head, T, T] tensors
+
 
 def _batch_targets(batch: list[PackedRow], sentences: list[EncodedSentence]
                    ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
@@ -286,6 +298,7 @@ def _batch_targets(batch: list[PackedRow], sentences: list[EncodedSentence]
     if not flat_rows:
         return np.empty(0, np.int64), np.empty(0, np.int64), owner
     return np.concatenate(flat_rows), np.concatenate(targets), owner
+
 
 def _forward_batch(model: Any, rows: list[PackedRow], device: Any, geometry: ModelGeometry,
                    want_hidden: bool, want_attention: bool, flat_rows: np.ndarray,
@@ -343,6 +356,7 @@ def _forward_batch(model: Any, rows: list[PackedRow], device: Any, geometry: Mod
         hidden=out.hidden_states if want_hidden else None,
         attention=out.attentions if want_attention else None,
     )
+
 
 def _vocab_blocks_apply(head: Any, h: torch.Tensor) -> bool:
     """The vocabulary-blocked path computes ``h @ W.T + b`` itself, so only for a plain float32
@@ -404,6 +418,7 @@ def _logsumexp_inplace(x: torch.Tensor) -> torch.Tensor:
     x.sub_(m).exp_()
     return x.sum(dim=-1).log_() + m[:, 0]
 
+
 def _collect_logprobs(lp: np.ndarray, owner: list[tuple[int, int]], sentences: list[EncodedSentence],
                       sums: np.ndarray, counts: np.ndarray, crit: np.ndarray,
                       phrase_lps: list[list[np.ndarray]]) -> None:
@@ -420,6 +435,7 @@ def _collect_logprobs(lp: np.ndarray, owner: list[tuple[int, int]], sentences: l
             crit[i, side] = sel.sum()
             phrase_lps[i][side] = sel.astype(np.float32)
 
+
 def _collect_hidden(out: _BatchOutput, batch: list[PackedRow], sentences: list[EncodedSentence],
                     hidden_row: np.ndarray, hidden: np.ndarray) -> None:
     import torch
@@ -434,6 +450,7 @@ def _collect_hidden(out: _BatchOutput, batch: list[PackedRow], sentences: list[E
     vecs = stacked[:, b_idx, t_idx, :].float().cpu().numpy().transpose(1, 0, 2)  # [picks, n_layer+1, d_model]
     for (_, s, _), v in zip(picks, vecs):
         hidden[hidden_row[s // 2], s % 2] = v.astype(np.float16)
+
 
 def _collect_attention(out: _BatchOutput, batch: list[PackedRow], sentences: list[EncodedSentence],
                        attention: np.ndarray) -> None:
@@ -454,6 +471,7 @@ def _collect_attention(out: _BatchOutput, batch: list[PackedRow], sentences: lis
     summed = (weights * key_mask[:, None, None, :]).sum(-1).numpy()  # [picks, n_layer, n_head]
     for (_, s, _), a in zip(picks, summed):
         attention[s // 2, s % 2] = a.astype(np.float16)
+
 
 def _result_table(pairs: pd.DataFrame, encoded: list[tuple[EncodedSentence, EncodedSentence]], sums: np.ndarray,
                   counts: np.ndarray, crit: np.ndarray, phrase_lps: list[list[np.ndarray]],

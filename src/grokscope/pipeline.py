@@ -12,7 +12,10 @@ Stages (each a module with ``run_stage(cfg, study)``, see docs/CONTRACTS.md "Sta
     report    HTML report + summary table
 
 The config is copied into the study directory on the first run; a later run whose config
-differs in a key that changes results is refused (naming the keys). Every stage resumes its
+differs in a key that changes results is refused (naming the keys). ``--reset STAGE`` redoes a
+stage and every stage after it: their outputs are moved aside to ``STUDY/reset/<time>/`` (never
+deleted), and the config may then differ in the keys of those stages (e.g. a new ``[score]``
+or ``[analyse]`` setting, a larger ``[benchmark] pairs_per_paradigm`` with ``--reset phrases``). Every stage resumes its
 own partial work, so killing ``grokscope run`` at any moment and running it again gives the
 same final tables. A stage counts as done when its output is on disk *and* the pipeline
 recorded its completion (``pipeline.json``); a finished study says there is nothing to do.
@@ -45,6 +48,12 @@ HARMLESS_KEYS: frozenset[tuple[str, str]] = frozenset({
 })
 
 PIPELINE_STATE = "pipeline.json"
+# the first stage whose results a config section changes (a change there needs --reset of that stage
+# or an earlier one); [study] seed subsamples pairs and seeds training: everything
+SECTION_STAGE: dict[str, str] = {
+    "study": "testbed", "testbed": "testbed", "data": "prepare", "train": "train", "benchmark": "phrases",
+    "phrases": "phrases", "exposure": "exposure", "score": "score", "analyse": "analyse", "report": "report",
+}
 
 
 @dataclass
@@ -176,8 +185,10 @@ def changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return out
 
 
-def save_or_check_config(cfg: StudyConfig, study: Study) -> None:
-    """Copy the config into the study on the first run; refuse a later run with different results-keys."""
+def save_or_check_config(cfg: StudyConfig, study: Study, reset: str = "") -> None:
+    """Copy the config into the study on the first run; refuse a later run with different
+    results-keys, unless every such key belongs to ``reset`` or a later stage (then the new
+    config replaces the saved one)."""
     path = study.config_path
     if cfg.source and path.exists() and path.resolve() == Path(cfg.source).resolve():
         return
@@ -188,15 +199,25 @@ def save_or_check_config(cfg: StudyConfig, study: Study) -> None:
         except (tomllib.TOMLDecodeError, GrokscopeError) as e:
             raise ConfigError(f"{path}: the study's saved config cannot be read ({e}); move the study away") from None
         diff = changed_keys(saved, cfg.to_dict())
-        if diff:
-            raise ConfigError(
-                f"{cfg.source}: the study {study.root} was run with a different config; these keys change "
-                f"results: {', '.join(diff)}. Restore them, or give the study a new [study] out."
-            )
-        return
+        earliest = min((STAGES.index(SECTION_STAGE.get(k.split(".")[0], "testbed")) for k in diff), default=None)
+        if earliest is None:
+            return
+        first = STAGES[earliest]
+        head = (f"{cfg.source}: the study {study.root} was run with a different config; these keys change "
+                f"results: {', '.join(diff)}")
+        if not reset:
+            raise ConfigError(f"{head}. Restore them, give the study a new [study] out, or re-run with "
+                              f"--reset {first} to redo the {first} stage and the ones after it (their outputs "
+                              "are moved aside, not deleted).")
+        if STAGES.index(reset) > earliest:
+            raise ConfigError(f"{head}; they change the {first} stage, which --reset {reset} does not redo: "
+                              f"use --reset {first}, restore them, or give the study a new [study] out.")
+
+
+def _save_config(cfg: StudyConfig, study: Study) -> None:
     header = f"# config of this study, copied by `grokscope run` from {cfg.source}\n"
     header += "# (relative paths are relative to that file)\n"
-    write_text(path, header + dump_config(cfg))
+    write_text(study.config_path, header + dump_config(cfg))
 
 
 # --------------------------------------------------------------------------------------
@@ -239,6 +260,43 @@ def run_testbed_stage(cfg: StudyConfig, study: Study) -> None:
     write_testbed(generate(settings), out)
 
 
+def stage_outputs(stage: str, cfg: StudyConfig, study: Study) -> list[Path]:
+    """What a stage writes (what ``--reset`` moves aside)."""
+    return {
+        "testbed": [testbed_dir(cfg)], "prepare": [study.tokens_dir], "train": [study.run_dir],
+        "phrases": [study.phrases_path], "exposure": [study.exposure_path], "score": [study.scores_dir],
+        "analyse": [study.analysis_dir], "report": [study.report_dir],
+    }[stage]
+
+
+def reset_stages(cfg: StudyConfig, study: Study, first: str, echo: Callable[[str], None] = print) -> Path | None:
+    """Move the outputs of ``first`` and every later stage to ``STUDY/reset/<UTC time>/`` and
+    forget their completion, so the next run redoes them. Returns the folder (None if there
+    was nothing to move)."""
+    if first not in STAGES:
+        raise ConfigError(f"--reset: unknown stage {first!r}; stages are {', '.join(STAGES)}")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    aside = study.root / "reset" / stamp
+    state = _read_state(study)
+    moved = None
+    for stage in STAGES[STAGES.index(first):]:
+        for path in stage_outputs(stage, cfg, study):
+            if not path.exists():
+                continue
+            if study.root.resolve() not in path.resolve().parents:
+                raise ConfigError(f"--reset {first}: {path} (the {stage} stage's output) is outside the study "
+                                  f"{study.root}; move it away yourself")
+            target = aside / path.resolve().relative_to(study.root.resolve())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(target)
+            moved = aside
+            echo(f"  {stage:<9} reset    ({path} -> {target})")
+        state["completed"].pop(stage, None)
+    if (study.root / PIPELINE_STATE).exists():
+        write_json(study.root / PIPELINE_STATE, state)
+    return moved
+
+
 def _read_state(study: Study) -> dict[str, Any]:
     path = study.root / PIPELINE_STATE
     try:
@@ -251,13 +309,25 @@ def run_study(
     cfg: StudyConfig,
     stages: dict[str, Callable[[StudyConfig, Study], None]] | None = None,
     echo: Callable[[str], None] = print,
+    reset: str = "",
 ) -> list[StageResult]:
-    """Run every stage the study lacks. ``stages`` overrides stage functions (tests)."""
+    """Run every stage the study lacks; with ``reset``, first move aside the outputs of that
+    stage and every later one (see :func:`reset_stages`). ``stages`` overrides stage functions
+    (tests)."""
+    if reset and reset not in STAGES:
+        raise ConfigError(f"--reset: unknown stage {reset!r}; stages are {', '.join(STAGES)}")
     eff = effective_config(cfg)
     check_inputs(cfg, eff)
     study = Study(cfg.study_dir)
     study.root.mkdir(parents=True, exist_ok=True)
-    save_or_check_config(cfg, study)
+    saved_config = study.config_path.exists()
+    save_or_check_config(cfg, study, reset)
+    if reset:
+        reset_stages(eff, study, reset, echo)
+        if saved_config and not (cfg.source and study.config_path.resolve() == Path(cfg.source).resolve()):
+            _save_config(cfg, study)
+    elif not saved_config:
+        _save_config(cfg, study)
     state = _read_state(study)
     wanted = wanted_stages(eff)
     results: list[StageResult] = []
@@ -304,13 +374,16 @@ def format_summary(results: list[StageResult]) -> str:
 # --------------------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="study TOML file (see studies/ and docs/studies.md)")
+    parser.add_argument("--reset", metavar="STAGE", default="", choices=["", *STAGES],
+                        help="redo STAGE and every later stage: their outputs are moved to STUDY/reset/<time>/, "
+                             "and the config may change in those stages' sections")
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     study_dir = cfg.study_dir
     print(f"grokscope run: study {cfg.study.name!r} in {study_dir}")
-    results = run_study(cfg)
+    results = run_study(cfg, reset=args.reset)
     print()
     print(format_summary(results))
     if all(r.status in ("done", "skipped") for r in results):

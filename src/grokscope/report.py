@@ -196,7 +196,11 @@ def fmt_p(x: Any) -> str:
 
 def fmt_ci(lo: Any, hi: Any, fmt: Callable[[Any], str] = fmt_int) -> str:
     a, b = _num(lo), _num(hi)
-    return "–" if math.isnan(a) or math.isnan(b) else f"[{fmt(a)}, {fmt(b)}]"
+    if math.isnan(a) or math.isnan(b):
+        return "–"
+    if math.isinf(a) and a > 0:  # censored in every resample: an interval of infinities says nothing
+        return "not reached in any resample"
+    return f"[{fmt(a)}, {fmt(b)}]"
 
 
 def _esc(x: Any) -> str:

@@ -80,6 +80,7 @@ class ScoreJob:
     threads: int = 0
     force: bool = False
 
+
 @dataclass
 class CheckpointSummary:
     step: int
@@ -89,6 +90,7 @@ class CheckpointSummary:
     accuracy: float = float("nan")
     seconds: float = 0.0
     pairs_per_s: float = 0.0
+
 
 def score_checkpoints(job: ScoreJob, study: Study, errors: list[str] | None = None) -> list[CheckpointSummary]:
     """Score every checkpoint of ``job`` into ``study.scores_dir``, skipping those already done.
@@ -117,6 +119,7 @@ def score_checkpoints(job: ScoreJob, study: Study, errors: list[str] | None = No
             summaries.append(CheckpointSummary(ckpt.step, ckpt.tokens_seen, ckpt.label, "failed"))
     return summaries
 
+
 def _already_scored(study: Study, ckpt: Checkpoint, expected: dict[str, Any], options: ScoreOptions) -> bool:
     from grokscope.store import read_parquet_metadata
 
@@ -135,12 +138,14 @@ def _already_scored(study: Study, ckpt: Checkpoint, expected: dict[str, Any], op
         return False
     return True
 
+
 def _summary_from_disk(study: Study, ckpt: Checkpoint) -> CheckpointSummary:
     import pyarrow.parquet as pq
 
     correct = pq.read_table(study.score_path(ckpt.step), columns=["correct"]).column(0).to_numpy()
     acc = float(np.mean(correct)) if len(correct) else float("nan")
     return CheckpointSummary(ckpt.step, ckpt.tokens_seen, ckpt.label, "skipped (done)", acc)
+
 
 def _score_one(job: ScoreJob, study: Study, ckpt: Checkpoint, device: str,
                encode_cache: dict[tuple[str, str], list[tuple[EncodedSentence, EncodedSentence]]]) -> CheckpointSummary:
@@ -188,6 +193,7 @@ def _score_one(job: ScoreJob, study: Study, ckpt: Checkpoint, device: str,
     rate = result.stats.n_pairs / result.stats.seconds if result.stats.seconds > 0 else 0.0
     return CheckpointSummary(ckpt.step, ckpt.tokens_seen, ckpt.label, "scored", acc, seconds, rate)
 
+
 def load_benchmark(path: str, paradigms: list[str] | None = None, pairs_per_paradigm: int = 0, seed: int = 0,
                    skip_invalid: bool = False) -> tuple[pd.DataFrame, str]:
     """Pairs (benchmark order) and their fingerprint, via :mod:`grokscope.data.benchmark`."""
@@ -196,6 +202,7 @@ def load_benchmark(path: str, paradigms: list[str] | None = None, pairs_per_para
     df = load_pairs(path, paradigms=paradigms or None, pairs_per_paradigm=pairs_per_paradigm, seed=seed,
                     skip_invalid=skip_invalid)
     return df, benchmark_fingerprint(df)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from grokscope.config import ScoreSection
@@ -230,6 +237,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="re-score checkpoints already scored")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
+
 def run(args: argparse.Namespace) -> int:
     from grokscope.checkpoints import discover_checkpoints
     from grokscope.store import Study
@@ -259,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
                    threads=args.threads, force=args.force)
     return _finish(score_checkpoints(job, study, errors), errors, len(pairs))
 
+
 def run_stage(cfg: StudyConfig, study: Study) -> None:
     """Score the checkpoints of ``[score] checkpoints`` (default: the study's run) on the
     pairs of ``phrases.parquet``; skip checkpoints already scored."""
@@ -287,13 +296,16 @@ def run_stage(cfg: StudyConfig, study: Study) -> None:
     if errors:
         raise GrokscopeError(_error_text(errors))
 
+
 def _is_hub(spec: str) -> bool:
     from grokscope.checkpoints import _looks_like_hub_id
 
     return not Path(spec).exists() and _looks_like_hub_id(spec)
 
+
 def _has_spans(pairs: pd.DataFrame) -> bool:
     return "critical_start" in pairs.columns
+
 
 def _pairs_for(study: Study, benchmark: str, phrases: str, paradigms: list[str], pairs_per_paradigm: int,
                seed: int, skip_invalid: bool = False) -> tuple[pd.DataFrame, str, str]:
@@ -333,6 +345,7 @@ def _pairs_for(study: Study, benchmark: str, phrases: str, paradigms: list[str],
         raise DataError(f"benchmark '{name}': no pairs to score (check --paradigms)")
     return pairs, name, fingerprint
 
+
 def _finish(summaries: list[CheckpointSummary], errors: list[str], n_pairs: int) -> int:
     _print_summary(summaries, n_pairs)
     if errors:
@@ -340,10 +353,12 @@ def _finish(summaries: list[CheckpointSummary], errors: list[str], n_pairs: int)
         return 2
     return 0
 
+
 def _error_text(errors: list[str]) -> str:
     lines = [f"{len(errors)} checkpoint(s) not scored (finished results are kept):"]
     lines += [f"  - {e}" for e in errors]
     return "\n".join(lines)
+
 
 def _print_summary(summaries: list[CheckpointSummary], n_pairs: int) -> None:
     if not summaries:

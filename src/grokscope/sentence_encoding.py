@@ -40,6 +40,7 @@ _SPAN_COLUMNS = (
     "context_start", "context_end", "bad_context_start", "bad_context_end",
 )
 
+
 @dataclass
 class EncodedSentence:
     """Token ids of one scored sentence (prefix token included) and the token positions that
@@ -56,6 +57,7 @@ class EncodedSentence:
         """Last position whose hidden state is needed (to predict, or to capture)."""
         return max(0, len(self.ids) - 2, self.critical_token, self.attn_query)
 
+
 @dataclass
 class PackedRow:
     """Several sentences in one row, as a prefix tree of their fed tokens: node ``r`` holds token
@@ -70,6 +72,7 @@ class PackedRow:
     sentences: list[int]  # global sentence index: 2 * pair + side (0 good, 1 bad)
     paths: list[np.ndarray]  # per sentence: node of each fed position 0..need
 
+
 def prefix_token_id(tokenizer: Any) -> int:
     """lm-evaluation-harness's ``prefix_token_id``: BOS, or EOS when there is no BOS."""
     if tokenizer.bos_token_id is not None:
@@ -77,6 +80,7 @@ def prefix_token_id(tokenizer: Any) -> int:
     if tokenizer.eos_token_id is not None:
         return int(tokenizer.eos_token_id)
     raise DataError("the tokenizer has neither a BOS nor an EOS token; use --convention none")
+
 
 def encode_pairs(tokenizer: Any, pairs: pd.DataFrame, convention: str = "lm_eval") -> list[tuple[EncodedSentence, EncodedSentence]]:
     """Tokenise every pair under ``convention`` and map the critical phrase / word / context
@@ -100,6 +104,7 @@ def encode_pairs(tokenizer: Any, pairs: pd.DataFrame, convention: str = "lm_eval
         out.append((good, bad))
     return out
 
+
 def _span_arrays(pairs: pd.DataFrame) -> dict[str, np.ndarray]:
     n = len(pairs)
     spans = {}
@@ -113,6 +118,7 @@ def _span_arrays(pairs: pd.DataFrame) -> dict[str, np.ndarray]:
         for col in spans:
             spans[col] = np.where(unsupported, -1, spans[col])
     return spans
+
 
 def _encode_one(ids: list[int], offsets: list[tuple[int, int]], text: str, prefix: int | None, shift: int,
                 spans: dict[str, np.ndarray], i: int, side: str) -> EncodedSentence:
@@ -156,6 +162,7 @@ def _encode_one(ids: list[int], offsets: list[tuple[int, int]], text: str, prefi
                 enc.attn_query, enc.attn_keys = int(context[-1]), [int(t) for t in critical]
     return enc
 
+
 def with_phrases(pairs: pd.DataFrame, phrases: pd.DataFrame | None) -> pd.DataFrame:
     for col in ("uid", "pair_id", "good", "bad"):
         if col not in pairs.columns:
@@ -181,6 +188,7 @@ def with_phrases(pairs: pd.DataFrame, phrases: pd.DataFrame | None) -> pd.DataFr
     if "supported" in merged.columns:
         merged["supported"] = merged["supported"].astype("boolean").fillna(False).astype(bool)
     return merged
+
 
 def pack_rows(sentences: list[EncodedSentence], sentences_per_row: int = 16,
               share_prefix: bool = True) -> list[PackedRow]:
