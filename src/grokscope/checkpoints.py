@@ -15,6 +15,10 @@ Accepted specs (:func:`discover_checkpoints`):
 * a glob of such directories (``runs/x/checkpoint-*``);
 * a hub id with an optional revision: ``EleutherAI/pythia-160m@step1000`` (loaded when scored;
   needs the hub to be reachable).
+
+:func:`load_model` loads one for scoring (sdpa attention unless attention weights are wanted,
+GPT-2's activation fused, eval mode); :func:`check_tokenizer_matches` refuses a tokenizer whose
+ids do not fit the model's embedding.
 """
 from __future__ import annotations
 
@@ -267,7 +271,7 @@ def load_model(ckpt: Checkpoint, device: str = "cpu", dtype: str = "auto", atten
 def fuse_activations(model: Any) -> int:
     """Swap transformers' Python tanh-GELU (``gelu_new``, GPT-2's activation: five elementwise
     kernels) for the same function as one fused kernel (``gelu_pytorch_tanh``); outputs differ
-    by < 1e-6 and the MLP runs 2x faster on CPU. Returns how many modules were swapped."""
+    by < 1e-6 and the activation runs 2x faster on CPU. Returns how many modules were swapped."""
     from transformers.activations import GELUTanh, NewGELUActivation
 
     swapped = 0

@@ -331,19 +331,29 @@ def _forward_batch(model: Any, rows: list[PackedRow], device: Any, geometry: Mod
         head = model.get_output_embeddings()
         if _vocab_blocks_apply(head, h):
             lp = _vocab_blocked_logprobs(h, head.weight, head.bias, target_row, targets)
-            return _BatchOutput(
-                logprobs=lp, n_tokens=int(sum(len(r.ids) for r in rows)), logit_rows=int(len(needed)),
-                hidden=out.hidden_states if want_hidden else None,
-                attention=out.attentions if want_attention else None,
-            )
-        project = lambda a, b: head(h[a:b]).float()  # noqa: E731  [chunk, vocab]
+        else:
+            lp = _chunked_logprobs(lambda a, b: head(h[a:b]).float(), len(needed), target_row, targets, device)
     else:
         out = model(**kwargs)
         logits = out.logits.reshape(batch * width, -1)[needed_t]  # [n_needed, vocab]
-        project = lambda a, b: logits[a:b].float()  # noqa: E731
+        lp = _chunked_logprobs(lambda a, b: logits[a:b].float(), len(needed), target_row, targets, device)
+    return _BatchOutput(
+        logprobs=lp, n_tokens=int(sum(len(r.ids) for r in rows)), logit_rows=int(len(needed)),
+        hidden=out.hidden_states if want_hidden else None,
+        attention=out.attentions if want_attention else None,
+    )
+
+
+def _chunked_logprobs(project: Any, n_rows: int, target_row: np.ndarray, targets: np.ndarray,
+                      device: Any) -> np.ndarray:
+    """``log p(targets[k] | row target_row[k])`` from full-vocabulary logits, ``project(a, b)``
+    giving rows ``a:b`` as float32 [chunk, vocab] (the module path: hooks on the output
+    projection run; any device)."""
+    import torch
+
     lp = np.empty(len(targets), dtype=np.float64)
-    for a in range(0, len(needed), _LOGIT_CHUNK_ROWS):
-        b = min(a + _LOGIT_CHUNK_ROWS, len(needed))
+    for a in range(0, n_rows, _LOGIT_CHUNK_ROWS):
+        b = min(a + _LOGIT_CHUNK_ROWS, n_rows)
         chunk = project(a, b)  # [chunk, vocab] float32
         sel = np.nonzero((target_row >= a) & (target_row < b))[0]
         r = torch.from_numpy(target_row[sel] - a).to(device)
@@ -351,11 +361,7 @@ def _forward_batch(model: Any, rows: list[PackedRow], device: Any, geometry: Mod
         target_logit = chunk[r, t]  # gathered before the in-place log-sum-exp below
         lse = _logsumexp_inplace(chunk)  # [chunk]
         lp[sel] = (target_logit - lse[r]).double().cpu().numpy()
-    return _BatchOutput(
-        logprobs=lp, n_tokens=int(sum(len(r.ids) for r in rows)), logit_rows=int(len(needed)),
-        hidden=out.hidden_states if want_hidden else None,
-        attention=out.attentions if want_attention else None,
-    )
+    return lp
 
 
 def _vocab_blocks_apply(head: Any, h: torch.Tensor) -> bool:
