@@ -386,3 +386,12 @@ def test_reset_of_an_unknown_stage_is_a_clear_error(tmp_path: Path, capsys, monk
     with pytest.raises(SystemExit) as e:
         cli.main(["run", str(path), "--reset", "scores"])
     assert e.value.code == 2 and "invalid choice: 'scores'" in capsys.readouterr().err
+
+
+def test_reset_on_a_new_study_saves_its_config(tmp_path: Path) -> None:
+    path = _write_study(tmp_path)
+    fakes = Fakes()
+    pipeline.run_study(load_config(path), stages=fakes.table(), echo=lambda s: None, reset="phrases")
+    assert fakes.calls == ["prepare", "train", "phrases", "exposure", "score", "analyse", "report"]
+    assert (load_config(path).study_dir / "study.toml").exists()
+    assert not (load_config(path).study_dir / "reset").exists()  # nothing to move aside

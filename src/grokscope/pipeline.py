@@ -320,13 +320,13 @@ def run_study(
     check_inputs(cfg, eff)
     study = Study(cfg.study_dir)
     study.root.mkdir(parents=True, exist_ok=True)
-    saved_config = study.config_path.exists()
+    first_run = not study.config_path.exists()
     save_or_check_config(cfg, study, reset)
     if reset:
         reset_stages(eff, study, reset, echo)
-        if saved_config and not (cfg.source and study.config_path.resolve() == Path(cfg.source).resolve()):
-            _save_config(cfg, study)
-    elif not saved_config:
+    running_the_saved_copy = bool(cfg.source) and not first_run and \
+        study.config_path.resolve() == Path(cfg.source).resolve()
+    if (first_run or reset) and not running_the_saved_copy:
         _save_config(cfg, study)
     state = _read_state(study)
     wanted = wanted_stages(eff)
