@@ -395,3 +395,14 @@ def test_reset_on_a_new_study_saves_its_config(tmp_path: Path) -> None:
     assert fakes.calls == ["prepare", "train", "phrases", "exposure", "score", "analyse", "report"]
     assert (load_config(path).study_dir / "study.toml").exists()
     assert not (load_config(path).study_dir / "reset").exists()  # nothing to move aside
+
+
+def test_running_the_saved_copy_of_a_config_names_the_original(tmp_path: Path, capsys, monkeypatch) -> None:
+    path = _write_study(tmp_path)
+    pipeline.run_study(load_config(path), stages=Fakes().table(), echo=lambda s: None)
+    saved = load_config(path).study_dir / "study.toml"
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", str(saved)]) == 2
+    err = capsys.readouterr().err
+    assert "copy a study keeps of its config" in err and str(path) in err
+    assert not (saved.parent / "study").exists()  # no study started inside the study

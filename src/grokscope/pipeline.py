@@ -214,8 +214,26 @@ def save_or_check_config(cfg: StudyConfig, study: Study, reset: str = "") -> Non
                               f"use --reset {first}, restore them, or give the study a new [study] out.")
 
 
+_SAVED_COPY_HEADER = "# config of this study, copied by `grokscope run` from "
+
+
+def refuse_saved_copy(config_path: str) -> None:
+    """A study's ``study.toml`` keeps the original's relative paths (they are relative to the
+    original file), so running the copy would resolve them against the study directory and
+    start a new study inside it: name the original instead."""
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            first = f.readline()
+    except OSError:
+        return  # load_config reports a missing file
+    if first.startswith(_SAVED_COPY_HEADER):
+        original = first[len(_SAVED_COPY_HEADER):].strip()
+        raise ConfigError(f"{config_path}: this is the copy a study keeps of its config (its relative paths are "
+                          f"relative to the original); run the original, {original}")
+
+
 def _save_config(cfg: StudyConfig, study: Study) -> None:
-    header = f"# config of this study, copied by `grokscope run` from {cfg.source}\n"
+    header = f"{_SAVED_COPY_HEADER}{cfg.source}\n"
     header += "# (relative paths are relative to that file)\n"
     write_text(study.config_path, header + dump_config(cfg))
 
@@ -380,6 +398,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_saved_copy(args.config)
     cfg = load_config(args.config)
     study_dir = cfg.study_dir
     print(f"grokscope run: study {cfg.study.name!r} in {study_dir}")
