@@ -185,10 +185,10 @@ def changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return out
 
 
-def save_or_check_config(cfg: StudyConfig, study: Study, reset: str = "") -> None:
-    """Copy the config into the study on the first run; refuse a later run with different
-    results-keys, unless every such key belongs to ``reset`` or a later stage (then the new
-    config replaces the saved one)."""
+def check_config_against_saved(cfg: StudyConfig, study: Study, reset: str = "") -> None:
+    """Refuse a run whose config differs from the study's saved copy in keys that change
+    results, unless every such key belongs to ``reset`` or a later stage (:func:`run_study`
+    then saves the new config)."""
     path = study.config_path
     if cfg.source and path.exists() and path.resolve() == Path(cfg.source).resolve():
         return
@@ -339,7 +339,7 @@ def run_study(
     study = Study(cfg.study_dir)
     study.root.mkdir(parents=True, exist_ok=True)
     first_run = not study.config_path.exists()
-    save_or_check_config(cfg, study, reset)
+    check_config_against_saved(cfg, study, reset)
     if reset:
         reset_stages(eff, study, reset, echo)
     running_the_saved_copy = bool(cfg.source) and not first_run and \
