@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grokscope import cli, phrases, store
+from grokscope import cli, phrase_words, phrases, store
 from grokscope.data.benchmark import load_pairs
 from grokscope.data.lexicon import Lexicon
 from grokscope.phrase_rules import RULES, Rule
@@ -147,9 +147,9 @@ def test_every_phrase_is_exact_covering_and_minimal(blimp_phrases: pd.DataFrame,
             ok = ok and g[r.context_start:r.context_end] == r.context_word
             ok = ok and r.phrase_start <= r.context_start < r.context_end <= r.phrase_end
             ok = ok and r.bad_phrase_start <= r.bad_context_start < r.bad_context_end <= r.bad_phrase_end
-        gs = phrases.make_side("good", g, lexicon, {})
-        bs = phrases.make_side("bad", b, lexicon, {})
-        phrases.align(gs, bs)
+        gs = phrase_words.make_side("good", g, lexicon, {})
+        bs = phrase_words.make_side("bad", b, lexicon, {})
+        phrase_words.align(gs, bs)
         words = [i for i in range(gs.n) if gs.is_word[i] and r.phrase_start <= gs.starts[i] < r.phrase_end]
         required = set(gs.diffs) | {i for i in words if gs.starts[i] in (r.critical_start, r.context_start)}
         ok = ok and set(gs.diffs) <= set(words)  # covers every differing word
@@ -184,11 +184,11 @@ def _brute_lcs(a: list[str], b: list[str]) -> int:
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from("abcd"), max_size=7), st.lists(st.sampled_from("abcd"), max_size=7))
 def test_lcs_is_a_longest_common_subsequence(a: list[str], b: list[str]) -> None:
-    pairs = phrases.lcs_pairs(a, b)
+    pairs = phrase_words.lcs_pairs(a, b)
     assert len(pairs) == _brute_lcs(a, b)
     assert all(a[i] == b[j] for i, j in pairs)
     assert all(i1 < i2 and j1 < j2 for (i1, j1), (i2, j2) in zip(pairs, pairs[1:]))
-    ops = phrases._opcodes(a, b)  # opcodes tile both sequences
+    ops = phrase_words._opcodes(a, b)  # opcodes tile both sequences
     assert [x for op in ops for x in range(op[1], op[2])] == list(range(len(a)))
     assert [x for op in ops for x in range(op[3], op[4])] == list(range(len(b)))
 
@@ -197,18 +197,18 @@ def test_lcs_tie_breaks() -> None:
     # fewest blocks: keep "the borgias do admire" together rather than borrow the first "the"
     a = "the college campus that the borgias do admire".split()
     b = "what the borgias do admire the college campus".split()
-    assert [a[i] for i, _ in phrases.lcs_pairs(a, b)] == ["the", "borgias", "do", "admire"]
-    assert phrases.lcs_pairs(a, b)[0] == (4, 1)
+    assert [a[i] for i, _ in phrase_words.lcs_pairs(a, b)] == ["the", "borgias", "do", "admire"]
+    assert phrase_words.lcs_pairs(a, b)[0] == (4, 1)
     # least displacement: the verb stays, the swapped names differ
     a, b = "julia says kenneth".split(), "kenneth says julia".split()
-    assert phrases.lcs_pairs(a, b) == [(1, 1)]
+    assert phrase_words.lcs_pairs(a, b) == [(1, 1)]
 
 
 def test_words_and_spans() -> None:
     text = "The patients' tutors can't see Lucille's ex-husband."
-    words = [w for w, _, _ in phrases.split_words(text)]
+    words = [w for w, _, _ in phrase_words.split_words(text)]
     assert words == ["The", "patients", "'", "tutors", "can't", "see", "Lucille's", "ex-husband", "."]
-    assert all(text[s:e] == w for w, s, e in phrases.split_words(text))
+    assert all(text[s:e] == w for w, s, e in phrase_words.split_words(text))
 
 
 # ---- rules without BLiMP metadata, explicit spans, unsupported pairs -----------------------

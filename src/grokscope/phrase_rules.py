@@ -1,7 +1,7 @@
 """The phrase rules: for each BLiMP paradigm, which word is **critical** (where acceptability is
 decided) and which is **context** (what it depends on).
 
-Each entry names two *selectors* (implemented in :mod:`grokscope.phrases`, read against the
+Each entry names two *selectors* (implemented in :mod:`grokscope.phrase_selectors`, read against the
 pair's word alignment, BLiMP's lexicon classes and the pair's ``one_prefix_*`` /
 ``two_prefix_*`` metadata). The critical phrase is then the smallest contiguous span of the
 good sentence covering every word that differs from the bad sentence, the critical word and
