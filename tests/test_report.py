@@ -18,6 +18,8 @@ import pytest
 from grokscope import cli
 from grokscope import figures as F
 from grokscope import report as R
+from grokscope import report_format as RF
+from grokscope import report_sections as RS
 from grokscope.errors import DataError, MissingStageError
 from grokscope.store import Study, write_parquet
 
@@ -153,7 +155,7 @@ def make_study(root: Path, seed: int = 0, tables: tuple[str, ...] = ("curves", "
     all_tables = {"curves": curves, "timing": timing, "probes": probes, "heads": heads, "concentration": conc,
                   "ablation": ablation}
     for name in tables:
-        write_parquet(study.analysis_dir / R.ANALYSIS_TABLES[name][0], all_tables[name], crit)
+        write_parquet(study.analysis_dir / RS.ANALYSIS_TABLES[name][0], all_tables[name], crit)
     return study
 
 
@@ -247,7 +249,7 @@ def test_delay_csvs_equal_timing_table(full_report):
     _assert_same(_read(study, "delays_matched"),
                  timing[timing["comparison"].isin(["proxy", "matched"]) & timing["level"].isin(["all", "phenomenon"])], key)
     for name in ("probes", "heads", "ablation"):
-        src = pd.read_parquet(study.analysis_dir / R.ANALYSIS_TABLES[name][0])
+        src = pd.read_parquet(study.analysis_dir / RS.ANALYSIS_TABLES[name][0])
         _assert_same(_read(study, name), src, list(src.columns[:3]))
 
 
@@ -600,7 +602,7 @@ def test_report_on_real_analyse_output(tmp_path):
 
 def test_confidence_intervals_of_censored_delays_read_as_words():
     inf = math.inf
-    assert R.fmt_ci(inf, inf) == "not reached in any resample"
-    assert R.fmt_ci(100, inf) == "[100, ∞]"
-    assert R.fmt_ci(-25.0, 175.4) == "[-25, 175]"
-    assert R.fmt_ci(math.nan, 3) == "–"
+    assert RF.fmt_ci(inf, inf) == "not reached in any resample"
+    assert RF.fmt_ci(100, inf) == "[100, ∞]"
+    assert RF.fmt_ci(-25.0, 175.4) == "[-25, 175]"
+    assert RF.fmt_ci(math.nan, 3) == "–"

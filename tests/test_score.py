@@ -15,7 +15,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from grokscope import cli  # noqa: E402
-from grokscope.score import ScoreOptions, encode_pairs, pack_rows, score_pairs  # noqa: E402
+from grokscope.score import ScoreOptions, encode_pairs, score_pairs  # noqa: E402
+from grokscope.sentence_encoding import pack_rows  # noqa: E402
 from grokscope.store import Study, read_parquet_metadata  # noqa: E402
 from grokscope.tokenizer import load_tokenizer  # noqa: E402
 
@@ -164,7 +165,7 @@ def test_fused_activation_keeps_the_reference_numbers(gpt2_tok, pairs):
     match the plain forward pass of the unmodified model (and the swap must happen)."""
     import copy
 
-    from grokscope.score import fuse_activations
+    from grokscope.checkpoints import fuse_activations
 
     plain = _gpt2_model()
     fused = copy.deepcopy(plain)

@@ -402,21 +402,20 @@ def run_ablation(study: Study, inputs: StudyInputs, keep: np.ndarray, conc: pd.D
         return f"ablation: skipped (checkpoint directory {ckpt!r} of step {step} not available here)"
     try:
         import torch
-        from transformers import AutoModelForCausalLM
 
-        from grokscope.checkpoints import fuse_activations
+        from grokscope.checkpoints import Checkpoint, load_model
         from grokscope.tokenizer import load_tokenizer
     except ImportError as e:  # pragma: no cover - environment problem
         return f"ablation: skipped ({e})"
     rng = np.random.default_rng(a.seed)
     subset = np.sort(rng.permutation(keep)[: a.ablation_pairs]) if a.ablation_pairs > 0 else keep
     pairs = inputs.phrases.iloc[subset].reset_index(drop=True)
-    model = AutoModelForCausalLM.from_pretrained(ckpt).eval()
-    fuse_activations(model)  # as the score stage loads it (same numbers, faster MLP)
+    meta = inputs.score_meta[j]
+    model = load_model(Checkpoint(ckpt, None, step, int(meta.get("tokens_seen") or 0), "hf_dir"))  # as the score stage
     tokenizer = load_tokenizer(ckpt)
     top = hd.parse_heads(conc.loc[conc["step"] == step, "top_heads"].iloc[0])
     with torch.no_grad():
-        table = hd.ablation_table(model, hd.score_accuracy_fn(tokenizer, pairs, pairs, inputs.score_meta[j]), step, top,
+        table = hd.ablation_table(model, hd.score_accuracy_fn(tokenizer, pairs, pairs, meta), step, top,
                                   a.ablation_repeats, rng)
     store.write_parquet(study.analysis_dir / "ablation.parquet", table,
                         metadata={"step": step, "n_pairs": int(subset.size), "checkpoint": ckpt})

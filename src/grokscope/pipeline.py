@@ -190,8 +190,6 @@ def check_config_against_saved(cfg: StudyConfig, study: Study, reset: str = "") 
     results, unless every such key belongs to ``reset`` or a later stage (:func:`run_study`
     then saves the new config)."""
     path = study.config_path
-    if cfg.source and path.exists() and path.resolve() == Path(cfg.source).resolve():
-        return
     if path.exists():
         try:
             saved_raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -287,32 +285,34 @@ def stage_outputs(stage: str, cfg: StudyConfig, study: Study) -> list[Path]:
     }[stage]
 
 
-def reset_stages(cfg: StudyConfig, study: Study, first: str, echo: Callable[[str], None] = print) -> Path | None:
+def _check_reset_stage(stage: str) -> None:
+    if stage not in STAGES:
+        raise ConfigError(f"--reset: unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+
+
+def reset_stages(cfg: StudyConfig, study: Study, first: str, echo: Callable[[str], None] = print) -> None:
     """Move the outputs of ``first`` and every later stage to ``STUDY/reset/<UTC time>/`` and
-    forget their completion, so the next run redoes them. Returns the folder (None if there
-    was nothing to move)."""
-    if first not in STAGES:
-        raise ConfigError(f"--reset: unknown stage {first!r}; stages are {', '.join(STAGES)}")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    aside = study.root / "reset" / stamp
+    forget their completion, so the next run redoes them. Nothing moves if any of those
+    outputs lies outside the study."""
+    _check_reset_stage(first)
+    later = STAGES[STAGES.index(first):]
+    root = study.root.resolve()
+    found = [(stage, path) for stage in later for path in stage_outputs(stage, cfg, study) if path.exists()]
+    for stage, path in found:
+        if root not in path.resolve().parents:
+            raise ConfigError(f"--reset {first}: {path} (the {stage} stage's output) is outside the study "
+                              f"{study.root}; move it away yourself")
+    aside = study.root / "reset" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for stage, path in found:
+        target = aside / path.resolve().relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(target)
+        echo(f"  {stage:<9} reset    ({path} -> {target})")
     state = _read_state(study)
-    moved = None
-    for stage in STAGES[STAGES.index(first):]:
-        for path in stage_outputs(stage, cfg, study):
-            if not path.exists():
-                continue
-            if study.root.resolve() not in path.resolve().parents:
-                raise ConfigError(f"--reset {first}: {path} (the {stage} stage's output) is outside the study "
-                                  f"{study.root}; move it away yourself")
-            target = aside / path.resolve().relative_to(study.root.resolve())
-            target.parent.mkdir(parents=True, exist_ok=True)
-            path.rename(target)
-            moved = aside
-            echo(f"  {stage:<9} reset    ({path} -> {target})")
+    for stage in later:
         state["completed"].pop(stage, None)
     if (study.root / PIPELINE_STATE).exists():
         write_json(study.root / PIPELINE_STATE, state)
-    return moved
 
 
 def _read_state(study: Study) -> dict[str, Any]:
@@ -332,19 +332,20 @@ def run_study(
     """Run every stage the study lacks; with ``reset``, first move aside the outputs of that
     stage and every later one (see :func:`reset_stages`). ``stages`` overrides stage functions
     (tests)."""
-    if reset and reset not in STAGES:
-        raise ConfigError(f"--reset: unknown stage {reset!r}; stages are {', '.join(STAGES)}")
+    if reset:
+        _check_reset_stage(reset)
     eff = effective_config(cfg)
     check_inputs(cfg, eff)
     study = Study(cfg.study_dir)
     study.root.mkdir(parents=True, exist_ok=True)
     first_run = not study.config_path.exists()
-    check_config_against_saved(cfg, study, reset)
+    # the saved copy itself (API use; the CLI refuses it): nothing to compare with or to save
+    saved_copy = bool(cfg.source) and not first_run and study.config_path.resolve() == Path(cfg.source).resolve()
+    if not saved_copy:
+        check_config_against_saved(cfg, study, reset)
     if reset:
         reset_stages(eff, study, reset, echo)
-    running_the_saved_copy = bool(cfg.source) and not first_run and \
-        study.config_path.resolve() == Path(cfg.source).resolve()
-    if (first_run or reset) and not running_the_saved_copy:
+    if (first_run or reset) and not saved_copy:
         _save_config(cfg, study)
     state = _read_state(study)
     wanted = wanted_stages(eff)

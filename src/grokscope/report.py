@@ -16,8 +16,7 @@ Outputs (``STUDY/report/``)::
 
 Module top level imports no heavy library (matplotlib loads in :func:`build_report`). The
 inputs and the sections are in :mod:`grokscope.report_sections`, the number formats, HTML
-pieces and the page in :mod:`grokscope.report_format`; the names tests and users need are
-re-exported here.
+pieces and the page in :mod:`grokscope.report_format`.
 """
 from __future__ import annotations
 
@@ -32,19 +31,11 @@ from grokscope.report_format import (
     SUMMARY_COLUMNS,
     Section,
     _Writer,
-    fmt_ci,
-    fmt_int,
-    fmt_p,
-    fmt_step,
-    fmt_tokens,
     format_text_table,
-    html_table,
     render_page,
     summary_rows,
 )
 from grokscope.report_sections import (
-    ANALYSIS_TABLES,
-    ReportInputs,
     load_inputs,
     provenance_rows,
     section_ablation,
@@ -61,11 +52,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from grokscope.config import StudyConfig
 
-__all__ = [  # the pieces, re-exported for ``from grokscope.report import ...``
-    "ANALYSIS_TABLES", "FORMATS", "ReportInputs", "ReportResult", "Section", "build_report", "fmt_ci", "fmt_int",
-    "fmt_p", "fmt_step", "fmt_tokens", "format_text_table", "html_table", "load_inputs", "run", "run_stage",
-    "summary_rows",
-]
 
 
 FORMATS = ("png", "svg")

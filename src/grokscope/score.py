@@ -9,7 +9,7 @@ Parquet file per checkpoint, ``STUDY/scores/step_XXXXXXXX.parquet`` (docs/CONTRA
 "Scores"), written last and atomically: its presence marks the checkpoint as done, so a re-run
 skips it and a kill loses at most the checkpoint in progress. bf16 on GPU by default.
 
-The scoring API is re-exported here: ``from grokscope.score import ScoreOptions, score_pairs``.
+``from grokscope.score import ScoreOptions, score_pairs`` works (they live in :mod:`grokscope.pair_scoring`).
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ import numpy as np
 
 from grokscope.checkpoints import (
     check_tokenizer_matches,
-    fuse_activations,
     load_checkpoint_tokenizer,
     load_model,
 )
@@ -34,8 +33,6 @@ from grokscope.pair_scoring import (
     REDUCTIONS,
     REGIONS,
     ScoreOptions,
-    ScoreResult,
-    ScoreStats,
     _hidden_rows,
     model_geometry,
     score_pairs,
@@ -43,19 +40,10 @@ from grokscope.pair_scoring import (
 from grokscope.sentence_encoding import (
     CONVENTIONS,
     EncodedSentence,
-    PackedRow,
     encode_pairs,
-    pack_rows,
-    prefix_token_id,
     with_phrases,
 )
 
-__all__ = [  # the scoring API, re-exported for ``from grokscope.score import ...``
-    "CONVENTIONS", "REDUCTIONS", "REGIONS", "EncodedSentence", "PackedRow", "ScoreOptions", "ScoreResult",
-    "ScoreStats", "check_tokenizer_matches", "encode_pairs", "fuse_activations", "load_checkpoint_tokenizer",
-    "load_model", "model_geometry", "pack_rows", "prefix_token_id", "score_pairs", "with_phrases",
-    "ScoreJob", "CheckpointSummary", "score_checkpoints", "load_benchmark", "add_arguments", "run", "run_stage",
-]
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
