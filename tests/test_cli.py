@@ -32,3 +32,31 @@ def test_help_does_not_import_heavy_libraries() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+_ENTRY_SCRIPT = """
+import atexit, sys, threading, time
+from grokscope import cli
+marker = sys.argv[1]
+atexit.register(lambda: open(marker, "w").write("atexit ran"))
+def fake_main():
+    if sys.argv[2] == "thread":  # a non-daemon thread still working when main returns
+        threading.Thread(target=lambda: (time.sleep(0.3), open(marker + ".thread", "w").write("done"))).start()
+    sys.stdout.write("x" * 200_000)  # more than a pipe buffer: must be flushed before the exit
+    sys.stderr.write("to stderr")
+    return 3
+cli.main = fake_main
+cli.entry()
+"""
+
+
+@pytest.mark.parametrize("threads", ["alone", "thread"])
+def test_entry_exit_flushes_output_runs_atexit_and_keeps_the_code(tmp_path, threads: str) -> None:
+    marker = tmp_path / "marker"
+    out = subprocess.run([sys.executable, "-c", _ENTRY_SCRIPT, str(marker), threads], capture_output=True, text=True)
+    assert out.returncode == 3
+    assert out.stdout == "x" * 200_000
+    assert out.stderr == "to stderr"
+    assert marker.read_text() == "atexit ran"
+    if threads == "thread":  # the normal exit waited for the thread
+        assert (tmp_path / "marker.thread").read_text() == "done"

@@ -245,15 +245,21 @@ def _torch_dtype(dtype: str, device: str) -> Any:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-def load_model(ckpt: Checkpoint, device: str = "cpu", dtype: str = "auto", attention: bool = False) -> Any:
+def load_model(ckpt: Checkpoint, device: str = "cpu", dtype: str = "auto", attention: bool = False,
+               progress: bool = True) -> Any:
     """``AutoModelForCausalLM`` for a checkpoint, in eval mode; eager attention only when
-    attention weights are wanted (sdpa otherwise)."""
+    attention weights are wanted (sdpa otherwise). ``progress=False`` hides transformers'
+    "Loading weights" bar."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
     kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype, device),
                               "attn_implementation": "eager" if attention else "sdpa"}
     if ckpt.revision:
         kwargs["revision"] = ckpt.revision
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    if not progress:
+        hf_logging.disable_progress_bar()
     try:
         try:
             model = AutoModelForCausalLM.from_pretrained(ckpt.path, **kwargs)
@@ -264,6 +270,9 @@ def load_model(ckpt: Checkpoint, device: str = "cpu", dtype: str = "auto", atten
             model = AutoModelForCausalLM.from_pretrained(ckpt.path, **kwargs)
     except Exception as e:  # noqa: BLE001 - any loading failure is an input problem here
         raise DataError(f"{ckpt.label}: could not load the model: {type(e).__name__}: {e}") from None
+    finally:
+        if bars_were_on and not progress:
+            hf_logging.enable_progress_bar()
     fuse_activations(model)
     return model.to(device).eval()
 

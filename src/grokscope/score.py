@@ -142,7 +142,8 @@ def _score_one(job: ScoreJob, study: Study, ckpt: Checkpoint, device: str,
 
     t0 = time.perf_counter()
     tokenizer = load_checkpoint_tokenizer(ckpt, job.tokenizer)
-    model = load_model(ckpt, device, job.dtype, attention=job.options.capture_attention)
+    model = load_model(ckpt, device, job.dtype, attention=job.options.capture_attention,
+                       progress=job.options.progress)
     check_tokenizer_matches(tokenizer, model, ckpt.label)
     fingerprint = tokenizer_fingerprint(tokenizer)
     key = (fingerprint, job.options.convention)
