@@ -178,6 +178,23 @@ def test_fused_activation_keeps_the_reference_numbers(gpt2_tok, pairs):
         np.testing.assert_allclose(t[f"{side}_logprob"], ref, atol=1e-4, rtol=0)
 
 
+def test_load_model_hides_transformers_bar_only_when_asked(gpt2_tok, tmp_path, capfd):
+    """``progress=False`` (``score --quiet``) hides transformers' "Loading weights" bar and puts
+    the global setting back; the default leaves it shown."""
+    from transformers.utils import logging as hf_logging
+
+    from grokscope.checkpoints import Checkpoint, load_model
+
+    path = _save_checkpoint(_gpt2_model(), gpt2_tok, tmp_path / "ckpt")
+    ckpt = Checkpoint(str(path), None, 0, 0, "hf_dir")
+    capfd.readouterr()
+    load_model(ckpt, progress=False)
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()
+    load_model(ckpt)
+    assert "Loading weights" in capfd.readouterr().err
+
+
 def test_vocab_blocked_output_layer_equals_the_module_path(model_and_tok, pairs, monkeypatch):
     """On CPU the output layer runs in [rows, vocab-block] tiles with an online log-sum-exp; a
     hook on the output projection switches back to calling the module on full-vocabulary

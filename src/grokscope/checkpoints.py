@@ -22,9 +22,11 @@ ids do not fit the model's embedding.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -251,30 +253,43 @@ def load_model(ckpt: Checkpoint, device: str = "cpu", dtype: str = "auto", atten
     attention weights are wanted (sdpa otherwise). ``progress=False`` hides transformers'
     "Loading weights" bar."""
     from transformers import AutoModelForCausalLM
-    from transformers.utils import logging as hf_logging
 
     kwargs: dict[str, Any] = {"dtype": _torch_dtype(dtype, device),
                               "attn_implementation": "eager" if attention else "sdpa"}
     if ckpt.revision:
         kwargs["revision"] = ckpt.revision
-    bars_were_on = hf_logging.is_progress_bar_enabled()
-    if not progress:
-        hf_logging.disable_progress_bar()
     try:
-        try:
-            model = AutoModelForCausalLM.from_pretrained(ckpt.path, **kwargs)
-        except ValueError as e:  # an architecture without sdpa support: fall back to eager
-            if kwargs["attn_implementation"] != "sdpa" or "sdpa" not in str(e).lower():
-                raise
-            kwargs["attn_implementation"] = "eager"
-            model = AutoModelForCausalLM.from_pretrained(ckpt.path, **kwargs)
+        with contextlib.nullcontext() if progress else quiet_transformers_progress():
+            model = _from_pretrained_sdpa_or_eager(AutoModelForCausalLM, ckpt.path, kwargs)
     except Exception as e:  # noqa: BLE001 - any loading failure is an input problem here
         raise DataError(f"{ckpt.label}: could not load the model: {type(e).__name__}: {e}") from None
-    finally:
-        if bars_were_on and not progress:
-            hf_logging.enable_progress_bar()
     fuse_activations(model)
     return model.to(device).eval()
+
+
+def _from_pretrained_sdpa_or_eager(auto_class: Any, path: str, kwargs: dict[str, Any]) -> Any:
+    """``from_pretrained``, falling back to eager attention for an architecture without sdpa."""
+    try:
+        return auto_class.from_pretrained(path, **kwargs)
+    except ValueError as e:
+        if kwargs["attn_implementation"] != "sdpa" or "sdpa" not in str(e).lower():
+            raise
+        return auto_class.from_pretrained(path, **{**kwargs, "attn_implementation": "eager"})
+
+
+@contextlib.contextmanager
+def quiet_transformers_progress() -> Iterator[None]:
+    """Hide transformers' own progress bars ("Loading weights", "Writing model shards") for
+    the duration, then restore the global setting as it was."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def fuse_activations(model: Any) -> int:

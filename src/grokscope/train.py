@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from grokscope import store
+from grokscope.checkpoints import quiet_transformers_progress
 from grokscope.config import StudyConfig, TrainSection, config_from_dict, load_config
 from grokscope.devices import resolve_device
 from grokscope.errors import ConfigError, DataError, MissingStageError
@@ -229,20 +230,6 @@ def deterministic_mode(device: str) -> Iterator[None]:
         yield
     finally:
         torch.use_deterministic_algorithms(previous)
-
-
-@contextlib.contextmanager
-def quiet_transformers_progress() -> Iterator[None]:
-    """Hide transformers' own "Writing model shards" bar while a checkpoint is saved."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
 
 
 # ---------------------------------------------------------------------------------------------
