@@ -195,6 +195,22 @@ def test_load_model_hides_transformers_bar_only_when_asked(gpt2_tok, tmp_path, c
     assert "Loading weights" in capfd.readouterr().err
 
 
+def test_bfloat16_scores_track_float32(model_and_tok, pairs):
+    """bf16, the default on GPU, run here on CPU: the additive mask in bf16's range, the module
+    path for a bf16 output layer and float32 log-softmax must give log-probs within bf16's
+    precision of float32's, and (nearly) the same judgements."""
+    import copy
+
+    model, tok = model_and_tok
+    opts = ScoreOptions(batch_size=16, progress=False)
+    ref = score_pairs(model, tok, pairs, options=opts).table
+    t = score_pairs(copy.deepcopy(model).to(torch.bfloat16), tok, pairs, options=opts).table
+    for col in ("good_logprob", "bad_logprob", "good_critical_logprob", "bad_critical_logprob"):
+        assert np.isfinite(t[col]).sum() == np.isfinite(ref[col]).sum()
+        np.testing.assert_allclose(t[col], ref[col], rtol=5e-4, atol=0.02)  # seen: 0.006 at |lp| ~70
+    assert (t["correct"] == ref["correct"]).mean() >= 0.95
+
+
 def test_vocab_blocked_output_layer_equals_the_module_path(model_and_tok, pairs, monkeypatch):
     """On CPU the output layer runs in [rows, vocab-block] tiles with an online log-sum-exp; a
     hook on the output projection switches back to calling the module on full-vocabulary
