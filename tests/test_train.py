@@ -1,4 +1,4 @@
-"""Tests of grokscope.train: schedule maths against hand-worked values, the trainer against an
+"""Tests of grokscope.train, .trainer and .train_recipe: schedule maths against hand-worked values, the trainer against an
 independently written PyTorch loop (bit-identical weights), determinism, SIGKILL + resume, and
 bad input. The token stream is a tiny prepared directory built here by hand, exactly per
 docs/CONTRACTS.md (tokens.npy, row_docs.npy, tokenizer/, manifest.json)."""
@@ -18,14 +18,8 @@ import pytest
 
 from grokscope.cli import main as cli_main
 from grokscope.config import TrainSection
-from grokscope.train import (
-    Trainer,
-    checkpoint_steps,
-    flops_per_token,
-    lr_multiplier,
-    padded_vocab_size,
-    param_groups,
-)
+from grokscope.train_recipe import checkpoint_steps, flops_per_token, lr_multiplier, padded_vocab_size, param_groups
+from grokscope.trainer import Trainer
 
 SEQ_LEN = 16
 ROW_LEN = SEQ_LEN + 1
@@ -176,7 +170,7 @@ def test_param_groups_exclude_biases_and_layernorm() -> None:
 # the trainer against an independent loop
 # ---------------------------------------------------------------------------------------------
 def reference_weights(tokens: Path, steps: int, seed: int = 0) -> tuple[dict[str, np.ndarray], list[float]]:
-    """A plain PyTorch loop written independently of grokscope.train: same hyper-parameters,
+    """A plain PyTorch loop written independently of grokscope.trainer: same hyper-parameters,
     rows read straight from tokens.npy in order, weight decay chosen by parameter name."""
     import torch
     import torch.nn.functional as F
