@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from grokscope import prepare as prep
+from grokscope.prepare_tokenize import encode_documents, split_text, splits_exactly
 from grokscope.cli import main
 from grokscope.errors import DataError
 from grokscope.tokenizer import load_tokenizer, tokenizer_fingerprint
@@ -355,29 +356,29 @@ def test_encoding_long_documents_in_pieces_is_exact(which, corpus_dir, gpt2_toke
 
     tok = load_tokenizer(gpt2_tokenizer_dir if which == "gpt2" else pythia_tokenizer_file)
     backend = tok.backend_tokenizer
-    assert prep.splits_exactly(backend)
+    assert splits_exactly(backend)
     texts = [ADVERSARIAL]
     for name in ("gutenberg-000.jsonl.gz", "wikipedia-000.jsonl.gz"):
         with gzip.open(corpus_dir / name, "rt", encoding="utf-8") as f:
             texts += [json.loads(line)["text"][:200_000] for line in itertools.islice(f, 2)]
     whole = [np.array(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False)]
-    pieces = prep.encode_documents(backend, texts, piece_chars=300)
-    assert sum(len(prep.split_text(t, 300)) for t in texts) > 500  # many cuts were made
+    pieces = encode_documents(backend, texts, piece_chars=300)
+    assert sum(len(split_text(t, 300)) for t in texts) > 500  # many cuts were made
     for w, p in zip(whole, pieces):
         np.testing.assert_array_equal(w, p)
-    assert "".join(prep.split_text(ADVERSARIAL, 50)) == ADVERSARIAL
+    assert "".join(split_text(ADVERSARIAL, 50)) == ADVERSARIAL
 
 
 def test_tokenizers_that_may_not_be_split_are_encoded_whole(small_tokenizer, tmp_path):
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-    assert prep.splits_exactly(load_tokenizer(small_tokenizer).backend_tokenizer)
+    assert splits_exactly(load_tokenizer(small_tokenizer).backend_tokenizer)
     tk = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    assert not prep.splits_exactly(tk)
+    assert not splits_exactly(tk)
     tk = Tokenizer.from_file(str(small_tokenizer))
     tk.normalizer = normalizers.Lowercase()
-    assert not prep.splits_exactly(tk)
+    assert not splits_exactly(tk)
 
 
 @pytest.mark.slow

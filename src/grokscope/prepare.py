@@ -2,13 +2,14 @@
 
 Pipeline (memory stays flat however large the corpus is):
 
-1. **Tokenize** every document, streaming, in batches (``tokenizers``' ``encode_batch`` uses
-   all cores), appending the ids of each document *in file order* to a temporary token file and
-   its length to a temporary lengths file. Progress is checkpointed after every source file, so
-   a killed run resumes at the first unfinished file.
-2. **Shuffle and pack**: a permutation of document indices (``numpy`` RNG seeded by ``seed``)
-   fixes the document order; documents are copied in that order, each followed by EOS, into
-   rows of ``seq_len + 1`` tokens (the last partial row is dropped and counted in the manifest).
+1. **Tokenize** (:mod:`grokscope.prepare_tokenize`) every document, streaming, in batches
+   (``tokenizers``' ``encode_batch`` uses all cores), appending the ids of each document *in
+   file order* to a temporary token file and its length to a temporary lengths file. Progress
+   is checkpointed after every source file, so a killed run resumes at the first unfinished file.
+2. **Shuffle and pack** (:mod:`grokscope.prepare_pack`): a permutation of document indices
+   (``numpy`` RNG seeded by ``seed``) fixes the document order; documents are copied in that
+   order, each followed by EOS, into rows of ``seq_len + 1`` tokens (the last partial row is
+   dropped and counted in the manifest).
 3. **Shuffle rows** (``shuffle="rows"``, the default): the packed rows are permuted by a second
    seeded permutation, as Megatron/GPT-NeoX (Pythia) shuffle samples. Without it a long book
    fills thousands of consecutive rows, so every batch of a step comes from one document and the
@@ -23,12 +24,8 @@ order (all sources in the order given; documents with no tokens are counted but 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import queue
-import re
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,10 +36,11 @@ import numpy as np
 
 from grokscope import store
 from grokscope.errors import ConfigError, DataError, GrokscopeError
+from grokscope.prepare_pack import shuffle_and_pack
+from grokscope.prepare_tokenize import tokenize_to_work
 
 TRAIN_BPE = "train-bpe"
 EOS_TOKEN = "<|endoftext|>"
-PROGRESS_FILE = "progress.json"
 WORK_DIR = ".work"
 FORMAT_VERSION = 1
 
@@ -114,9 +112,9 @@ def prepare_corpus(opts: PrepareOptions, tokens_dir: str | os.PathLike[str]) -> 
 
     pass1_key = {k: inputs[k] for k in ("sources", "tokenizer_fingerprint", "text_field", "max_documents", "dtype")}
     t1 = time.perf_counter()
-    state = _tokenize_to_work(tok, sources, opts, work, dtype, pass1_key)
+    state = tokenize_to_work(tok, sources, opts, work, dtype, pass1_key)
     tokenize_seconds = time.perf_counter() - t1
-    pack = _shuffle_and_pack(work, state, opts.seq_len, opts.seed, opts.shuffle, eos_id, dtype, tokens_dir,
+    pack = shuffle_and_pack(work, state, opts.seq_len, opts.seed, opts.shuffle, eos_id, dtype, tokens_dir,
                              opts.progress)
 
     _save_tokenizer(tok, tokens_dir / "tokenizer")
@@ -270,334 +268,6 @@ def _save_tokenizer(tok: Any, path: Path) -> None:
     tok.save_pretrained(str(tmp))
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------------------------------------
-# pass 1: tokenize, streaming, in file order
-# ---------------------------------------------------------------------------------------------
-def _tokenize_to_work(tok: Any, sources: list[str], opts: PrepareOptions, work: Path, dtype: np.dtype,
-                      key: dict[str, Any]) -> dict[str, Any]:
-    """Append every document's ids to ``work/doc_tokens.bin`` and its length to ``doc_lengths.bin``.
-
-    Returns ``{n_docs, n_tokens, per_source: [{first_document, n_documents, n_tokens}], resumed}``.
-    """
-    from tqdm.auto import tqdm
-
-    from grokscope.data.corpus import iter_documents
-
-    work.mkdir(parents=True, exist_ok=True)
-    tokens_path, lengths_path, progress_path = work / "doc_tokens.bin", work / "doc_lengths.bin", work / PROGRESS_FILE
-    state = {"key": key, "sources_done": 0, "n_docs": 0, "n_tokens": 0, "per_source": [], "stopped": False}
-    if progress_path.exists() and tokens_path.exists() and lengths_path.exists():
-        saved = store.read_json(progress_path)
-        if saved.get("key") == key:
-            state = saved
-    resumed = state["sources_done"] > 0
-    # Cut the work files back to the last finished source (a kill may have left a partial tail).
-    with open(tokens_path, "ab") as f:
-        f.truncate(state["n_tokens"] * dtype.itemsize)
-    with open(lengths_path, "ab") as f:
-        f.truncate(state["n_docs"] * 8)
-    backend = tok.backend_tokenizer
-    splittable = splits_exactly(backend)
-    limit = int(np.iinfo(dtype).max)
-    bar = tqdm(total=None, unit="tok", unit_scale=True, desc="tokenize", disable=not opts.progress,
-               initial=state["n_tokens"])
-    try:
-        with open(tokens_path, "ab") as ftok, open(lengths_path, "ab") as flen:
-            for i in range(state["sources_done"], len(sources)):
-                if state["stopped"]:
-                    state["per_source"].append({"first_document": state["n_docs"], "n_documents": 0, "n_tokens": 0})
-                    state["sources_done"] = i + 1
-                    continue
-                source = sources[i]
-                bar.set_description(f"tokenize {Path(source).name}")
-                first_doc, first_tok = state["n_docs"], state["n_tokens"]
-                budget = opts.max_documents - state["n_docs"] if opts.max_documents else 0
-                docs = _document_batches(iter_documents(source, opts.text_field), opts.batch_chars, budget)
-                for texts, where in _prefetch(docs):
-                    per_doc = encode_documents(backend, texts, opts.piece_chars if splittable else 0)
-                    lengths = np.array([a.size for a in per_doc], dtype=np.int64)
-                    ids = np.concatenate(per_doc) if per_doc else np.zeros(0, dtype=np.int64)
-                    del per_doc
-                    if ids.size and int(ids.max()) > limit:
-                        j = int(np.searchsorted(np.cumsum(lengths), int(np.argmax(ids > limit)), side="right"))
-                        raise DataError(
-                            f"{where[j]}: tokenizer {opts.tokenizer} produced id {int(ids.max())}, which does not fit "
-                            f"{dtype.name}; use --dtype uint32"
-                        )
-                    ftok.write(ids.astype(dtype).tobytes())
-                    flen.write(lengths.tobytes())
-                    state["n_docs"] += len(texts)
-                    state["n_tokens"] += int(lengths.sum())
-                    bar.update(int(lengths.sum()))
-                ftok.flush()
-                flen.flush()
-                os.fsync(ftok.fileno())
-                os.fsync(flen.fileno())
-                state["per_source"].append({"first_document": first_doc, "n_documents": state["n_docs"] - first_doc,
-                                            "n_tokens": state["n_tokens"] - first_tok})
-                state["sources_done"] = i + 1
-                state["stopped"] = bool(opts.max_documents) and state["n_docs"] >= opts.max_documents
-                store.write_json(progress_path, state)
-    finally:
-        bar.close()
-    if state["n_docs"] == 0:
-        raise DataError(f"corpus is empty: no documents in {', '.join(sources)}")
-    if state["n_tokens"] == 0:
-        raise DataError(f"corpus has {state['n_docs']} document(s) but no text to tokenize in {', '.join(sources)}")
-    state["resumed"] = resumed
-    return state
-
-
-# A space between two non-space characters. For a byte-level BPE with the GPT-2 pre-tokenizer
-# regex (GPT-2, GPT-NeoX/Pythia) every non-space -> space transition is a pre-token boundary and
-# the regex only looks forward, so encoding text[:i] and text[i:] separately gives exactly the ids
-# of text (tests check this on real books). It bounds memory by the piece, not the longest book,
-# and lets one long book use all cores.
-_SPLIT_POINT = re.compile(r"(?<=\S) (?=\S)")
-
-
-def splits_exactly(backend: Any) -> bool:
-    """Whether documents may be encoded in pieces cut at :data:`_SPLIT_POINT` without changing ids."""
-    spec = json.loads(backend.to_str())
-    norm, pre = spec.get("normalizer"), spec.get("pre_tokenizer")
-    norm_ok = norm is None or norm.get("type") == "NFC"
-    return bool(norm_ok and pre and pre.get("type") == "ByteLevel" and pre.get("use_regex", True))
-
-
-def split_text(text: str, piece_chars: int) -> list[str]:
-    """``text`` cut at split points into pieces of about ``piece_chars`` (at least that many)."""
-    if piece_chars <= 0 or len(text) <= 2 * piece_chars:
-        return [text]
-    pieces, pos = [], 0
-    while len(text) - pos > 2 * piece_chars:
-        m = _SPLIT_POINT.search(text, pos + piece_chars)
-        if m is None:
-            break
-        pieces.append(text[pos : m.start()])
-        pos = m.start()
-    pieces.append(text[pos:])
-    return pieces
-
-
-def encode_documents(backend: Any, texts: list[str], piece_chars: int = 0) -> list[np.ndarray]:
-    """Token ids of each text (``encode_batch_fast``: all cores); ``piece_chars`` > 0 encodes long
-    texts in pieces (only valid when :func:`splits_exactly`)."""
-    pieces: list[str] = []
-    counts: list[int] = []
-    for text in texts:
-        parts = split_text(text, piece_chars)
-        pieces.extend(parts)
-        counts.append(len(parts))
-    encs = backend.encode_batch_fast(pieces, add_special_tokens=False)
-    per_piece = [np.array(e.ids, dtype=np.int64) for e in encs]
-    del encs
-    out, k = [], 0
-    for n in counts:
-        out.append(per_piece[k] if n == 1 else np.concatenate(per_piece[k : k + n]))
-        k += n
-    return out
-
-
-def _document_batches(docs: Iterator[Any], batch_chars: int, budget: int) -> Iterator[tuple[list[str], list[str]]]:
-    """Group documents into batches of about ``batch_chars`` characters; ``budget`` > 0 caps the count."""
-    texts: list[str] = []
-    where: list[str] = []
-    chars = 0
-    n = 0
-    for doc in docs:
-        if budget and n >= budget:
-            break
-        texts.append(doc.text)
-        where.append(f"{doc.source}:{doc.line}")
-        chars += len(doc.text)
-        n += 1
-        if chars >= batch_chars:
-            yield texts, where
-            texts, where, chars = [], [], 0
-    if texts:
-        yield texts, where
-
-
-def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """Run ``items`` (reading + JSON parsing) in a background thread while the caller encodes."""
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    end = object()
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                q.put(("item", item))
-            q.put(("end", end))
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            q.put(("error", e))
-
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = q.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise value
-            yield value
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                q.get(timeout=0.05)
-            except queue.Empty:
-                pass
-
-
-# ---------------------------------------------------------------------------------------------
-# pass 2: shuffle documents by seed and pack rows
-# ---------------------------------------------------------------------------------------------
-class _NpyStreamWriter:
-    """Write a C-order ``.npy`` of known shape sequentially (no memmap: RSS stays flat) to
-    ``path.partial``; :func:`store.commit_npy` moves it into place."""
-
-    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self.partial = Path(str(path) + ".partial")
-        self.partial.parent.mkdir(parents=True, exist_ok=True)
-        self.dtype = np.dtype(dtype)
-        self.shape = tuple(shape)
-        self.expected = int(np.prod(shape)) if shape else 1
-        self.written = 0
-        self.f = open(self.partial, "wb")
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
-        np.lib.format.write_array_header_1_0(self.f, header)
-        self.offset = self.f.tell()  # where the data starts
-
-    def write(self, values: np.ndarray) -> None:
-        values = np.ascontiguousarray(values, dtype=self.dtype)
-        self.f.write(values.tobytes())
-        self.written += values.size
-
-    def close(self) -> None:
-        self.f.close()
-        if self.written != self.expected:
-            raise RuntimeError(f"{self.partial}: wrote {self.written} values, expected {self.expected}")
-
-
-def document_order(n_docs: int, seed: int, shuffle: str) -> np.ndarray:
-    """Training order of the documents (ids in reading order)."""
-    if shuffle == "none":
-        return np.arange(n_docs, dtype=np.int64)
-    return np.random.default_rng(seed).permutation(n_docs)
-
-
-def row_order(n_rows: int, seed: int, shuffle: str) -> np.ndarray | None:
-    """Permutation applied to the packed rows (``None``: rows stay in packing order). Its own
-    stream of the seed, so the document order does not change when rows are shuffled too."""
-    if shuffle != "rows":
-        return None
-    return np.random.default_rng([seed, 1]).permutation(n_rows)
-
-
-def _shuffle_and_pack(work: Path, state: dict[str, Any], seq_len: int, seed: int, shuffle: str, eos_id: int,
-                      dtype: np.dtype, tokens_dir: Path, progress: bool) -> dict[str, int]:
-    from tqdm.auto import tqdm
-
-    row_len = seq_len + 1
-    lengths = np.fromfile(work / "doc_lengths.bin", dtype=np.int64)  # [n_docs], file order
-    if lengths.size != state["n_docs"]:
-        raise DataError(f"{work}: work files are inconsistent; delete {work} and re-run")
-    file_offsets = np.zeros(lengths.size + 1, dtype=np.int64)
-    np.cumsum(lengths, out=file_offsets[1:])  # token offset of each document in doc_tokens.bin
-    order = document_order(lengths.size, seed, shuffle)
-    order = order[lengths[order] > 0]  # documents without tokens are not emitted
-    span = lengths[order] + 1  # + EOS
-    total = int(span.sum())
-    n_rows = total // row_len
-    if n_rows == 0:
-        raise DataError(f"corpus has {total} tokens (with EOS), fewer than one row of seq_len+1 = {row_len}")
-    n_keep = n_rows * row_len
-    stream_starts = np.zeros(order.size, dtype=np.int64)
-    np.cumsum(span[:-1], out=stream_starts[1:])  # start of each (permuted) document in the stream
-
-    rows_perm = row_order(n_rows, seed, shuffle)
-    pack_dir = work if rows_perm is not None else tokens_dir  # packed rows are permuted into tokens_dir after
-    tokens_writer = _NpyStreamWriter(pack_dir / "tokens.npy", (n_rows, row_len), dtype)
-    docs_writer = _NpyStreamWriter(pack_dir / "row_docs.npy", (n_rows,), np.dtype(np.int64))
-    eos = np.array([eos_id], dtype=dtype)
-    chunk_tokens = 1 << 22  # read at most 4M tokens of one document at a time
-    bar = tqdm(total=n_keep, unit="tok", unit_scale=True, desc="shuffle+pack", disable=not progress)
-    try:
-        with open(work / "doc_tokens.bin", "rb") as src:
-            fd = src.fileno()
-            written = 0
-            for doc in order:
-                if written >= n_keep:
-                    break
-                start, end = int(file_offsets[doc]), int(file_offsets[doc + 1])
-                for a in range(start, end, chunk_tokens):
-                    b = min(end, a + chunk_tokens, start + (n_keep - written))
-                    if b <= a:
-                        break
-                    raw = os.pread(fd, (b - a) * dtype.itemsize, a * dtype.itemsize)
-                    tokens_writer.write(np.frombuffer(raw, dtype=dtype))
-                    bar.update(b - a)
-                    written += b - a
-                if written < n_keep:
-                    tokens_writer.write(eos)
-                    bar.update(1)
-                    written += 1
-        # row_docs[r] = original id of the document holding token r * row_len
-        for r0 in range(0, n_rows, 1 << 20):
-            row_starts = np.arange(r0, min(n_rows, r0 + (1 << 20)), dtype=np.int64) * row_len
-            which = np.searchsorted(stream_starts, row_starts, side="right") - 1
-            docs_writer.write(order[which])
-    finally:
-        bar.close()
-        tokens_writer.f.close()
-        docs_writer.f.close()
-    tokens_writer.close()
-    docs_writer.close()
-    if rows_perm is not None:
-        _permute_rows(tokens_writer, docs_writer.partial, rows_perm, tokens_dir, progress)
-    store.commit_npy(tokens_dir / "row_docs.npy")
-    # tokens.npy is committed by the caller after the manifest
-    return {"n_rows": n_rows, "n_documents": int(order.size), "dropped_tokens": total - n_keep}
-
-
-def _permute_rows(packed: _NpyStreamWriter, packed_docs: Path, perm: np.ndarray, tokens_dir: Path,
-                  progress: bool) -> None:
-    """Write ``out[i] = packed[perm[i]]`` for tokens and row_docs, a block of rows at a time.
-    Rows are read with ``pread`` (in file order within a block), not through a memory map: the
-    kernel maps the pages around every faulted page of a map ("fault-around"), so random rows
-    read through a map would pull most of the file into the process's resident memory."""
-    from tqdm.auto import tqdm
-
-    packed_tokens, shape, dtype, offset = packed.partial, packed.shape, packed.dtype, packed.offset
-    row_bytes = shape[1] * dtype.itemsize
-    docs = np.load(packed_docs)  # int64 per row: 8 bytes a row, small beside the tokens
-    tokens_writer = _NpyStreamWriter(tokens_dir / "tokens.npy", shape, dtype)
-    docs_writer = _NpyStreamWriter(tokens_dir / "row_docs.npy", docs.shape, docs.dtype)
-    block = 1 << 16  # rows per block (~17 MB at row_len 129, uint16)
-    try:
-        with open(packed_tokens, "rb") as src:
-            fd = src.fileno()
-            for a in tqdm(range(0, perm.size, block), desc="shuffle rows", unit="block", disable=not progress):
-                idx = perm[a:a + block]
-                sort = np.argsort(idx, kind="stable")  # read the block in file order, write it in permuted order
-                raw = b"".join([os.pread(fd, row_bytes, offset + int(r) * row_bytes) for r in idx[sort]])
-                rows = np.empty((idx.size, shape[1]), dtype=dtype)
-                rows[sort] = np.frombuffer(raw, dtype=dtype).reshape(idx.size, shape[1])
-                tokens_writer.write(rows)
-                docs_writer.write(docs[idx])
-    finally:
-        tokens_writer.f.close()
-        docs_writer.f.close()
-    tokens_writer.close()
-    docs_writer.close()
-    packed_tokens.unlink(missing_ok=True)
-    packed_docs.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
