@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 
 from grokscope import cli
-from grokscope import figures as F
+from grokscope import figure_style as FS
+from grokscope import model_figures as MF
 from grokscope import report as R
 from grokscope import report_format as RF
 from grokscope import report_sections as RS
@@ -226,7 +227,7 @@ def _assert_same(csv: pd.DataFrame, src: pd.DataFrame, key: list[str]) -> None:
     b = src.sort_values(key).reset_index(drop=True)
     for col in b.columns:
         if pd.api.types.is_numeric_dtype(b[col]):
-            np.testing.assert_allclose(a[col].to_numpy(float), F.floats(b[col]), rtol=1e-12, equal_nan=True, err_msg=col)
+            np.testing.assert_allclose(a[col].to_numpy(float), FS.floats(b[col]), rtol=1e-12, equal_nan=True, err_msg=col)
         else:
             assert a[col].fillna("").astype(str).tolist() == b[col].fillna("").astype(str).tolist(), col
 
@@ -234,7 +235,7 @@ def _assert_same(csv: pd.DataFrame, src: pd.DataFrame, key: list[str]) -> None:
 def test_curve_csvs_equal_curves_table(full_report):
     study, _, _ = full_report
     curves = pd.read_parquet(study.analysis_dir / "curves.parquet")
-    for family, splits in F.SPLIT_FAMILIES.items():
+    for family, splits in FS.SPLIT_FAMILIES.items():
         _assert_same(_read(study, f"curves_{family}"), curves[curves["split"].isin(splits)],
                      ["level", "group", "split", "step"])
 
@@ -344,7 +345,7 @@ def test_ablation_summary_by_hand():
         "step": [5] * 5, "condition": ["top", "random", "random", "random", "random"], "repeat": [0, 0, 1, 2, 3],
         "heads": ["L0H1"] + ["x"] * 4, "accuracy": [0.6, 0.8, 0.75, 0.9, 0.55],
         "delta_accuracy": [-0.2, 0.0, -0.05, 0.1, -0.25]})
-    s = F.ablation_summary(abl).iloc[0]
+    s = MF.ablation_summary(abl).iloc[0]
     assert s["top_delta"] == -0.2 and s["top_heads"] == "L0H1" and s["n_random"] == 4
     assert s["random_delta_mean"] == pytest.approx(-0.05)
     assert s["random_delta_sd"] == pytest.approx(np.std([0.0, -0.05, 0.1, -0.25], ddof=1))
@@ -359,26 +360,26 @@ def test_ablation_summary_by_hand():
 
 # ---- helpers ---------------------------------------------------------------------------
 def test_format_count_and_step_axis():
-    assert F.format_count(12_600_000) == "12.6M"
-    assert F.format_count(1000) == "1k" and F.format_count(999) == "999" and F.format_count(0) == "0"
-    assert F.format_count(-2500) == "-2.5k" and F.format_count(3.2e9) == "3.2B"
-    ax = F.StepAxis.from_table(pd.DataFrame({"step": [0, 1, 4], "tokens": [0, 2049 * 1024, 4 * 2049 * 1024]}))
+    assert FS.format_count(12_600_000) == "12.6M"
+    assert FS.format_count(1000) == "1k" and FS.format_count(999) == "999" and FS.format_count(0) == "0"
+    assert FS.format_count(-2500) == "-2.5k" and FS.format_count(3.2e9) == "3.2B"
+    ax = FS.StepAxis.from_table(pd.DataFrame({"step": [0, 1, 4], "tokens": [0, 2049 * 1024, 4 * 2049 * 1024]}))
     assert ax.tokens_per_step == 2049 * 1024
     assert ax.tick_label(1000) == "1k\n2.1B"
-    assert F.StepAxis.from_table(pd.DataFrame({"step": [0], "tokens": [0]})).tokens_per_step is None
+    assert FS.StepAxis.from_table(pd.DataFrame({"step": [0], "tokens": [0]})).tokens_per_step is None
 
 
 def test_select_steps_keeps_ends_and_marked_steps():
     steps = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 3000]
-    sel = F.select_steps(steps, (16, 700), k=6)
+    sel = MF.select_steps(steps, (16, 700), k=6)
     assert len(sel) == 6 and sel[0] == 0 and sel[-1] == 3000 and 16 in sel and 512 in sel
     assert sel == sorted(sel) and set(sel) <= set(steps)
-    assert F.select_steps([3, 1, 2], (), k=6) == [1, 2, 3]
+    assert MF.select_steps([3, 1, 2], (), k=6) == [1, 2, 3]
 
 
 def test_head_matrix_places_values():
     heads = pd.DataFrame({"step": [7, 7, 8], "layer": [1, 0, 1], "head": [2, 0, 2], "attention": [0.5, 0.25, 0.9]})
-    m = F.head_matrix(heads, 7, 2, 3)
+    m = MF.head_matrix(heads, 7, 2, 3)
     assert m[1, 2] == 0.5 and m[0, 0] == 0.25 and np.isnan(m[0, 1]) and np.isnan(m).sum() == 4
 
 
@@ -596,7 +597,7 @@ def test_report_on_real_analyse_output(tmp_path):
     assert summary["ALL"]["delay_steps"] == str(int(pooled["delay_steps"]))
     assert summary["agreement"]["status"] == timing.query("group == 'agreement' and comparison == 'proxy'")["status"].item()
     curves = pd.read_parquet(sim.study.analysis_dir / "curves.parquet")
-    _assert_same(_read(sim.study, "curves_proxy"), curves[curves["split"].isin(F.SPLIT_FAMILIES["proxy"])],
+    _assert_same(_read(sim.study, "curves_proxy"), curves[curves["split"].isin(FS.SPLIT_FAMILIES["proxy"])],
                  ["level", "group", "split", "step"])
 
 

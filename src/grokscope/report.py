@@ -71,16 +71,16 @@ def build_report(study: Study, title: str = "", formats: tuple[str, ...] | list[
     """Write ``study/report/`` (index.html, figures/, tables/) and return what was written."""
     import pandas as pd
 
-    from grokscope import figures as F
+    from grokscope import figure_style as FS
 
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]
     if bad:
         raise GrokscopeError(f"[report] formats: unknown format(s) {bad}; expected png, svg or pdf")
     inp = load_inputs(study)
-    axis = F.StepAxis.from_table(inp.tables["curves"])
+    axis = FS.StepAxis.from_table(inp.tables["curves"])
     if axis.tokens_per_step is None and inp.tables["timing"] is not None:
         t = inp.tables["timing"]
-        axis = F.StepAxis.from_table(pd.DataFrame({"step": t["fit_step"], "tokens": t["fit_tokens"]}))
+        axis = FS.StepAxis.from_table(pd.DataFrame({"step": t["fit_step"], "tokens": t["fit_tokens"]}))
     w = _Writer(study.report_dir, tuple(dict.fromkeys(formats)))
     sections = [
         section_summary(inp, w, axis),

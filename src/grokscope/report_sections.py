@@ -200,7 +200,7 @@ def delay_display(timing: pd.DataFrame, tokens_per_step: float | None) -> pd.Dat
 def _timing_sorted(timing: pd.DataFrame, level: str, comparisons: tuple[str, ...]) -> pd.DataFrame:
     import pandas as pd
 
-    from grokscope.figures import ordered_groups
+    from grokscope.figure_style import ordered_groups
 
     parts = []
     for comp in comparisons:
@@ -261,6 +261,7 @@ def section_summary(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
 
 
 def section_curves(inp: ReportInputs, w: _Writer, axis: Any, family: str) -> Section:
+    from grokscope import figure_style as FS
     from grokscope import figures as F
 
     curves = inp.tables["curves"]
@@ -290,15 +291,15 @@ def section_curves(inp: ReportInputs, w: _Writer, axis: Any, family: str) -> Sec
     sid, title, caption = spec
     if curves is None:
         return Section(sid, title, missing_note("analysis/curves.parquet (accuracy per split per checkpoint)", cmd), "curves")
-    splits = F.SPLIT_FAMILIES[family]
+    splits = FS.SPLIT_FAMILIES[family]
     have = curves[curves["split"].isin(splits)]
     if have.empty:
         return Section(sid, title, missing_note(f"curves.parquet has no rows for splits {', '.join(splits)}", cmd), "splits")
     parts = []
     n_groups = have.loc[have["level"] == "phenomenon", "group"].nunique()
     cap = caption
-    if n_groups + 1 > F.MAX_PANELS:
-        cap += f" Only the first {F.MAX_PANELS - 1} of {n_groups} phenomena are drawn; the CSV has all."
+    if n_groups + 1 > FS.MAX_PANELS:
+        cap += f" Only the first {FS.MAX_PANELS - 1} of {n_groups} phenomena are drawn; the CSV has all."
     min_n = _min_pairs(inp.metadata.get("timing", {}) or inp.metadata.get("curves", {}))
     if min_n > 1:
         cap += f" Points where a split has fewer than {min_n} pairs are not drawn."
@@ -319,7 +320,7 @@ def section_curves(inp: ReportInputs, w: _Writer, axis: Any, family: str) -> Sec
 def _matched_table(timing: pd.DataFrame, w: _Writer) -> str:
     import pandas as pd
 
-    from grokscope.figures import ordered_groups
+    from grokscope.figure_style import ordered_groups
 
     rows = []
     raw = []
@@ -377,6 +378,7 @@ def exposure_steps(inp: ReportInputs) -> list[int]:
 
 
 def section_exposure(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
+    from grokscope import figure_style as FS
     from grokscope import figures as F
 
     title = "Exposure: when and how often critical phrases occur in the token stream"
@@ -387,10 +389,10 @@ def section_exposure(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
     exp = inp.exposure
     n_unsup = int((~exp["supported"].astype(bool)).sum()) if "supported" in exp else 0
     if not steps:
-        steps = sorted({int(s) for s in F.floats(exp["good_first_step"]) if math.isfinite(s)})
+        steps = sorted({int(s) for s in FS.floats(exp["good_first_step"]) if math.isfinite(s)})
     parts = []
     if axis.tokens_per_step is None and inp.exposure_meta.get("rows_per_step") and inp.exposure_meta.get("row_len"):
-        axis = F.StepAxis(float(inp.exposure_meta["rows_per_step"]) * float(inp.exposure_meta["row_len"]))
+        axis = FS.StepAxis(float(inp.exposure_meta["rows_per_step"]) * float(inp.exposure_meta["row_len"]))
     first = F.exposure_first_step_table(exp, steps, groups)
     counts = F.exposure_count_table(exp, groups)
     note = f" {n_unsup} pairs without a critical phrase (unsupported) are left out." if n_unsup else ""
@@ -424,7 +426,7 @@ def _proxy_steps(timing: pd.DataFrame | None) -> tuple[float | None, float | Non
 def section_probes(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
     import pandas as pd
 
-    from grokscope import figures as F
+    from grokscope import model_figures as MF
 
     probes = inp.tables["probes"]
     title = "Concept vectors: probe accuracy and dimensionality per layer"
@@ -434,7 +436,7 @@ def section_probes(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
             "It needs hidden states captured while scoring (<code>[score] capture_hidden = true</code>)."), "probes")
     fit, gen = _proxy_steps(inp.tables["timing"])
     parts = [w.figure(
-        "probes", F.probes_figure(probes, gen, fit, axis), "Probe accuracy and dimensionality of the concept vectors over checkpoints",
+        "probes", MF.probes_figure(probes, gen, fit, axis), "Probe accuracy and dimensionality of the concept vectors over checkpoints",
         "Concept vector = hidden state of the good minus the bad sentence at the critical token. Top: how well a "
         "cross-validated logistic-regression probe (band: ± sd over folds) and the mean-difference direction "
         "separate good from bad, per layer (dark = embeddings, yellow = last layer). Bottom: how many dimensions "
@@ -464,7 +466,7 @@ def section_probes(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
 
 
 def section_heads(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
-    from grokscope import figures as F
+    from grokscope import model_figures as MF
 
     heads, conc = inp.tables["heads"], inp.tables["concentration"]
     title = "Attention heads: critical→context attention over checkpoints"
@@ -476,9 +478,9 @@ def section_heads(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
     parts = []
     missing = []
     if heads is not None and not heads.empty:
-        steps = F.select_steps(heads["step"].unique(), (fit, gen), k=6)
+        steps = MF.select_steps(heads["step"].unique(), (fit, gen), k=6)
         parts.append(w.figure(
-            "head_maps", F.head_maps_figure(heads, steps, conc, axis),
+            "head_maps", MF.head_maps_figure(heads, steps, conc, axis),
             "Layer × head attention from the critical token to the context token",
             "Mean attention weight (good sentences) at selected checkpoints: the first, those nearest the fit and "
             "generalisation steps, and the last, on one colour scale. Cyan boxes: the top-k heads of that "
@@ -488,7 +490,7 @@ def section_heads(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
         sel = heads[heads["step"].isin(steps)].sort_values(["step", "layer", "head"])
         parts.append(w.table("head_maps", sel.reset_index(drop=True)))
         parts.append(w.figure(
-            "head_trajectories", F.head_trajectories_figure(heads, 32, gen),
+            "head_trajectories", MF.head_trajectories_figure(heads, 32, gen),
             "Per-head attention over all checkpoints",
             "One row per head (the heads with the highest peak attention), one column per checkpoint: when each "
             "head starts to attend from the critical to the context token.",
@@ -500,7 +502,7 @@ def section_heads(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
     if conc is not None and not conc.empty:
         last = conc.sort_values("step").iloc[-1]
         parts.append(w.figure(
-            "head_concentration", F.head_concentration_figure(conc, gen, fit, axis),
+            "head_concentration", MF.head_concentration_figure(conc, gen, fit, axis),
             "How concentrated the attention is across heads",
             "Share of the total critical→context attention carried by the top-k heads, Gini coefficient (1 = one "
             "head carries all) and entropy (low = concentrated). Concentration that rises around the "
@@ -515,7 +517,7 @@ def section_heads(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
 
 
 def section_ablation(inp: ReportInputs, w: _Writer) -> Section:
-    from grokscope import figures as F
+    from grokscope import model_figures as MF
 
     abl = inp.tables["ablation"]
     title = "Causal check: head ablation"
@@ -523,9 +525,9 @@ def section_ablation(inp: ReportInputs, w: _Writer) -> Section:
         return Section("ablation", title, missing_note(
             "analysis/ablation.parquet", f"grokscope analyse {inp.study.root}",
             "Ablation re-scores checkpoints, so the checkpoints must be on disk."), "ablation")
-    summ = F.ablation_summary(abl)
+    summ = MF.ablation_summary(abl)
     parts = [w.figure(
-        "ablation", F.ablation_figure(abl), "Accuracy change when heads are ablated, per checkpoint",
+        "ablation", MF.ablation_figure(abl), "Accuracy change when heads are ablated, per checkpoint",
         "Accuracy change when the top-k heads by critical→context attention are zeroed (black diamonds) vs "
         "as many randomly chosen heads (grey, one point per repeat). If the top heads carry the dependency, "
         "black sits clearly below the grey cloud.",
