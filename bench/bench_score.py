@@ -289,13 +289,12 @@ def bench_model(shape: str, args: argparse.Namespace, env: dict[str, str], pairs
     print("agreement (same model, same pairs):")
     ratios = []
     for tool, ours in (("lm-eval", ours_lm), ("minicons", ours_mc)):
-        theirs = [(name, t) for name, (t, _) in results.items() if name.startswith(tool)]
-        for name, (t, numbers) in results.items():
-            if name.startswith(tool):
-                print(compare(name, ours[1], numbers))
-        if theirs:  # every batch size tried, then the fastest again as the reference
-            ratios += [(name, t, ours[0]) for name, t in theirs]
-            name, t = min(theirs, key=lambda x: x[1].seconds if not args.parallel else x[1].cpu)
+        theirs = [(name, t, numbers) for name, (t, numbers) in results.items() if name.startswith(tool)]
+        for name, t, numbers in theirs:
+            print(compare(name, ours[1], numbers))
+            ratios.append((name, t, ours[0]))
+        if len(theirs) > 1:  # several batch sizes: the fastest again, as the reference
+            name, t, _ = min(theirs, key=lambda x: x[1].cpu if args.parallel else x[1].seconds)
             ratios.append((name + " = best", t, ours[0]))
     if args.parallel:  # tools competing for the cores: only CPU time is comparable
         print("speed-up of grokscope, whole process start to last result (CPU time; wall time in brackets):")

@@ -40,8 +40,9 @@ from grokscope import cli
 marker = sys.argv[1]
 atexit.register(lambda: open(marker, "w").write("atexit ran"))
 def fake_main():
-    if sys.argv[2] == "thread":  # a non-daemon thread still working when main returns
-        threading.Thread(target=lambda: (time.sleep(0.3), open(marker + ".thread", "w").write("done"))).start()
+    if sys.argv[2] in ("thread", "daemon"):  # a thread still working when main returns
+        threading.Thread(target=lambda: (time.sleep(0.3), open(marker + ".thread", "w").write("done")),
+                         daemon=sys.argv[2] == "daemon").start()
     sys.stdout.write("x" * 200_000)  # more than a pipe buffer: must be flushed before the exit
     sys.stderr.write("to stderr")
     return 3
@@ -50,7 +51,7 @@ cli.entry()
 """
 
 
-@pytest.mark.parametrize("threads", ["alone", "thread"])
+@pytest.mark.parametrize("threads", ["alone", "thread", "daemon"])
 def test_entry_exit_flushes_output_runs_atexit_and_keeps_the_code(tmp_path, threads: str) -> None:
     marker = tmp_path / "marker"
     out = subprocess.run([sys.executable, "-c", _ENTRY_SCRIPT, str(marker), threads], capture_output=True, text=True)
@@ -60,3 +61,5 @@ def test_entry_exit_flushes_output_runs_atexit_and_keeps_the_code(tmp_path, thre
     assert marker.read_text() == "atexit ran"
     if threads == "thread":  # the normal exit waited for the thread
         assert (tmp_path / "marker.thread").read_text() == "done"
+    if threads == "daemon":  # stopped at exit, as a normal exit would
+        assert not (tmp_path / "marker.thread").exists()

@@ -76,12 +76,13 @@ def entry() -> None:
     After torch and transformers are imported the heap holds about a million objects: the final
     garbage collection costs about a second per command, and freeing every module's objects
     another 0.1 s. All results are written and closed by the time :func:`main` returns, so the
-    collection is skipped (``gc.freeze``) and, when no other thread is running, the process ends
-    with ``os._exit`` after the atexit handlers (logging, tqdm, temporary files) have run and
-    the standard streams are flushed. With another thread alive the normal exit waits for it."""
+    collection is skipped (``gc.freeze``) and, unless a non-daemon thread is still running, the
+    process ends with ``os._exit`` after the atexit handlers (logging, tqdm, temporary files) have
+    run and the standard streams are flushed (daemon threads, such as tqdm's monitor, would be
+    stopped by a normal exit too). A non-daemon thread gets the normal exit, which waits for it."""
     code = main()
     gc.freeze()
-    if threading.active_count() > 1:
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
