@@ -62,6 +62,7 @@ PANEL_W, PANEL_H = 3.2, 2.6
 
 
 def apply_style() -> None:
+    """Set the report's matplotlib style (fonts, no top/right spines, light grid, SVG text as text)."""
     plt.rcParams.update(
         {
             "font.size": 9,
@@ -159,11 +160,13 @@ def step_ticks(lo: float, hi: float) -> list[float]:
 
 
 def panel_grid(n: int, ncols: int = 4) -> tuple[int, int]:
+    """(rows, columns) of a grid holding ``n`` panels, at most ``ncols`` per row."""
     ncols = max(1, min(ncols, n))
     return math.ceil(n / ncols), ncols
 
 
 def hide_unused_axes(axes: np.ndarray, used: int) -> None:
+    """Hide the panels of a grid after the first ``used``."""
     for ax in axes.flat[used:]:
         ax.set_visible(False)
 
@@ -180,6 +183,7 @@ def ordered_groups(df: pd.DataFrame, level: str) -> list[tuple[str, str]]:
 
 
 def timing_row(timing: pd.DataFrame | None, level: str, group: str, comparison: str) -> pd.Series | None:
+    """The row of ``timing.parquet`` for one (level, group, comparison), or None."""
     if timing is None or timing.empty:
         return None
     sel = timing[(timing["level"] == level) & (timing["group"].astype(str) == group) & (timing["comparison"] == comparison)]
@@ -187,6 +191,7 @@ def timing_row(timing: pd.DataFrame | None, level: str, group: str, comparison: 
 
 
 def is_finite_number(x: object) -> bool:
+    """True for a finite number (False for None, NA, NaN, ±inf and non-numbers)."""
     try:
         return x is not None and not pd.isna(x) and math.isfinite(float(x))  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -194,6 +199,7 @@ def is_finite_number(x: object) -> bool:
 
 
 def is_positive_infinity(x: object) -> bool:
+    """True for +inf (a step or bound that was never reached)."""
     try:
         return x is not None and not pd.isna(x) and float(x) == math.inf  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -201,6 +207,7 @@ def is_positive_infinity(x: object) -> bool:
 
 
 def group_title(level: str, group: str) -> str:
+    """A panel title: 'all pairs' for the pooled level, else the group with spaces."""
     return "all pairs" if level == "all" else str(group).replace("_", " ")
 
 
