@@ -621,7 +621,7 @@ def _phrases_path(p: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     phrases = _phrases_path(args.phrases)
     if not phrases.exists():
-        raise MissingStageError("phrases table", str(phrases), "grokscope phrases --out STUDY ...")
+        raise MissingStageError("phrases table", str(phrases), "grokscope phrases --benchmark BENCHMARK --out STUDY")
     out_arg = Path(args.out) if args.out else phrases.parent
     out = out_arg if out_arg.suffix == ".parquet" else out_arg / "exposure.parquet"
     if args.workers < 1:
@@ -637,10 +637,13 @@ def run(args: argparse.Namespace) -> int:
 
 def run_stage(cfg: Any, study: Any) -> None:
     """``grokscope run``: exposure of the study's phrases in its token stream, at its checkpoints."""
-    study.require(study.phrases_path, "phrases table", "grokscope phrases")
+    toml = cfg.source or "STUDY.toml"
+    study.require(study.phrases_path, "phrases table",
+                  f"grokscope phrases --benchmark BENCHMARK --out {study.root}  (or: grokscope run {toml})")
     tokens = str(cfg.resolve_path(cfg.data.tokens)) if cfg.data.tokens else str(study.tokens_dir)
     if not cfg.data.tokens:
-        study.require(study.tokens_dir / "manifest.json", "prepared token stream", "grokscope prepare")
+        study.require(study.tokens_dir / "manifest.json", "prepared token stream",
+                      f"grokscope prepare --config {toml}  (or set [data] tokens to an existing stream)")
     if cfg.score.checkpoints:
         # step lists and 'pythia' as they are; paths relative to the config file; hub ids as they are
         specs = [str(cfg.resolve_path(c)) if cfg.resolve_path(c).exists() or any(ch in c for ch in "*?[")
@@ -649,7 +652,8 @@ def run_stage(cfg: Any, study: Any) -> None:
     else:
         ck = study.run_dir / "checkpoints"
         if not ck.exists():
-            raise MissingStageError("training checkpoints (their steps define the windows)", str(ck), "grokscope train")
+            raise MissingStageError("training checkpoints (their steps define the windows)", str(ck),
+                                    f"grokscope train --config {toml}  (or list checkpoints in [score] checkpoints)")
         steps = parse_checkpoints([str(ck)])
     rows_per_step = cfg.data.rows_per_step or (cfg.train.batch_size if cfg.train.enabled else None)
     spec = StreamSpec(tokens, cfg.data.format, rows_per_step or None, None,

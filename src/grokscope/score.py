@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
         options.capture_hidden = options.capture_attention = False
         if options.region == "critical":
             raise MissingStageError("critical phrases (needed for --region critical)", str(study.phrases_path),
-                                    "grokscope phrases")
+                                    f"grokscope phrases --benchmark BENCHMARK --out {study.root}")
     errors: list[str] = []
     checkpoints = discover_checkpoints(args.checkpoints, step=args.step, tokens_seen=args.tokens_seen,
                                        tokens_per_step=args.tokens_per_step, errors=errors)
@@ -263,10 +263,13 @@ def run_stage(cfg: StudyConfig, study: Study) -> None:
     from grokscope.checkpoints import discover_checkpoints
 
     sc = cfg.score
-    study.require(study.phrases_path, "critical phrases", "grokscope phrases")
+    toml = cfg.source or "STUDY.toml"
+    study.require(study.phrases_path, "critical phrases",
+                  f"grokscope phrases --benchmark BENCHMARK --out {study.root}  (or: grokscope run {toml})")
     specs = [str(cfg.resolve_path(s)) if not _is_hub(s) else s for s in sc.checkpoints]
     if not specs:
-        study.require(study.run_dir / "checkpoints", "training checkpoints", "grokscope train")
+        study.require(study.run_dir / "checkpoints", "training checkpoints",
+                      f"grokscope train --config {toml}  (or list checkpoints in [score] checkpoints)")
         specs = [str(study.run_dir)]
     benchmark = str(cfg.resolve_path(cfg.benchmark.path)) if cfg.benchmark.path else ""
     pairs, bench_name, fingerprint = _pairs_for(study, benchmark, "", cfg.benchmark.paradigms,
@@ -329,7 +332,7 @@ def _pairs_for(study: Study, benchmark: str, phrases: str, paradigms: list[str],
             fingerprint = benchmark_fingerprint(pairs)
     else:
         raise MissingStageError("a benchmark (--benchmark) or critical phrases", str(study.phrases_path),
-                                "grokscope phrases")
+                                f"grokscope phrases --benchmark BENCHMARK --out {study.root}  (or pass --benchmark)")
     if len(pairs) == 0:
         raise DataError(f"benchmark '{name}': no pairs to score (check --paradigms)")
     return pairs, name, fingerprint
