@@ -453,6 +453,27 @@ def test_cli_bad_checkpoints_exit_2_and_keep_the_others(scored_study, gpt2_tok, 
     assert Study(study_dir).scored_steps() == [0, 4]  # the good checkpoints were scored
 
 
+def test_cli_invalid_pair_is_an_error_or_reported_and_skipped(tmp_path, gpt2_tok, pairs, capsys):
+    """An identical good/bad pair (BLiMP has 7): exit 2 naming file and line; with
+    --skip-invalid it is reported on stderr and the other pairs are scored."""
+    plain = _save_checkpoint(_gpt2_model(), gpt2_tok, tmp_path / "my_model")
+    bench = tmp_path / "pairs.jsonl"
+    rows = [{"sentence_good": r.good, "sentence_bad": r.bad, "UID": r.uid, "pairID": r.pair_id}
+            for r in pairs.head(4).itertuples()]
+    rows[2]["sentence_bad"] = rows[2]["sentence_good"]
+    bench.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = ["score", "--checkpoints", str(plain), "--benchmark", str(bench), "--out", str(tmp_path / "s"),
+            "--step", "1", "--tokens-seen", "10", "--quiet", "--no-hidden", "--no-attention", "--threads", "1"]
+    assert cli.main(base) == 2
+    err = capsys.readouterr().err
+    assert f"{bench}:3" in err and "identical" in err and "--skip-invalid" in err
+    assert cli.main(base + ["--skip-invalid"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("skipped invalid pair") == 1 and f"{bench}:3" in err
+    t = pd.read_parquet(Study(tmp_path / "s").score_path(1))
+    assert list(t["pair_id"]) == [rows[i]["pairID"] for i in (0, 1, 3)]
+
+
 def test_cli_plain_hf_dir_needs_step(tmp_path, gpt2_tok, pairs, capsys):
     plain = _save_checkpoint(_gpt2_model(), gpt2_tok, tmp_path / "my_model")
     bench = tmp_path / "pairs.jsonl"

@@ -184,12 +184,17 @@ def _score_one(job: ScoreJob, study: Study, ckpt: Checkpoint, device: str,
 
 
 def load_benchmark(path: str, paradigms: list[str] | None = None, pairs_per_paradigm: int = 0, seed: int = 0,
-                   skip_invalid: bool = False) -> tuple[pd.DataFrame, str]:
-    """Pairs (benchmark order) and their fingerprint, via :mod:`grokscope.data.benchmark`."""
+                   skip_invalid: bool = False, report_skipped: bool = False) -> tuple[pd.DataFrame, str]:
+    """Pairs (benchmark order) and their fingerprint, via :mod:`grokscope.data.benchmark`;
+    ``report_skipped`` prints each invalid pair that ``skip_invalid`` left out (the CLI does; in
+    ``grokscope run`` the phrases stage has already reported them)."""
     from grokscope.data.benchmark import benchmark_fingerprint, load_pairs
 
     df = load_pairs(path, paradigms=paradigms or None, pairs_per_paradigm=pairs_per_paradigm, seed=seed,
                     skip_invalid=skip_invalid)
+    if report_skipped:
+        for msg in df.attrs.get("skipped", []):
+            print(f"grokscope score: skipped invalid pair: {msg}", file=sys.stderr)
     return df, benchmark_fingerprint(df)
 
 
@@ -239,7 +244,8 @@ def run(args: argparse.Namespace) -> int:
     )
     options.validate()
     pairs, benchmark, fingerprint = _pairs_for(study, args.benchmark, args.phrases, args.paradigms,
-                                               args.pairs_per_paradigm, args.seed, args.skip_invalid)
+                                               args.pairs_per_paradigm, args.seed, args.skip_invalid,
+                                               report_skipped=True)
     if not _has_spans(pairs):
         if options.capture_hidden or options.capture_attention:
             print("grokscope score: no critical phrases (run `grokscope phrases` or pass --phrases); "
@@ -300,7 +306,7 @@ def _has_spans(pairs: pd.DataFrame) -> bool:
 
 
 def _pairs_for(study: Study, benchmark: str, phrases: str, paradigms: list[str], pairs_per_paradigm: int,
-               seed: int, skip_invalid: bool = False) -> tuple[pd.DataFrame, str, str]:
+               seed: int, skip_invalid: bool = False, report_skipped: bool = False) -> tuple[pd.DataFrame, str, str]:
     """The pairs to score, with critical spans merged in when a phrases table is available."""
     import pandas as pd
 
@@ -311,7 +317,8 @@ def _pairs_for(study: Study, benchmark: str, phrases: str, paradigms: list[str],
         raise DataError(f"{phrases_path}: phrases table not found")
     ph = pd.read_parquet(phrases_path) if phrases_path.exists() else None
     if benchmark:
-        pairs, fingerprint = load_benchmark(benchmark, paradigms, pairs_per_paradigm, seed, skip_invalid)
+        pairs, fingerprint = load_benchmark(benchmark, paradigms, pairs_per_paradigm, seed, skip_invalid,
+                                            report_skipped=report_skipped)
         name = benchmark
         if ph is not None:
             pairs = with_phrases(pairs, ph)
