@@ -234,6 +234,33 @@ def test_vocab_blocked_output_layer_equals_the_module_path(model_and_tok, pairs,
             np.testing.assert_allclose(t[col], blocked[col], atol=1e-5, rtol=0, err_msg=col)
 
 
+
+def test_eager_and_sdpa_attention_give_the_same_scores(model_and_tok, pairs, monkeypatch):
+    """On CPU, short prefix-tree rows run eager attention (faster there) and wide ones sdpa;
+    both give the same numbers, and the model is left with the attention it was loaded with."""
+    from grokscope import pair_scoring
+
+    model, tok = model_and_tok
+    loaded_with = model.config._attn_implementation
+    assert loaded_with == "sdpa"
+    seen = []
+    base = getattr(model, model.base_model_prefix)  # scoring calls the body, then its own output layer
+    hook = base.register_forward_pre_hook(lambda mod, args: seen.append(mod.config._attn_implementation))
+    try:
+        opts = ScoreOptions(batch_size=16, progress=False)
+        eager = score_pairs(model, tok, pairs, options=opts).table
+        assert set(seen) == {"eager"} and model.config._attn_implementation == loaded_with
+        seen.clear()
+        monkeypatch.setattr(pair_scoring, "_EAGER_CPU_MAX_WIDTH", 0)
+        sdpa = score_pairs(model, tok, pairs, options=opts).table
+        assert set(seen) == {loaded_with} and model.config._attn_implementation == loaded_with
+    finally:
+        hook.remove()
+    for col in ("good_logprob", "bad_logprob", "good_critical_logprob", "bad_critical_logprob"):
+        np.testing.assert_allclose(sdpa[col], eager[col], atol=1e-5, rtol=0, err_msg=col)
+    assert list(sdpa["correct"]) == list(eager["correct"])
+
+
 def test_lm_eval_convention_changes_first_word_tokens(gpt2_tok, pairs):
     """lm-eval scores ' Raymond', minicons 'Raymond' (different GPT-2 tokens)."""
     enc_lm = encode_pairs(gpt2_tok, pairs.head(1), "lm_eval")[0][0]
