@@ -224,12 +224,14 @@ def test_vocab_blocked_output_layer_equals_the_module_path(model_and_tok, pairs,
     handle = model.get_output_embeddings().register_forward_hook(lambda mod, inp, out: None)
     try:
         module_path = score_pairs(model, tok, pairs, options=opts).table
+        monkeypatch.setattr(pair_scoring, "_LOGIT_CHUNK_ROWS", 5)  # many chunks, a ragged last one
+        small_chunks = score_pairs(model, tok, pairs, options=opts).table
     finally:
         handle.remove()
     monkeypatch.setattr(pair_scoring, "_BLOCK_ROWS", 7)
     monkeypatch.setattr(pair_scoring, "_VOCAB_BLOCK", 999)
     small_tiles = score_pairs(model, tok, pairs, options=opts).table
-    for t in (module_path, small_tiles):
+    for t in (module_path, small_chunks, small_tiles):
         for col in ("good_logprob", "bad_logprob", "good_critical_logprob", "bad_critical_logprob"):
             np.testing.assert_allclose(t[col], blocked[col], atol=1e-5, rtol=0, err_msg=col)
 

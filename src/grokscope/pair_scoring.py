@@ -365,19 +365,24 @@ def _chunked_logprobs(project: Any, n_rows: int, target_row: np.ndarray, targets
                       device: Any) -> np.ndarray:
     """``log p(targets[k] | row target_row[k])`` from full-vocabulary logits, ``project(a, b)``
     giving rows ``a:b`` as float32 [chunk, vocab] (the module path: hooks on the output
-    projection run; any device)."""
+    projection run; any device). The indices go to the device once and the results come back
+    once per batch, so a GPU is not synchronised chunk by chunk."""
     import torch
 
-    lp = np.empty(len(targets), dtype=np.float64)
-    for a in range(0, n_rows, _LOGIT_CHUNK_ROWS):
+    order = np.argsort(target_row, kind="stable")  # targets grouped by row: each chunk's are a slice
+    cuts = np.searchsorted(target_row[order], np.arange(0, n_rows + _LOGIT_CHUNK_ROWS, _LOGIT_CHUNK_ROWS))
+    rows_t = torch.from_numpy(target_row[order]).to(device)
+    targets_t = torch.from_numpy(targets[order]).to(device)
+    target_logit = torch.empty(len(targets), dtype=torch.float32, device=device)
+    lse = torch.empty(n_rows, dtype=torch.float32, device=device)
+    for k, a in enumerate(range(0, n_rows, _LOGIT_CHUNK_ROWS)):
         b = min(a + _LOGIT_CHUNK_ROWS, n_rows)
         chunk = project(a, b)  # [chunk, vocab] float32
-        sel = np.nonzero((target_row >= a) & (target_row < b))[0]
-        r = torch.from_numpy(target_row[sel] - a).to(device)
-        t = torch.from_numpy(targets[sel]).to(device)
-        target_logit = chunk[r, t]  # gathered before the in-place log-sum-exp below
-        lse = _logsumexp_inplace(chunk)  # [chunk]
-        lp[sel] = (target_logit - lse[r]).double().cpu().numpy()
+        lo, hi = cuts[k], cuts[k + 1]
+        target_logit[lo:hi] = chunk[rows_t[lo:hi] - a, targets_t[lo:hi]]  # before the in-place log-sum-exp
+        lse[a:b] = _logsumexp_inplace(chunk)
+    lp = np.empty(len(targets), dtype=np.float64)
+    lp[order] = (target_logit - lse[rows_t]).double().cpu().numpy()
     return lp
 
 
