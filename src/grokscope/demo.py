@@ -120,7 +120,10 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(table)
     print(f"\n(also in {out / 'ground_truth_vs_findings.txt'})")
-    print(f"report: {study.report_path}")
+    report = study.report_path
+    if report.is_relative_to(out.resolve()):  # shown like the line above: under --out as given
+        report = out / report.relative_to(out.resolve())
+    print(f"report: {report}")
     return 0
 
 
