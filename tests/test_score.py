@@ -236,7 +236,6 @@ def test_vocab_blocked_output_layer_equals_the_module_path(model_and_tok, pairs,
             np.testing.assert_allclose(t[col], blocked[col], atol=1e-5, rtol=0, err_msg=col)
 
 
-
 def test_eager_and_sdpa_attention_give_the_same_scores(model_and_tok, pairs, monkeypatch):
     """On CPU, short prefix-tree rows run eager attention (faster there) and wide ones sdpa;
     both give the same numbers, and the model is left with the attention it was loaded with."""
