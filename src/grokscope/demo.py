@@ -120,10 +120,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(table)
     print(f"\n(also in {out / 'ground_truth_vs_findings.txt'})")
-    report = study.report_path
-    if report.is_relative_to(out.resolve()):  # shown like the line above: under --out as given
-        report = out / report.relative_to(out.resolve())
-    print(f"report: {report}")
+    report, root = study.report_path, out.resolve()  # shown under --out as given, like the line above
+    print(f"report: {out / report.relative_to(root) if report.is_relative_to(root) else report}")
     return 0
 
 

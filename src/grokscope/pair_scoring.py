@@ -155,12 +155,7 @@ def score_pairs(
     stats = ScoreStats(n_pairs=n)
 
     device = next(model.parameters()).device
-    if capture_attention:
-        previous_attn = _set_attention_impl(model, "eager")
-    elif device.type == "cpu" and max((len(r.ids) for r in rows), default=0) <= _EAGER_CPU_MAX_WIDTH:
-        previous_attn = _try_attention_impl(model, "eager")
-    else:
-        previous_attn = None
+    previous_attn = _attention_for_run(model, rows, device, capture_attention)
     bar = _progress(n, options)
     done_sentences = 0
     t0 = time.perf_counter()
@@ -272,12 +267,19 @@ def _set_attention_impl(model: Any, impl: str) -> str | None:
     return previous
 
 
-def _try_attention_impl(model: Any, impl: str) -> str | None:
-    """Like :func:`_set_attention_impl` for a speed choice: a model that cannot switch keeps its own."""
-    try:
-        return _set_attention_impl(model, impl)
-    except GrokscopeError:
-        return None
+def _attention_for_run(model: Any, rows: list[PackedRow], device: Any, capture_attention: bool) -> str | None:
+    """Switch the model to eager attention when this run wants it; return the implementation to
+    restore afterwards (None: unchanged). Attention weights need eager; on CPU, rows up to
+    ``_EAGER_CPU_MAX_WIDTH`` wide also run eager because it is faster there, and a model that
+    cannot switch keeps its own for that speed choice."""
+    if capture_attention:
+        return _set_attention_impl(model, "eager")
+    if device.type == "cpu" and max((len(r.ids) for r in rows), default=0) <= _EAGER_CPU_MAX_WIDTH:
+        try:
+            return _set_attention_impl(model, "eager")
+        except GrokscopeError:
+            return None
+    return None
 
 
 def _progress(n: int, options: ScoreOptions) -> Any:
