@@ -39,7 +39,7 @@ import atexit, sys, threading, time
 from grokscope import cli
 marker = sys.argv[1]
 atexit.register(lambda: open(marker, "w").write("atexit ran"))
-def fake_main():
+def fake_main(pause_gc=False):
     if sys.argv[2] in ("thread", "daemon"):  # a thread still working when main returns
         threading.Thread(target=lambda: (time.sleep(0.3), open(marker + ".thread", "w").write("done")),
                          daemon=sys.argv[2] == "daemon").start()
@@ -63,3 +63,30 @@ def test_entry_exit_flushes_output_runs_atexit_and_keeps_the_code(tmp_path, thre
         assert (tmp_path / "marker.thread").read_text() == "done"
     if threads == "daemon":  # stopped at exit, as a normal exit would
         assert not (tmp_path / "marker.thread").exists()
+
+
+def test_console_script_pauses_collection_only_for_stages_that_settle(monkeypatch) -> None:
+    """``main(pause_gc=True)`` (the console script) pauses cyclic GC while a stage with
+    ``SETTLES_HEAP`` runs (it calls ``heap.settle()`` itself), never for the others, and
+    collection is on again when main returns, even after an error."""
+    import gc
+
+    import grokscope.report as report_stage
+    import grokscope.score as score_stage
+    from grokscope.errors import DataError
+
+    seen: dict[str, bool] = {}
+
+    def fake_score(args):
+        seen["score"] = gc.isenabled()
+        raise DataError("no checkpoints")
+
+    monkeypatch.setattr(score_stage, "run", fake_score)
+    monkeypatch.setattr(report_stage, "run", lambda args: seen.setdefault("report", gc.isenabled()) and 0)
+    assert score_stage.SETTLES_HEAP and not getattr(report_stage, "SETTLES_HEAP", False)
+    assert cli.main(["score", "--checkpoints", "x", "--benchmark", "y", "--out", "z"], pause_gc=True) == 2
+    assert seen["score"] is False and gc.isenabled()
+    assert cli.main(["report", "z"], pause_gc=True) == 0
+    assert seen["report"] is True and gc.isenabled()
+    assert cli.main(["score", "--checkpoints", "x", "--benchmark", "y", "--out", "z"]) == 2  # tests, library
+    assert seen["score"] is True

@@ -195,6 +195,34 @@ def test_load_model_hides_transformers_bar_only_when_asked(gpt2_tok, tmp_path, c
     assert "Loading weights" in capfd.readouterr().err
 
 
+def test_load_model_resumes_paused_collection_before_the_weights(gpt2_tok, tmp_path):
+    """Under the console script, collection is paused for ``score`` (grokscope.heap):
+    ``load_model`` turns it back on once the architecture is imported and before the weights
+    exist, so a model that is dropped later is collected even when it sits in a cycle."""
+    import gc
+    import weakref
+
+    from grokscope import heap
+    from grokscope.checkpoints import Checkpoint, load_model
+
+    ckpt = Checkpoint(str(_save_checkpoint(_gpt2_model(), gpt2_tok, tmp_path / "ckpt")), None, 0, 0, "hf_dir")
+    frozen = gc.get_freeze_count()
+    heap.pause()
+    try:
+        assert not gc.isenabled()
+        model = load_model(ckpt, progress=False)
+        assert gc.isenabled() and not heap.is_paused()
+        assert gc.get_freeze_count() > frozen  # what existed before loading is frozen
+        model.loop = [model]  # a reference cycle: only the collector can free it
+        ref = weakref.ref(model)
+        del model
+        gc.collect()
+        assert ref() is None
+    finally:
+        heap.resume()
+        gc.unfreeze()
+
+
 def test_bfloat16_scores_track_float32(model_and_tok, pairs):
     """bf16, the default on GPU, run here on CPU: the additive mask in bf16's range, the module
     path for a bf16 output layer and float32 log-softmax must give log-probs within bf16's

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grokscope import heap
 from grokscope.errors import DataError
 
 CHECKPOINT_JSON = "grokscope_checkpoint.json"
@@ -259,12 +260,24 @@ def load_model(ckpt: Checkpoint, device: str = "cpu", dtype: str = "auto", atten
     if ckpt.revision:
         kwargs["revision"] = ckpt.revision
     try:
+        _import_architecture(ckpt.path, ckpt.revision)
+        heap.settle()  # the libraries are in, no weights yet (see grokscope.heap)
         with contextlib.nullcontext() if progress else quiet_transformers_progress():
             model = _from_pretrained_sdpa_or_eager(AutoModelForCausalLM, ckpt.path, kwargs)
     except Exception as e:  # noqa: BLE001 - any loading failure is an input problem here
         raise DataError(f"{ckpt.label}: could not load the model: {type(e).__name__}: {e}") from None
     fuse_activations(model)
     return model.to(device).eval()
+
+
+def _import_architecture(path: str, revision: str | None) -> None:
+    """Import the checkpoint's model class: transformers imports an architecture's module only
+    when a model of it is first built."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    config = AutoConfig.from_pretrained(path, **({"revision": revision} if revision else {}))
+    MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
 
 
 def _from_pretrained_sdpa_or_eager(auto_class: Any, path: str, kwargs: dict[str, Any]) -> Any:

@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 
-from grokscope import __version__
+from grokscope import __version__, heap
 from grokscope.errors import GrokscopeError
 
 # name -> (module, one-line help). Order = pipeline order.
@@ -47,7 +47,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, pause_gc: bool = False) -> int:
+    """Run one subcommand; returns its exit code. ``pause_gc`` (the console script): for a stage
+    module that declares ``SETTLES_HEAP = True``, cyclic garbage collection is paused until the
+    stage has imported its libraries (see :mod:`grokscope.heap`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     if command not in COMMANDS:
@@ -60,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     if not sys.stderr.isatty():  # a log file: a progress line every 30 s, not a \r-bar every 0.1 s
         os.environ.setdefault("TQDM_MININTERVAL", "30")
     module = importlib.import_module(COMMANDS[args.command][0])
+    if pause_gc and getattr(module, "SETTLES_HEAP", False):
+        heap.pause()
     try:
         return int(module.run(args) or 0)
     except GrokscopeError as e:
@@ -68,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"grokscope {args.command}: interrupted; finished work is kept, re-run to resume", file=sys.stderr)
         return 130
+    finally:
+        heap.resume()
 
 
 def entry() -> None:
@@ -79,8 +86,10 @@ def entry() -> None:
     collection is skipped (``gc.freeze``) and, unless a non-daemon thread is still running, the
     process ends with ``os._exit`` after the atexit handlers (logging, tqdm, temporary files) have
     run and the standard streams are flushed (daemon threads, such as tqdm's monitor, would be
-    stopped by a normal exit too). A non-daemon thread gets the normal exit, which waits for it."""
-    code = main()
+    stopped by a normal exit too). A non-daemon thread gets the normal exit, which waits for it.
+    Stages that declare ``SETTLES_HEAP`` run with collection paused until their libraries are
+    imported (:mod:`grokscope.heap`)."""
+    code = main(pause_gc=True)
     gc.freeze()
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         sys.exit(code)
