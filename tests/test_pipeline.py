@@ -87,6 +87,45 @@ def test_runs_stages_in_order_then_nothing_to_do(tmp_path: Path) -> None:
     assert [r.status for r in results] == ["skipped"] + ["done"] * 7
 
 
+def test_paused_collection_resumes_before_the_first_stage_with_its_libraries_in(tmp_path: Path, monkeypatch) -> None:
+    """Under the console script (collection paused, grokscope.heap) run_study imports the
+    libraries of the stages about to run, freezes them and turns collection back on before the
+    first stage runs; every stage has an entry."""
+    import gc
+    import sys
+
+    from grokscope import heap
+
+    assert set(pipeline.STAGE_LIBRARIES) == set(pipeline.STAGES)
+    for stage in pipeline.STAGES:  # light stand-ins for torch & co.
+        monkeypatch.setitem(pipeline.STAGE_LIBRARIES, stage, ("json",))
+    monkeypatch.setitem(pipeline.STAGE_LIBRARIES, "score", ("json", "_grokscope_marker_module"))
+    marker = tmp_path / "_grokscope_marker_module.py"
+    marker.write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = load_config(_write_study(tmp_path))
+    fakes = Fakes()
+    seen: list[tuple[str, bool, bool]] = []
+
+    def watched(stage: str, fn):
+        def run(c, st) -> None:
+            seen.append((stage, gc.isenabled(), "_grokscope_marker_module" in sys.modules))
+            fn(c, st)
+        return run
+
+    table = {stage: watched(stage, fn) for stage, fn in fakes.table().items()}
+    frozen = gc.get_freeze_count()
+    heap.pause()
+    try:
+        pipeline.run_study(cfg, stages=table, echo=lambda s: None)
+        assert seen and all(enabled and imported for _, enabled, imported in seen)
+        assert gc.get_freeze_count() > frozen and not heap.is_paused()
+    finally:
+        heap.resume()
+        gc.unfreeze()
+        sys.modules.pop("_grokscope_marker_module", None)
+
+
 def test_resume_after_kill_reruns_the_killed_stage_and_the_rest(tmp_path: Path) -> None:
     cfg = load_config(_write_study(tmp_path))
     fakes = Fakes(fail_in="score")

@@ -83,6 +83,9 @@ def documents_for(steps: int, batch: int, seq_len: int, sentences_per_document: 
     return max(200, int(tokens_needed / tokens_per_doc) + 1)
 
 
+SETTLES_HEAP = True  # run_study settles (grokscope.heap)
+
+
 def run(args: argparse.Namespace) -> int:
     import tomli_w
 

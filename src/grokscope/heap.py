@@ -5,7 +5,8 @@ objects on the heap, and CPython's cyclic collector re-scans all of them on ever
 collection: a ``grokscope score`` run of 2,000 pairs on a 4x256 model made 8 full collections
 taking 0.9 s of its 9.5 s, nearly all of them during the imports. So the console script pauses
 collection (:func:`pause`) for a stage that declares ``SETTLES_HEAP = True``, and that stage
-calls :func:`settle` once its libraries are in: what exists then is moved to the permanent
+calls :func:`settle` once its libraries are in (``score``: ``load_model``; ``run`` and ``demo``:
+:func:`settle_after` with the libraries of the stages about to run): what exists then is moved to the permanent
 generation (``gc.freeze``, never scanned again) and collection resumes for everything the stage
 allocates afterwards. :func:`settle` runs before any model weights exist, so a checkpoint that is
 later dropped is still collected. Outside the console script (the library API, tests) nothing
@@ -14,6 +15,7 @@ is paused and :func:`settle` does nothing.
 from __future__ import annotations
 
 import gc
+import importlib
 
 _paused = False
 
@@ -33,6 +35,19 @@ def settle() -> None:
         gc.freeze()
         gc.enable()
         _paused = False
+
+
+def settle_after(*modules: str) -> None:
+    """If :func:`pause` is in effect: import ``modules`` (what the coming work needs), then
+    :func:`settle`. A module that cannot be imported is left for the work itself to report."""
+    if not _paused:
+        return
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    settle()
 
 
 def resume() -> None:
