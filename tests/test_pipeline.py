@@ -297,9 +297,10 @@ def test_demo_shows_the_planted_gap_and_none_without_planting(tmp_path: Path) ->
     assert "ground truth" in on.stdout
 
 
-# (stage, seconds after the stage started) at which `grokscope run` is killed with SIGKILL
-KILL_PLAN = [("testbed", 0.3), ("prepare", 1.0), ("train", 2.0), ("train", 6.0), ("exposure", 0.5),
-             ("score", 3.0), ("analyse", 4.0), ("report", 2.0)]
+# (stage, fraction of the stage's time in the uninterrupted run) at which `grokscope run` is
+# killed with SIGKILL, counted from the stage's "running" line
+KILL_PLAN = [("testbed", 0.5), ("prepare", 0.5), ("train", 0.2), ("train", 0.6), ("exposure", 0.5),
+             ("score", 0.5), ("analyse", 0.5), ("report", 0.5)]
 
 
 @pytest.mark.slow
@@ -320,14 +321,17 @@ def test_killed_runs_end_with_the_same_tables(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "grokscope.cli", "run", str(tmp_path / "killed" / "demo.toml")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}  # as the demo
+    ref_seconds = {stage: done["seconds"] for stage, done in
+                   json.loads((tmp_path / "ref" / "study" / pipeline.PIPELINE_STATE).read_text())["completed"].items()}
     rng = random.Random(0)
     killed_in: list[str] = []
-    for stage, delay in KILL_PLAN:
+    for stage, fraction in KILL_PLAN:
+        delay = ref_seconds[stage] * fraction
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         timer: threading.Timer | None = None
         for line in proc.stdout:  # type: ignore[union-attr]
             if timer is None and line.startswith(f"  {stage:<9} running"):
-                timer = threading.Timer(delay * rng.uniform(0.5, 1.5), proc.kill)
+                timer = threading.Timer(delay * rng.uniform(0.6, 1.4), proc.kill)
                 timer.start()
         proc.wait()
         if timer is not None:

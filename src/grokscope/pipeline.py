@@ -325,8 +325,9 @@ def _read_state(study: Study) -> dict[str, Any]:
 
 
 # the heavy libraries each stage imports: under the console script (collection paused, see
-# grokscope.heap) those of the stages about to run are imported before the first one and frozen,
-# which saves the 9 full collections (1.3 s) a demo run made over them
+# grokscope.heap) those of the stages about to run are imported before the first one's "running"
+# line (so stage times are the stages' own work) and frozen, which saves the 9 full collections
+# (1.3 s) a demo run made over them
 STAGE_LIBRARIES: dict[str, tuple[str, ...]] = {
     "testbed": (),
     "prepare": ("transformers",),
