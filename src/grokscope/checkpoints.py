@@ -260,8 +260,9 @@ def load_model(ckpt: Checkpoint, device: str = "cpu", dtype: str = "auto", atten
     if ckpt.revision:
         kwargs["revision"] = ckpt.revision
     try:
-        _import_architecture(ckpt.path, ckpt.revision)
-        heap.settle()  # the libraries are in, no weights yet (see grokscope.heap)
+        if heap.is_paused():  # the console script: settle once the libraries are in, before the weights
+            _import_architecture(ckpt.path, ckpt.revision)
+            heap.settle()
         with contextlib.nullcontext() if progress else quiet_transformers_progress():
             model = _from_pretrained_sdpa_or_eager(AutoModelForCausalLM, ckpt.path, kwargs)
     except Exception as e:  # noqa: BLE001 - any loading failure is an input problem here

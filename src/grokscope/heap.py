@@ -5,12 +5,12 @@ objects on the heap, and CPython's cyclic collector re-scans all of them on ever
 collection: a ``grokscope score`` run of 2,000 pairs on a 4x256 model made 8 full collections
 taking 0.9 s of its 9.5 s, nearly all of them during the imports. So the console script pauses
 collection (:func:`pause`) for a stage that declares ``SETTLES_HEAP = True``, and that stage
-calls :func:`settle` once its libraries are in (``score``: ``load_model``; ``run`` and ``demo``:
-:func:`settle_after` with the libraries of the stages about to run): what exists then is moved to the permanent
-generation (``gc.freeze``, never scanned again) and collection resumes for everything the stage
-allocates afterwards. :func:`settle` runs before any model weights exist, so a checkpoint that is
-later dropped is still collected. Outside the console script (the library API, tests) nothing
-is paused and :func:`settle` does nothing.
+settles once its libraries are in (``score``: ``load_model``; ``run`` and ``demo``:
+:func:`settle_after` with the libraries of the stages about to run). What exists then is moved
+to the permanent generation (``gc.freeze``, never scanned again) and collection resumes for
+everything the stage allocates afterwards. Settling comes before any model weights exist, so a
+checkpoint that is later dropped is still collected. Outside the console script (the library
+API, tests) nothing is paused and settling does nothing.
 """
 from __future__ import annotations
 

@@ -378,8 +378,8 @@ def run_study(
             echo(f"  {stage:<9} done")
             continue
         fn = (stages or {}).get(stage) or _stage_function(stage)
-        heap.settle_after(*{lib for later in STAGES[STAGES.index(stage):] if not wanted[later]
-                            for lib in STAGE_LIBRARIES[later]})
+        heap.settle_after(*dict.fromkeys(lib for later in STAGES[STAGES.index(stage):] if not wanted[later]
+                                         for lib in STAGE_LIBRARIES[later]))
         echo(f"  {stage:<9} running ...")
         t0 = time.perf_counter()
         try:
