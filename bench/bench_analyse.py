@@ -1,6 +1,6 @@
 """Benchmark: ``grokscope analyse`` on a synthetic study of 67,000 pairs x 50 checkpoints
 (12 phenomena, 67 paradigms x 1,000 pairs -- BLiMP's size), written per docs/CONTRACTS.md by
-:func:`grokscope.simulate.simulate_study`. Acceptance: the whole analysis (curves with bootstrap
+:func:`grokscope.analyse.simulate.simulate_study`. Acceptance: the whole analysis (curves with bootstrap
 intervals at all / phenomenon / paradigm level, timing with permutation tests, matched control,
 probes on ``probe_pairs`` pairs, heads) in under 120 s here.
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from grokscope.config import AnalyseSection
-from grokscope.simulate import SimPhenomenon, simulate_study
-from grokscope.store import Study
+from grokscope.core.config import AnalyseSection
+from grokscope.analyse.simulate import SimPhenomenon, simulate_study
+from grokscope.core.store import Study
 
 REPO = Path(__file__).resolve().parents[1]
 PHENOMENA = [
@@ -65,7 +65,7 @@ def main() -> None:
     if args.regenerate or len(study.scored_steps()) != 50:
         print(f"writing the synthetic study to {out} ...", flush=True)
         print(f"  generated in {build(out):.1f} s")
-    from grokscope.analyse import analyse_study, load_inputs
+    from grokscope.analyse.stage import analyse_study, load_inputs
 
     inputs = load_inputs(study)
     n, T = inputs.correct.shape

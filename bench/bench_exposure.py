@@ -8,7 +8,7 @@ Inputs (defaults): the ≈80M-token GPT-2 stream ``runs/corpus_gpt2/tokens`` and
 of all BLiMP pairs ``runs/blimp_phrases/phrases.parquet`` (good and bad phrase, variants ``mid`` +
 ``sentence_start``). Methods, each in its own subprocess so that peak memory is its own:
 
-* ``grokscope``  — :mod:`grokscope.phrase_search` (token trie, Numba), one core, whole-word rules,
+* ``grokscope``  — :mod:`grokscope.exposure.engine` (token trie, Numba), one core, whole-word rules,
   counts per checkpoint window + first rows (what ``grokscope exposure`` computes).
 * ``numpy``      — reference (a): a vectorised NumPy search: 64-bit polynomial rolling hash of every
   n-gram of each needed length, ``np.searchsorted`` against the sorted phrase hashes, the same
@@ -88,10 +88,10 @@ def cpu_seconds() -> float:
 def prepare_inputs(args: argparse.Namespace, work: Path) -> dict:
     import pandas as pd
 
-    from grokscope.exposure import tokenize_phrases
-    from grokscope.phrase_search import word_tables
-    from grokscope.tokenizer import load_tokenizer
-    from grokscope.tokens import open_stream
+    from grokscope.exposure.stage import tokenize_phrases
+    from grokscope.exposure.engine import word_tables
+    from grokscope.core.tokenizer import load_tokenizer
+    from grokscope.stream.readers import open_stream
 
     stream = open_stream(args.tokens)
     tok = load_tokenizer(stream.tokenizer_dir) if stream.tokenizer_dir else load_tokenizer(args.tokenizer)
@@ -121,7 +121,7 @@ def load_inputs(work: Path, n_phrases: int | None):
     at random (seed 0; all if None). A random draw, not the first n: the first phrases all come
     from the first paradigms, whose words are rare, so a prefix of the table would confound the
     number of phrases with what kind of phrases they are."""
-    from grokscope.phrase_search import WordTables
+    from grokscope.exposure.engine import WordTables
 
     z = np.load(work / "inputs.npz")
     flat, off = z["flat"], z["off"]
@@ -137,7 +137,7 @@ def load_inputs(work: Path, n_phrases: int | None):
 
 
 def window_edges_for(n_rows: int, rows_per_step: int) -> tuple[list[int], np.ndarray]:
-    from grokscope.exposure import window_edges
+    from grokscope.exposure.stage import window_edges
 
     n_steps = n_rows // rows_per_step
     steps = sorted({0, *[2**i for i in range(20) if 2**i <= min(512, n_steps)],
@@ -149,8 +149,8 @@ def window_edges_for(n_rows: int, rows_per_step: int) -> tuple[list[int], np.nda
 # workers (one per subprocess)
 # ---------------------------------------------------------------------------------------------
 def worker_grokscope(args, work: Path) -> dict:
-    from grokscope.phrase_search import build_index, build_index_arrays, scan_rows, scan_stream
-    from grokscope.tokens import open_stream
+    from grokscope.exposure.engine import build_index, build_index_arrays, scan_rows, scan_stream
+    from grokscope.stream.readers import open_stream
 
     stream = open_stream(args.tokens)
     n_rows = min(stream.n_rows, args.rows or stream.n_rows)
@@ -229,7 +229,7 @@ def numpy_search(read_rows, n_rows: int, flat: np.ndarray, lens: np.ndarray, tab
 
 
 def worker_numpy(args, work: Path) -> dict:
-    from grokscope.tokens import open_stream
+    from grokscope.stream.readers import open_stream
 
     stream = open_stream(args.tokens)
     n_rows = min(stream.n_rows, args.rows or stream.n_rows)
@@ -246,9 +246,9 @@ def worker_numpy(args, work: Path) -> dict:
 def worker_dask(args, work: Path) -> dict:
     from dask.distributed import Client, LocalCluster
 
-    from grokscope.exposure import StreamSpec, search_stream
-    from grokscope.phrase_search import build_index_arrays
-    from grokscope.tokens import open_stream
+    from grokscope.exposure.stage import StreamSpec, search_stream
+    from grokscope.exposure.engine import build_index_arrays
+    from grokscope.stream.readers import open_stream
 
     stream = open_stream(args.tokens)
     n_rows = min(stream.n_rows, args.rows or stream.n_rows)
@@ -298,7 +298,7 @@ def worker_dask(args, work: Path) -> dict:
 # ---- infini-gram (runs under /work/venvs/infini) ----------------------------------------------
 def write_infini_tokenized(args, work: Path) -> dict:
     """infini-gram's on-disk input: each row is one document (doc separator 0xFFFF + its tokens)."""
-    from grokscope.tokens import open_stream
+    from grokscope.stream.readers import open_stream
 
     stream = open_stream(args.tokens)
     n_rows = min(stream.n_rows, args.rows or stream.n_rows)

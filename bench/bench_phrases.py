@@ -17,7 +17,7 @@ import re
 import time
 from pathlib import Path
 
-from grokscope import phrases
+from grokscope.phrases import stage as phrases
 from grokscope.data.benchmark import load_pairs
 
 WORD = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]")

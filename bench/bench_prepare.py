@@ -50,7 +50,7 @@ def child_peak_rss_mib(cmd: list[str]) -> tuple[float, float, str, float]:
 
 def reference_tokens_per_s(files: list[str], tokenizer: str, batch_chars: int) -> tuple[float, int, float]:
     """(tokens/s, tokens, tokens per CPU-second) of the bare tokenizer on the same documents."""
-    from grokscope.tokenizer import load_tokenizer
+    from grokscope.core.tokenizer import load_tokenizer
 
     backend = load_tokenizer(tokenizer).backend_tokenizer
     n_tokens, seconds, cpu = 0, 0.0, 0.0
@@ -99,7 +99,7 @@ def main() -> None:
               "--no-progress"]
 
     _, floor_rss, _, _ = child_peak_rss_mib([sys.executable, "-c", (
-        "from grokscope.tokenizer import load_tokenizer; load_tokenizer(%r)" % args.tokenizer)])
+        "from grokscope.core.tokenizer import load_tokenizer; load_tokenizer(%r)" % args.tokenizer)])
     _, _, ref_out, _ = child_peak_rss_mib([sys.executable, __file__, "--reference-only", "--corpus", *args.corpus,
                                            "--tokenizer", args.tokenizer, "--batch-chars", str(args.batch_chars)])
     ref = json.loads(ref_out.strip().splitlines()[-1])

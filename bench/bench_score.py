@@ -87,7 +87,7 @@ def ensure_model(shape: str) -> Path:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from grokscope.tokenizer import load_tokenizer
+    from grokscope.core.tokenizer import load_tokenizer
 
     path = WORK / "models" / f"gpt2_{shape}"
     if (path / "model.safetensors").exists():
@@ -223,8 +223,8 @@ def achieved_gflops(model_dir: Path, pairs_path: Path, batch_size: int) -> dict[
     import torch
     from transformers import AutoModelForCausalLM
 
-    from grokscope.score import ScoreOptions, load_benchmark, score_pairs
-    from grokscope.tokenizer import load_tokenizer
+    from grokscope.score.stage import ScoreOptions, load_benchmark, score_pairs
+    from grokscope.core.tokenizer import load_tokenizer
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     tok = load_tokenizer(model_dir)

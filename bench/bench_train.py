@@ -55,7 +55,7 @@ def bare_loop(stream, cfg, vocab: int, n_positions: int, steps: int) -> tuple[fl
     import torch.nn.functional as F
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from grokscope.train_recipe import lr_multiplier
+    from grokscope.train.recipe import lr_multiplier
 
     torch.manual_seed(cfg.seed)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=vocab, n_positions=n_positions, n_embd=cfg.n_embd,
@@ -106,10 +106,10 @@ def main() -> int:
 
     import torch
 
-    from grokscope.config import TrainSection
-    from grokscope.tokens import open_stream
-    from grokscope.train_recipe import padded_vocab_size
-    from grokscope.trainer import Trainer
+    from grokscope.core.config import TrainSection
+    from grokscope.stream.readers import open_stream
+    from grokscope.train.recipe import padded_vocab_size
+    from grokscope.train.trainer import Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from grokscope import dynamics as dy
+from grokscope.analyse import dynamics as dy
 
 
 def planted(rng, delay_idx, n=400, T=30, fit_idx=8):

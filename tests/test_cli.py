@@ -71,9 +71,9 @@ def test_console_script_pauses_collection_only_for_stages_that_settle(monkeypatc
     collection is on again when main returns, even after an error."""
     import gc
 
-    import grokscope.report as report_stage
-    import grokscope.score as score_stage
-    from grokscope.errors import DataError
+    import grokscope.report.stage as report_stage
+    import grokscope.score.stage as score_stage
+    from grokscope.core.errors import DataError
 
     seen: dict[str, bool] = {}
 

@@ -3,7 +3,7 @@
 Each stage module defines ``add_arguments(parser)`` and ``run(args) -> int``. Only the module
 of the chosen subcommand is imported, so ``grokscope --help`` is instant and heavy libraries
 (torch, dask, matplotlib) load only when a stage needs them. Input problems raise
-:class:`~grokscope.errors.GrokscopeError`; they are printed without a traceback and exit 2.
+:class:`~grokscope.core.errors.GrokscopeError`; they are printed without a traceback and exit 2.
 """
 from __future__ import annotations
 
@@ -15,20 +15,21 @@ import os
 import sys
 import threading
 
-from grokscope import __version__, heap
-from grokscope.errors import GrokscopeError
+from grokscope import __version__
+from grokscope.core import heap
+from grokscope.core.errors import GrokscopeError
 
 # name -> (module, one-line help). Order = pipeline order.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("grokscope.prepare", "tokenize a corpus into a packed token stream in training order"),
-    "train": ("grokscope.train", "pre-train a GPT-2-style model on a token stream, with log-spaced checkpoints"),
-    "phrases": ("grokscope.phrases", "find the critical phrase of every minimal pair"),
-    "exposure": ("grokscope.exposure", "search the token stream, in training order, for every critical phrase"),
-    "score": ("grokscope.score", "score every checkpoint on every minimal pair (+ hidden states, attention)"),
-    "analyse": ("grokscope.analyse", "proxy splits, fit/generalisation steps and delay, probes, heads"),
-    "report": ("grokscope.report", "write the HTML report, figures and summary table of a study"),
-    "run": ("grokscope.pipeline", "run every stage a study still lacks, from a study TOML"),
-    "demo": ("grokscope.demo", "offline controlled-exposure testbed: generate, train, analyse, report"),
+    "prepare": ("grokscope.stream.stage", "tokenize a corpus into a packed token stream in training order"),
+    "train": ("grokscope.train.stage", "pre-train a GPT-2-style model on a token stream, with log-spaced checkpoints"),
+    "phrases": ("grokscope.phrases.stage", "find the critical phrase of every minimal pair"),
+    "exposure": ("grokscope.exposure.stage", "search the token stream, in training order, for every critical phrase"),
+    "score": ("grokscope.score.stage", "score every checkpoint on every minimal pair (+ hidden states, attention)"),
+    "analyse": ("grokscope.analyse.stage", "proxy splits, fit/generalisation steps and delay, probes, heads"),
+    "report": ("grokscope.report.stage", "write the HTML report, figures and summary table of a study"),
+    "run": ("grokscope.pipeline.run", "run every stage a study still lacks, from a study TOML"),
+    "demo": ("grokscope.pipeline.demo", "offline controlled-exposure testbed: generate, train, analyse, report"),
 }
 
 
@@ -50,7 +51,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, pause_gc: bool = False) -> int:
     """Run one subcommand; returns its exit code. ``pause_gc`` (the console script): for a stage
     module that declares ``SETTLES_HEAP = True``, cyclic garbage collection is paused until the
-    stage has imported its libraries (see :mod:`grokscope.heap`)."""
+    stage has imported its libraries (see :mod:`grokscope.core.heap`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     if command not in COMMANDS:
@@ -88,7 +89,7 @@ def entry() -> None:
     run and the standard streams are flushed (daemon threads, such as tqdm's monitor, would be
     stopped by a normal exit too). A non-daemon thread gets the normal exit, which waits for it.
     Stages that declare ``SETTLES_HEAP`` run with collection paused until their libraries are
-    imported (:mod:`grokscope.heap`)."""
+    imported (:mod:`grokscope.core.heap`)."""
     code = main(pause_gc=True)
     gc.freeze()
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):

@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from grokscope.errors import DataError
+from grokscope.core.errors import DataError
 
 HUB_NAME = "nyu-mll/blimp"
 

@@ -9,7 +9,7 @@ Supported sources (``corpus_sources`` expands globs and checks they exist):
 * ``hf:NAME[:SPLIT[:CONFIG]]`` — a Hugging Face dataset, streamed with ``datasets`` (optional
   dependency, needs the hub or a local dataset path as NAME).
 
-Every malformed input is a :class:`~grokscope.errors.DataError` naming the file and line.
+Every malformed input is a :class:`~grokscope.core.errors.DataError` naming the file and line.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from grokscope.errors import DataError
+from grokscope.core.errors import DataError
 
 HF_PREFIX = "hf:"
 TEXT_SUFFIXES = (".txt", ".txt.gz")
@@ -167,7 +167,7 @@ def iter_corpus(sources: list[str], text_field: str = "text") -> Iterator[Docume
 
 def source_record(source: str) -> dict[str, object]:
     """``{path, sha256, bytes}`` for the manifest (HF datasets: name only)."""
-    from grokscope.store import file_sha256
+    from grokscope.core.store import file_sha256
 
     if source.startswith(HF_PREFIX):
         return {"path": source, "sha256": "", "bytes": 0}

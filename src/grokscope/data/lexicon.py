@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from grokscope.errors import DataError
+from grokscope.core.errors import DataError
 
 # Coarse classes used by the rules.
 N = "N"  # noun (common or proper); the head of a noun expression

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grokscope.errors import ConfigError
+from grokscope.core.errors import ConfigError
 
 # --------------------------------------------------------------------------------------
 # Lexicon (written for grokscope; singular, plural)
@@ -566,7 +566,7 @@ def generate(settings: TestbedSettings) -> Testbed:
 
 def write_testbed(tb: Testbed, out: str | Path) -> dict[str, Path]:
     """Write ``corpus.jsonl``, ``pairs.jsonl``, ``ground_truth.json`` and ``settings.json`` atomically."""
-    from grokscope.store import atomic_path, write_json
+    from grokscope.core.store import atomic_path, write_json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,1 @@
+"""The ``analyse`` stage: proxy splits, fit/generalisation/delay, probes, heads."""

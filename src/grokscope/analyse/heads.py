@@ -1,0 +1,216 @@
+"""Attention heads: which heads carry the critical -> context dependency, how concentrated
+that is, and a causal check by ablation.
+
+* **attention** of head (l, h) at a checkpoint = mean over pairs of the score stage's attention
+  weight from the query token (the later of critical/context word) to the earlier word, in the
+  good sentence (``attention.npy[:, 0]``), NaNs (no context word) ignored.
+* **concentration** over the L*H head values a: share of the top-k heads sum(top k a)/sum(a);
+  Gini coefficient sum_i sum_j |a_i - a_j| / (2 m^2 mean(a)) (0 = all equal, -> 1 = one head);
+  Shannon entropy in bits of p = a / sum(a) (log2(L*H) = uniform, 0 = one head).
+* **ablation**: zero the output of chosen heads (a forward pre-hook on the attention output
+  projection zeroes those heads' slices of its input) and re-score; compare the top-k heads
+  with ``repeats`` draws of k random other heads.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+Head = tuple[int, int]  # (layer, head)
+
+
+def head_attention(attention: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """``[n, 2, L, H]`` attention -> ``[L, H]`` mean over pairs of the good sentence (NaN-aware)."""
+    a = np.asarray(attention[:, 0] if rows is None else attention[rows, 0], dtype=np.float64)  # [n, L, H]
+    with np.errstate(invalid="ignore"):
+        counts = (~np.isnan(a)).sum(0)
+        sums = np.nansum(a, axis=0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def topk_share(values: np.ndarray, k: int) -> float:
+    v = np.sort(np.asarray(values, dtype=np.float64).ravel())[::-1]
+    total = v.sum()
+    return float(v[:k].sum() / total) if total > 0 else float("nan")
+
+
+def gini(values: np.ndarray) -> float:
+    """Gini coefficient of non-negative values (sorted-rank formula)."""
+    v = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    m, total = v.size, v.sum()
+    if m == 0 or total <= 0:
+        return float("nan")
+    ranks = np.arange(1, m + 1)
+    return float(((2 * ranks - m - 1) * v).sum() / (m * total))
+
+
+def entropy_bits(values: np.ndarray) -> float:
+    v = np.asarray(values, dtype=np.float64).ravel()
+    total = v.sum()
+    if total <= 0:
+        return float("nan")
+    p = v[v > 0] / total
+    return float(-(p * np.log2(p)).sum())
+
+
+def top_heads(head_values: np.ndarray, k: int) -> list[Head]:
+    """The k heads with the largest values, largest first. ``head_values`` ``[L, H]``."""
+    flat = np.nan_to_num(np.asarray(head_values, dtype=np.float64), nan=-np.inf).ravel()
+    order = np.argsort(-flat, kind="stable")[:k]
+    H = head_values.shape[1]
+    return [(int(i // H), int(i % H)) for i in order]
+
+
+def format_heads(heads: Sequence[Head]) -> str:
+    return ",".join(f"L{l}H{h}" for l, h in heads)
+
+
+def parse_heads(text: str) -> list[Head]:
+    return [(int(a), int(b)) for a, b in re.findall(r"L(\d+)H(\d+)", text)]
+
+
+@dataclass(frozen=True)
+class Concentration:
+    topk_share: float
+    gini: float
+    entropy: float
+    top_heads: str
+
+
+def concentration(head_values: np.ndarray, k: int) -> Concentration:
+    v = np.nan_to_num(np.asarray(head_values, dtype=np.float64), nan=0.0)
+    return Concentration(topk_share(v, k), gini(v), entropy_bits(v), format_heads(top_heads(head_values, k)))
+
+
+def heads_frame(step: int, head_values: np.ndarray) -> pd.DataFrame:
+    L, H = head_values.shape
+    return pd.DataFrame({"step": np.int64(step), "layer": np.repeat(np.arange(L), H).astype(np.int64),
+                         "head": np.tile(np.arange(H), L).astype(np.int64), "attention": head_values.ravel()})
+
+
+# ---------------------------------------------------------------------------------------
+# ablation
+# ---------------------------------------------------------------------------------------
+_OUT_PROJ = (
+    re.compile(r"^transformer\.h\.(\d+)\.attn\.c_proj$"),  # GPT-2
+    re.compile(r"^gpt_neox\.layers\.(\d+)\.attention\.dense$"),  # GPT-NeoX / Pythia
+    re.compile(r"^model\.layers\.(\d+)\.self_attn\.o_proj$"),  # Llama, OLMo, Mistral, Qwen
+)
+
+
+def attention_output_projections(model: Any) -> tuple[list[Any], int, int]:
+    """``(modules per layer, n_head, head_dim)``: the module whose input is the concatenation of
+    the heads' outputs ``[batch, seq, n_head * head_dim]``, for GPT-2, GPT-NeoX and Llama-style
+    models."""
+    from grokscope.core.errors import GrokscopeError
+
+    found: dict[int, Any] = {}
+    for name, module in model.named_modules():
+        for pattern in _OUT_PROJ:
+            m = pattern.match(name)
+            if m:
+                found[int(m.group(1))] = module
+    if not found:
+        raise GrokscopeError(
+            f"head ablation: no attention output projection found in {type(model).__name__} "
+            "(supported: GPT-2 attn.c_proj, GPT-NeoX attention.dense, Llama self_attn.o_proj)"
+        )
+    cfg = model.config
+    n_head = getattr(cfg, "n_head", None) or getattr(cfg, "num_attention_heads")
+    d_model = getattr(cfg, "n_embd", None) or getattr(cfg, "hidden_size")
+    head_dim = getattr(cfg, "head_dim", None) or d_model // n_head
+    return [found[i] for i in sorted(found)], int(n_head), int(head_dim)
+
+
+@contextlib.contextmanager
+def ablate_heads(model: Any, heads: Sequence[Head]) -> Iterator[None]:
+    """Within the block, the outputs of ``heads`` are zeroed before the output projection."""
+    modules, n_head, head_dim = attention_output_projections(model)
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in heads:
+        by_layer.setdefault(layer, []).append(head)
+    handles = []
+
+    def make_hook(head_ids: list[int]) -> Callable[..., Any]:
+        def hook(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+            x = args[0]  # [batch, seq, n_head * head_dim]
+            x = x.clone()
+            view = x.view(*x.shape[:-1], n_head, head_dim)  # [batch, seq, n_head, head_dim]
+            view[..., head_ids, :] = 0
+            return (x, *args[1:])
+
+        return hook
+
+    try:
+        for layer, head_ids in by_layer.items():
+            handles.append(modules[layer].register_forward_pre_hook(make_hook(sorted(head_ids))))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def random_head_sets(n_layer: int, n_head: int, k: int, exclude: Sequence[Head], repeats: int,
+                     rng: np.random.Generator) -> list[list[Head]]:
+    """``repeats`` sets of k distinct heads drawn uniformly from the heads not in ``exclude``."""
+    pool = [(l, h) for l in range(n_layer) for h in range(n_head) if (l, h) not in set(exclude)]
+    k = min(k, len(pool))
+    return [[pool[i] for i in sorted(rng.choice(len(pool), k, replace=False))] for _ in range(repeats)]
+
+
+def ablation_table(model: Any, accuracy_fn: Callable[[Any], float], step: int, top: Sequence[Head],
+                   repeats: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Accuracy with the top heads ablated and with ``repeats`` random sets of as many heads.
+
+    ``accuracy_fn(model) -> float`` scores the model (e.g. via :func:`score_accuracy_fn`).
+    ``delta_accuracy`` = accuracy - accuracy without ablation.
+    """
+    _, n_head, _ = attention_output_projections(model)
+    n_layer = len(attention_output_projections(model)[0])
+    base = accuracy_fn(model)
+    rows = []
+    conditions = [("top", 0, list(top))] + [
+        ("random", r, hs) for r, hs in enumerate(random_head_sets(n_layer, n_head, len(top), top, repeats, rng))
+    ]
+    for condition, repeat, hs in conditions:
+        with ablate_heads(model, hs):
+            acc = accuracy_fn(model)
+        rows.append({"step": int(step), "condition": condition, "repeat": repeat, "heads": format_heads(hs),
+                     "accuracy": acc, "delta_accuracy": acc - base})
+    return pd.DataFrame(rows)
+
+
+def ablation_p_value(table: pd.DataFrame) -> float:
+    """Share of random sets (with +1 smoothing) whose accuracy drop is at least the top heads'."""
+    top = table.loc[table["condition"] == "top", "delta_accuracy"].iloc[0]
+    rnd = table.loc[table["condition"] == "random", "delta_accuracy"].to_numpy()
+    return float((1 + np.count_nonzero(rnd <= top)) / (1 + rnd.size))
+
+
+def score_accuracy_fn(tokenizer: Any, pairs: pd.DataFrame, phrases: pd.DataFrame | None,
+                      scoring: dict[str, Any] | None = None) -> Callable[[Any], float]:
+    """An ``accuracy_fn`` that re-scores ``pairs`` with :func:`grokscope.score.pairs.score_pairs`.
+
+    ``scoring`` holds the ``convention``/``reduction``/``region`` the study's scores used (their
+    Parquet metadata), so ablated accuracies are comparable with them. The pairs are merged with
+    their phrases and tokenized once; every call (one per ablated head set) reuses that encoding
+    and runs only the forward passes."""
+    from grokscope.score.pairs import ScoreOptions, score_pairs
+    from grokscope.score.encoding import encode_pairs, with_phrases
+
+    same = {k: v for k, v in (scoring or {}).items() if k in ("convention", "reduction", "region") and v}
+    options = ScoreOptions(capture_hidden=False, capture_attention=False, progress=False, **same)
+    merged = with_phrases(pairs, phrases)
+    encoded = encode_pairs(tokenizer, merged, options.convention)
+
+    def accuracy(model: Any) -> float:
+        result = score_pairs(model, tokenizer, merged, options=options, encoded=encoded)
+        return float(np.asarray(result.table["correct"], dtype=bool).mean())
+
+    return accuracy

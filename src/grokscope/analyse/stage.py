@@ -1,0 +1,476 @@
+"""``grokscope analyse STUDY``: proxy splits, curves, fit/generalisation steps and delay
+(:mod:`grokscope.analyse.dynamics`), concept-vector probes (:mod:`grokscope.analyse.probes`) and attention heads
+(:mod:`grokscope.analyse.heads`), written to ``STUDY/analysis/*.parquet`` per docs/CONTRACTS.md.
+
+Inputs: ``phrases.parquet``, ``exposure.parquet``, ``scores/step_*.parquet`` (+ ``.hidden.npy``,
+``.attention.npy``). All score files must share one ``benchmark_fingerprint`` and one
+``tokenizer_fingerprint`` (and agree with phrases/exposure); otherwise nothing is mixed and a
+:class:`~grokscope.core.errors.DataError` names the disagreeing files. Re-running with unchanged
+inputs and settings is a no-op (``analysis/manifest.json`` records what the outputs came from).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from grokscope.core import store
+from grokscope.core.config import AnalyseSection, StudyConfig, load_config
+from grokscope.core.errors import DataError, MissingStageError
+from grokscope.core.store import Study
+
+OUTPUTS = ("curves", "timing", "probes", "heads", "head_concentration", "ablation")
+
+
+# ---------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = AnalyseSection()
+    parser.add_argument("study", help="study directory (holds phrases.parquet, exposure.parquet, scores/)")
+    parser.add_argument("--config", help="study TOML (default: STUDY/study.toml if present)")
+    parser.add_argument("--min-count", type=int, help=f"k: occurrences in the window for proxy-train (default {d.min_count})")
+    parser.add_argument("--criterion", choices=["level", "fraction", "both"], help=f"default {d.criterion}")
+    parser.add_argument("--criterion-level", type=float, help=f"absolute accuracy (default {d.criterion_level})")
+    parser.add_argument("--criterion-fraction", type=float, help=f"fraction of final accuracy (default {d.criterion_fraction})")
+    parser.add_argument("--n-boot", type=int, help=f"bootstrap replicates (default {d.n_boot})")
+    parser.add_argument("--n-perm", type=int, help=f"permutations of the lead test (default {d.n_perm})")
+    parser.add_argument("--ci", type=float, help=f"interval level; 1-ci is the test level (default {d.ci})")
+    parser.add_argument("--min-pairs", type=int, help=f"pairs a split needs at a checkpoint (default {d.min_pairs})")
+    parser.add_argument("--match-on", choices=["auto", "word_frequency", "phrase_length"], help=f"default {d.match_on}")
+    parser.add_argument("--probe-pairs", type=int, help=f"pairs per checkpoint for probes (default {d.probe_pairs})")
+    parser.add_argument("--no-probes", action="store_true", help="skip hidden-state probes")
+    parser.add_argument("--no-heads", action="store_true", help="skip attention heads (and ablation)")
+    parser.add_argument("--no-ablation", action="store_true", help="skip the head-ablation check")
+    parser.add_argument("--seed", type=int, help=f"default {d.seed}")
+    parser.add_argument("--force", action="store_true", help="recompute even if the outputs are up to date")
+
+
+def run(args: argparse.Namespace) -> int:
+    study = Study(args.study)
+    if not study.root.is_dir():
+        raise DataError(f"{study.root}: study directory not found")
+    cfg_path = Path(args.config) if args.config else study.config_path
+    cfg = load_config(cfg_path) if cfg_path.exists() else StudyConfig()
+    a = cfg.analyse
+    overrides = {
+        "min_count": args.min_count, "criterion": args.criterion, "criterion_level": args.criterion_level,
+        "criterion_fraction": args.criterion_fraction, "n_boot": args.n_boot, "n_perm": args.n_perm,
+        "ci": args.ci, "min_pairs": args.min_pairs, "match_on": args.match_on, "probe_pairs": args.probe_pairs,
+        "seed": args.seed,
+    }
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(a, key, value)
+    if args.no_probes:
+        a.probes = False
+    if args.no_heads:
+        a.heads = False
+    if args.no_ablation:
+        a.ablation = False
+    from grokscope.core.config import config_from_dict
+
+    config_from_dict({"analyse": dataclasses.asdict(a)}, where="command line")  # validate the overrides
+    summary = analyse_study(study, a, force=args.force, progress=True)
+    print(summary)
+    return 0
+
+
+def run_stage(cfg: StudyConfig, study: Study) -> None:
+    print(analyse_study(study, cfg.analyse, force=False, progress=True))
+
+
+# ---------------------------------------------------------------------------------------
+# inputs
+# ---------------------------------------------------------------------------------------
+@dataclass
+class StudyInputs:
+    phrases: pd.DataFrame
+    exposure: pd.DataFrame
+    steps: np.ndarray  # [T]
+    tokens: np.ndarray  # [T]
+    correct: np.ndarray  # [n, T] bool (all pairs, benchmark order)
+    hidden_rows: list[np.ndarray]  # per step [n] int32
+    score_meta: list[dict[str, Any]]
+    files: list[Path]
+
+
+def load_inputs(study: Study) -> StudyInputs:
+    """Read and cross-check phrases, exposure and every score file of a study."""
+    root = study.root
+    study.require(study.phrases_path, "phrases table (phrases.parquet)",
+                  f"grokscope phrases --benchmark BENCHMARK --out {root}  (or: grokscope run STUDY.toml)")
+    study.require(study.exposure_path, "exposure table (exposure.parquet)",
+                  f"grokscope exposure --phrases {root} --tokens TOKENS --checkpoints CHECKPOINTS  "
+                  "(or: grokscope run STUDY.toml)")
+    steps = study.scored_steps()
+    if not steps:
+        raise MissingStageError("checkpoint scores (scores/step_*.parquet)", str(study.scores_dir),
+                                f"grokscope score --checkpoints CHECKPOINTS --out {root}  (or: grokscope run STUDY.toml)")
+    phrases = pd.read_parquet(study.phrases_path)
+    exposure = pd.read_parquet(study.exposure_path)
+    p_meta = store.read_parquet_metadata(study.phrases_path)
+    e_meta = store.read_parquet_metadata(study.exposure_path)
+    _check_columns(phrases, ("uid", "pair_id", "phenomenon", "critical_phrase", "critical_word", "supported"), study.phrases_path)
+    _check_columns(exposure, ("uid", "pair_id", "supported", "good_first_step"), study.exposure_path)
+    _check_alignment(phrases, exposure, study.exposure_path, study.phrases_path)
+
+    metas = [store.read_parquet_metadata(study.score_path(s)) for s in steps]
+    _check_fingerprints(study, steps, metas, p_meta, e_meta)
+    n = len(phrases)
+    correct = np.zeros((n, len(steps)), dtype=bool)
+    hidden_rows, tokens = [], []
+    for j, (s, meta) in enumerate(zip(steps, metas)):
+        path = study.score_path(s)
+        table = pd.read_parquet(path, columns=["uid", "pair_id", "correct", "hidden_row"])
+        _check_alignment(phrases, table, path, study.phrases_path)
+        correct[:, j] = table["correct"].to_numpy(dtype=bool)
+        hidden_rows.append(table["hidden_row"].to_numpy(dtype=np.int64))
+        tok = meta.get("tokens_seen")
+        if tok is None:
+            tok = s * int(e_meta.get("rows_per_step", 0)) * int(e_meta.get("row_len", 0))
+        tokens.append(int(tok))
+    return StudyInputs(phrases, exposure, np.array(steps, np.int64), np.array(tokens, np.int64), correct,
+                       hidden_rows, metas, [study.phrases_path, study.exposure_path] + [study.score_path(s) for s in steps])
+
+
+def _check_columns(df: pd.DataFrame, cols: tuple[str, ...], path: Path) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; see docs/CONTRACTS.md for the expected columns")
+
+
+def _check_alignment(ref: pd.DataFrame, other: pd.DataFrame, path: Path, ref_path: Path) -> None:
+    if len(other) != len(ref):
+        raise DataError(f"{path}: has {len(other)} rows but {ref_path.name} has {len(ref)}; "
+                        "both must hold the same pairs in benchmark order (re-run the stage that wrote it)")
+    same = (other["uid"].to_numpy(dtype=object) == ref["uid"].to_numpy(dtype=object)) & (
+        other["pair_id"].to_numpy(dtype=np.int64) == ref["pair_id"].to_numpy(dtype=np.int64))
+    if not same.all():
+        i = int(np.argmin(same))
+        raise DataError(f"{path}: row {i} is pair ({other['uid'].iloc[i]}, {other['pair_id'].iloc[i]}) but "
+                        f"{ref_path.name} row {i} is ({ref['uid'].iloc[i]}, {ref['pair_id'].iloc[i]}); "
+                        "expected the same pairs in the same order")
+
+
+def _check_fingerprints(study: Study, steps: list[int], metas: list[dict[str, Any]],
+                        p_meta: dict[str, Any], e_meta: dict[str, Any]) -> None:
+    for key, what in (("benchmark_fingerprint", "benchmarks"), ("tokenizer_fingerprint", "tokenizers")):
+        values: dict[Any, list[int]] = {}
+        for s, m in zip(steps, metas):
+            values.setdefault(m.get(key), []).append(s)
+        if len(values) > 1:
+            parts = "; ".join(f"{key}={v!r}: {', '.join(store.step_name(s) + '.parquet' for s in ss[:4])}"
+                              f"{' …' if len(ss) > 4 else ''}" for v, ss in values.items())
+            raise DataError(f"{study.scores_dir}: checkpoints were scored with different {what} ({parts}); "
+                            f"refusing to mix them -- re-score every checkpoint with the same {what[:-1]}")
+        (value,) = values
+        refs = [("exposure.parquet", e_meta)] + ([("phrases.parquet", p_meta)] if key == "benchmark_fingerprint" else [])
+        for name, meta in refs:
+            other = meta.get(key)
+            if other and value and other != value:  # "" or None = not recorded
+                raise DataError(f"{study.scores_dir}: scores have {key}={value!r} but {name} has {other!r}; "
+                                f"the stages were run with different {what} -- re-run them with the same one")
+
+
+def window_counts(exposure: pd.DataFrame, steps: np.ndarray, path: Path) -> np.ndarray:
+    """``[n, T]`` cumulative good-phrase count in window(t) at every scored step."""
+    missing = [int(s) for s in steps if f"good_count_{int(s)}" not in exposure.columns]
+    if missing:
+        raise DataError(f"{path}: no column good_count_{missing[0]} (and {len(missing) - 1} more steps); the "
+                        f"exposure stage must count at every scored checkpoint -- re-run grokscope exposure "
+                        f"with --checkpoints covering steps {missing[:5]}")
+    cols = [f"good_count_{int(s)}" for s in steps]
+    return exposure[cols].fillna(0).to_numpy(dtype=np.int64)
+
+
+def match_values(study: Study, phrases: pd.DataFrame, match_on: str) -> tuple[np.ndarray, str]:
+    """Per pair: frequency of the critical word in the token stream, or the critical phrase's
+    length in words. ``auto`` uses the frequency when the study has a prepared ``tokens/``."""
+    has_tokens = study.has_tokens() and (study.tokens_dir / "tokenizer").exists()
+    if match_on == "word_frequency" and not has_tokens:
+        raise MissingStageError("prepared token stream with its tokenizer (for critical-word frequencies; "
+                                "or set [analyse] match_on = \"phrase_length\")",
+                                str(study.tokens_dir), "grokscope prepare (or: grokscope run STUDY.toml)")
+    if match_on == "phrase_length" or (match_on == "auto" and not has_tokens):
+        lengths = phrases["critical_phrase"].fillna("").astype(str).str.split().str.len()
+        return lengths.to_numpy(dtype=np.float64), "phrase_length"
+    from grokscope.core.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(study.tokens_dir / "tokenizer")
+    unigram = unigram_counts(study.tokens_dir / "tokens.npy")
+    return word_frequencies(phrases["critical_word"].fillna("").astype(str).to_numpy(), tok, unigram), "word_frequency"
+
+
+def unigram_counts(tokens_path: Path, chunk_rows: int = 1 << 16) -> np.ndarray:
+    """Token-id counts over the whole prepared stream (memory-mapped, chunked)."""
+    arr = np.load(tokens_path, mmap_mode="r")
+    counts = np.zeros(1, dtype=np.int64)
+    for lo in range(0, arr.shape[0], chunk_rows):
+        c = np.bincount(np.asarray(arr[lo:lo + chunk_rows]).ravel())
+        if c.size > counts.size:
+            c[:counts.size] += counts
+            counts = c
+        else:
+            counts[:c.size] += c
+    return counts
+
+
+def word_frequencies(words: np.ndarray, tokenizer: Any, unigram: np.ndarray) -> np.ndarray:
+    """Stream frequency of each word as it appears mid-text (" word"): the count of its token
+    if it is one token, else the count of its rarest token (an upper bound)."""
+    out = np.zeros(len(words))
+    cache: dict[str, float] = {}
+    for i, w in enumerate(words):
+        if w not in cache:
+            ids = tokenizer(" " + w, add_special_tokens=False)["input_ids"] if w else []
+            cache[w] = float(min((unigram[t] if t < unigram.size else 0) for t in ids)) if ids else 0.0
+        out[i] = cache[w]
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# the stage
+# ---------------------------------------------------------------------------------------
+def analyse_study(study: Study, a: AnalyseSection, force: bool = False, progress: bool = False) -> str:
+    """Run every analysis of a study and write its tables; returns the summary text.
+
+    BLAS runs single-threaded: the matrices are small or skinny, and on a shared machine extra
+    BLAS threads only add contention (measured: 10x slower SVDs under load)."""
+    from threadpoolctl import threadpool_limits
+
+    if a.probes:  # load scipy's/sklearn's own BLAS first: threadpool_limits only limits loaded ones
+        import sklearn.linear_model  # noqa: F401
+    with threadpool_limits(limits=1):
+        return _analyse_study(study, a, force, progress)
+
+
+def _analyse_study(study: Study, a: AnalyseSection, force: bool, progress: bool) -> str:
+    from grokscope.analyse import dynamics as dy
+
+    t0 = time.perf_counter()
+    inputs = load_inputs(study)
+    signature = _signature(inputs.files, a)
+    manifest_path = study.analysis_dir / "manifest.json"
+    if not force and manifest_path.exists() and store.read_json(manifest_path).get("signature") == signature \
+            and (study.analysis_dir / "timing.parquet").exists():
+        timing = pd.read_parquet(study.analysis_dir / "timing.parquet")
+        return "analysis is up to date (use --force to recompute)\n" + summary_table(timing)
+
+    supported = (inputs.phrases["supported"].fillna(False).to_numpy(dtype=bool)
+                 & inputs.exposure["supported"].fillna(False).to_numpy(dtype=bool))
+    keep = np.flatnonzero(supported)
+    if keep.size == 0:
+        raise DataError(f"{study.phrases_path}: no supported pairs (every critical phrase failed); nothing to analyse")
+    counts = window_counts(inputs.exposure, inputs.steps, study.exposure_path)[keep]
+    match, match_on = match_values(study, inputs.phrases.iloc[keep], a.match_on)
+    table = dy.PairTable(
+        steps=inputs.steps, tokens=inputs.tokens, correct=inputs.correct[keep], counts=counts, match_value=match,
+        uid=inputs.phrases["uid"].to_numpy(dtype=object)[keep],
+        phenomenon=inputs.phrases["phenomenon"].to_numpy(dtype=object)[keep],
+    )
+    criterion = dy.Criterion(a.criterion, a.criterion_level, a.criterion_fraction, a.min_pairs)
+    opts = dy.DynamicsOptions(min_count=a.min_count, criterion=criterion, n_boot=a.n_boot, n_perm=a.n_perm,
+                              ci=a.ci, match_bins=a.match_bins, seed=a.seed)
+    result = dy.analyse_dynamics(table, opts, progress=progress)
+    meta = {"criterion": criterion.as_dict(), "min_count": a.min_count, "ci": a.ci, "n_boot": a.n_boot,
+            "n_perm": a.n_perm, "match_on": match_on, "match_bins": a.match_bins, "n_pairs": int(keep.size),
+            "n_unsupported": int(len(supported) - keep.size), "steps": [int(s) for s in inputs.steps]}
+    out = study.analysis_dir
+    store.write_parquet(out / "curves.parquet", result.curves, metadata=meta)
+    store.write_parquet(out / "timing.parquet", result.timing, metadata=meta)
+
+    gen_all = result.timing.query("level == 'all' and comparison == 'proxy'")["gen_step"]
+    gen_step = None if gen_all.empty or pd.isna(gen_all.iloc[0]) else int(gen_all.iloc[0])
+    notes = []
+    if a.probes:
+        probes = probe_table(study, inputs, keep, a, gen_step, progress)
+        if probes is not None:
+            store.write_parquet(out / "probes.parquet", probes, metadata={"gen_step": gen_step, **meta})
+            notes.append(probe_summary(probes))
+        else:
+            notes.append("probes: no hidden states captured (score with capture_hidden = true)")
+    if a.heads:
+        heads_df, conc = head_tables(study, inputs, keep, a.top_k_heads, progress)
+        if heads_df is not None:
+            store.write_parquet(out / "heads.parquet", heads_df, metadata={"top_k": a.top_k_heads})
+            store.write_parquet(out / "head_concentration.parquet", conc, metadata={"top_k": a.top_k_heads})
+            first, last = conc.iloc[0], conc.iloc[-1]
+            notes.append(f"heads: top-{a.top_k_heads} share {first['topk_share']:.2f} -> {last['topk_share']:.2f}, "
+                         f"Gini {first['gini']:.2f} -> {last['gini']:.2f} (step {first['step']} -> {last['step']}); "
+                         f"top heads at the last step: {last['top_heads']}")
+            if a.ablation:
+                notes.append(run_ablation(study, inputs, keep, conc, a))
+        else:
+            notes.append("heads: no attention captured (score with capture_attention = true)")
+    store.write_json(manifest_path, {"signature": signature, "settings": dataclasses.asdict(a),
+                                     "seconds": round(time.perf_counter() - t0, 2), "match_on": match_on})
+    text = summary_table(result.timing)
+    notes = [x for x in notes if x]
+    return text + ("\n" + "\n".join(notes) if notes else "") + f"\nanalysis written to {out} " \
+        f"({time.perf_counter() - t0:.1f} s)"
+
+
+def _signature(files: list[Path], a: AnalyseSection) -> str:
+    h = hashlib.sha256(json.dumps(dataclasses.asdict(a), sort_keys=True).encode())
+    files = files + [files[0].parent / "tokens" / "tokens.npy"]  # critical-word frequencies
+    for f in files:
+        for p in (f, f.with_suffix("").with_suffix(".hidden.npy"), f.with_suffix("").with_suffix(".attention.npy")):
+            if p.exists():
+                st = p.stat()
+                h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+def probe_table(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseSection,
+                gen_step: int | None, progress: bool) -> pd.DataFrame | None:
+    """Probes at every checkpoint with hidden states, on at most ``probe_pairs`` pairs."""
+    from tqdm.auto import tqdm
+
+    from grokscope.analyse import probes as pr
+
+    order = np.random.default_rng(a.seed).permutation(keep)  # same pair preference at every step
+    rows = []
+    for j, step in enumerate(tqdm(inputs.steps, desc="probes", unit="ckpt", disable=not progress)):
+        path = study.hidden_path(int(step))
+        if not path.exists():
+            continue
+        hidden = np.load(path, mmap_mode="r")  # [n_captured, 2, n_layer+1, d_model]
+        hrow = inputs.hidden_rows[j][order]
+        chosen = hrow[hrow >= 0]
+        if a.probe_pairs > 0:
+            chosen = chosen[: a.probe_pairs]
+        if chosen.size and chosen.max() >= hidden.shape[0]:
+            raise DataError(f"{path}: has {hidden.shape[0]} rows but {study.score_path(int(step)).name} "
+                            f"refers to hidden_row {int(chosen.max())}")
+        if chosen.size < 2:
+            continue
+        states = np.asarray(hidden[np.sort(chosen)], dtype=np.float32)
+        for lp in pr.probe_checkpoint(states, a.probe_folds, a.seed + j):
+            rows.append({"step": int(step), **dataclasses.asdict(lp)})
+    if not rows:
+        return None
+    df = pd.DataFrame(rows)
+    df["phase"] = pr.phase_of(df["step"].to_numpy(), gen_step)
+    cols = ["step", "layer", "n_pairs", "logreg_acc", "logreg_acc_std", "meandiff_acc", "participation_ratio",
+            "n_components_90", "phase"]
+    return df[cols].astype({"step": np.int64, "layer": np.int64, "n_pairs": np.int64, "n_components_90": np.int64})
+
+
+def head_tables(study: Study, inputs: StudyInputs, keep: np.ndarray, k: int,
+                progress: bool) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    from tqdm.auto import tqdm
+
+    from grokscope.analyse import heads as hd
+
+    frames, conc = [], []
+    for step in tqdm(inputs.steps, desc="heads", unit="ckpt", disable=not progress):
+        path = study.attention_path(int(step))
+        if not path.exists():
+            continue
+        att = np.load(path, mmap_mode="r")  # [n_pairs, 2, n_layer, n_head]
+        if att.shape[0] != len(inputs.phrases):
+            raise DataError(f"{path}: has {att.shape[0]} rows, expected one per pair ({len(inputs.phrases)})")
+        values = hd.head_attention(att, keep)
+        frames.append(hd.heads_frame(int(step), values))
+        c = hd.concentration(values, k)
+        conc.append({"step": int(step), **dataclasses.asdict(c)})
+    if not frames:
+        return None, None
+    return pd.concat(frames, ignore_index=True), pd.DataFrame(conc)
+
+
+def run_ablation(study: Study, inputs: StudyInputs, keep: np.ndarray, conc: pd.DataFrame, a: AnalyseSection) -> str:
+    """Ablate the top heads of one checkpoint (if its model directory is available)."""
+    from grokscope.analyse import heads as hd
+
+    step = int(inputs.steps[-1]) if a.ablation_step < 0 else a.ablation_step
+    if step not in set(inputs.steps.tolist()):
+        raise DataError(f"[analyse] ablation_step = {step} is not a scored step (scored: {inputs.steps.tolist()[:8]} …)")
+    j = int(np.searchsorted(inputs.steps, step))
+    ckpt = inputs.score_meta[j].get("checkpoint") or ""
+    if not ckpt or not Path(ckpt).is_dir():
+        return f"ablation: skipped (checkpoint directory {ckpt!r} of step {step} not available here)"
+    try:
+        import torch
+
+        from grokscope.core.checkpoints import Checkpoint, load_model
+        from grokscope.core.tokenizer import load_tokenizer
+    except ImportError as e:  # pragma: no cover - environment problem
+        return f"ablation: skipped ({e})"
+    rng = np.random.default_rng(a.seed)
+    subset = np.sort(rng.permutation(keep)[: a.ablation_pairs]) if a.ablation_pairs > 0 else keep
+    pairs = inputs.phrases.iloc[subset].reset_index(drop=True)
+    meta = inputs.score_meta[j]
+    model = load_model(Checkpoint(ckpt, None, step, int(meta.get("tokens_seen") or 0), "hf_dir"))  # as the score stage
+    tokenizer = load_tokenizer(ckpt)
+    top = hd.parse_heads(conc.loc[conc["step"] == step, "top_heads"].iloc[0])
+    with torch.no_grad():
+        table = hd.ablation_table(model, hd.score_accuracy_fn(tokenizer, pairs, pairs, meta), step, top,
+                                  a.ablation_repeats, rng)
+    store.write_parquet(study.analysis_dir / "ablation.parquet", table,
+                        metadata={"step": step, "n_pairs": int(subset.size), "checkpoint": ckpt})
+    top_row = table[table["condition"] == "top"].iloc[0]
+    rnd = table.loc[table["condition"] == "random", "delta_accuracy"]
+    return (f"ablation at step {step}: top heads {top_row['heads']} change accuracy by {top_row['delta_accuracy']:+.3f}; "
+            f"random heads {rnd.mean():+.3f} on average (p = {hd.ablation_p_value(table):.3f})")
+
+
+def probe_summary(probes: pd.DataFrame) -> str:
+    """One line: best layer's probe accuracy and dimensionality before vs after generalisation."""
+    parts = []
+    for phase in ("before", "after"):
+        sub = probes[probes["phase"] == phase]
+        if sub.empty:
+            continue
+        by_layer = sub.groupby("layer")[["logreg_acc", "meandiff_acc", "participation_ratio"]].mean()
+        best = by_layer["logreg_acc"].idxmax()
+        r = by_layer.loc[best]
+        parts.append(f"{phase} generalisation: best layer {best} logreg {r['logreg_acc']:.2f}, "
+                     f"mean-diff {r['meandiff_acc']:.2f}, participation ratio {r['participation_ratio']:.1f}")
+    if not parts:
+        last = probes[probes["step"] == probes["step"].max()]
+        r = last.loc[last["logreg_acc"].idxmax()]
+        parts.append(f"no generalisation step; last step best layer {int(r['layer'])} logreg {r['logreg_acc']:.2f}")
+    return "probes: " + "; ".join(parts)
+
+
+def summary_table(timing: pd.DataFrame, max_rows: int = 40) -> str:
+    """Terminal summary: one line per level all/phenomenon group and comparison."""
+    sub = timing[timing["level"].isin(["all", "phenomenon"])]
+    header = f"{'group':<28} {'comparison':<9} {'fit':>8} {'gen':>8} {'delay':>8} {'delay CI':>19} {'p_lead':>7}  status"
+    lines = [header, "-" * len(header)]
+
+    def fmt(v: Any) -> str:
+        return "—" if v is None or pd.isna(v) else str(int(v))
+
+    def fci(lo: float, hi: float) -> str:
+        if pd.isna(lo) and pd.isna(hi):
+            return "—"
+        if np.isposinf(lo):  # censored in every resample
+            return "never reached"
+        f = lambda x: "∞" if np.isinf(x) else ("—" if pd.isna(x) else f"{x:.0f}")  # noqa: E731
+        return f"[{f(lo)}, {f(hi)}]"
+
+    for _, r in sub.head(max_rows).iterrows():
+        p = "—" if pd.isna(r["p_lead"]) else f"{r['p_lead']:.3f}"
+        lines.append(f"{str(r['group'])[:28]:<28} {r['comparison']:<9} {fmt(r['fit_step']):>8} {fmt(r['gen_step']):>8} "
+                     f"{fmt(r['delay_steps']):>8} {fci(r['delay_ci_low'], r['delay_ci_high']):>19} {p:>7}  {r['status']}")
+    if len(sub) > max_rows:
+        lines.append(f"… {len(sub) - max_rows} more rows in analysis/timing.parquet")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from grokscope.cli import main
+
+    sys.exit(main(["analyse", *sys.argv[1:]]))

@@ -1,0 +1,1 @@
+"""What every stage shares: settings, the study directory, errors, tokenizers, checkpoints, devices."""

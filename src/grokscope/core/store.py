@@ -1,0 +1,237 @@
+"""Study directory I/O: every file is written atomically (temp file + rename), and a
+:class:`Study` knows where each stage's output lives and whether it is already there.
+
+Layout of a study directory (see docs/CONTRACTS.md for the columns of each table)::
+
+    study.toml                 the config the study was run with (copied on first run)
+    tokens/                    prepared token stream: tokens.npy + manifest.json (``prepare``)
+    run/                       a training run (``train``): checkpoints/step_XXXXXXXX/, loss.parquet
+    phrases.parquet            critical phrase per pair (``phrases``)
+    exposure.parquet           first step / counts per pair (``exposure``)
+    scores/step_XXXXXXXX.parquet          per-checkpoint scores (``score``)
+    scores/step_XXXXXXXX.hidden.npy       optional hidden states  [pair, 2, layer+1, d_model] f16
+    scores/step_XXXXXXXX.attention.npy    optional attention      [pair, 2, layer, head] f32
+    analysis/*.parquet         curves, timing, probes, heads (``analyse``)
+    report/index.html          self-contained report + figures/ (``report``)
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grokscope.core.errors import MissingStageError
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left untouched, so a
+    reader never sees a half-written file and a killed process leaves no corrupt output.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file ordinary permissions
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_parquet(path: str | os.PathLike[str], df: Any, metadata: dict[str, Any] | None = None) -> None:
+    """Write a pandas DataFrame to Parquet atomically; ``metadata`` is stored as JSON in the
+    schema metadata under the key ``grokscope`` (read it back with :func:`read_parquet_metadata`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if metadata is not None:
+        meta = dict(table.schema.metadata or {})
+        meta[b"grokscope"] = json.dumps(metadata, sort_keys=True, default=_json_default).encode()
+        table = table.replace_schema_metadata(meta)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def read_parquet_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``grokscope`` metadata dict stored by :func:`write_parquet` ({} if none)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(b"grokscope")
+    return json.loads(raw) if raw else {}
+
+
+def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+
+def open_npy_for_writing(path: str | os.PathLike[str], shape: tuple[int, ...], dtype: Any) -> np.memmap:
+    """Create a ``.npy`` memory map to be filled incrementally. Fill it, ``flush()`` it, then
+    call :func:`commit_npy` to move it into place; until then only ``<path>.partial`` exists."""
+    partial = Path(str(path) + ".partial")
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    return np.lib.format.open_memmap(partial, mode="w+", dtype=dtype, shape=shape)
+
+
+def commit_npy(path: str | os.PathLike[str]) -> None:
+    os.replace(str(path) + ".partial", path)
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def step_name(step: int) -> str:
+    """Canonical file stem for a checkpoint step: ``step_00001000``."""
+    return f"step_{int(step):08d}"
+
+
+@dataclass(frozen=True)
+class Study:
+    """Paths of one study directory and what it already holds."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    # ---- paths -------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / "study.toml"
+
+    @property
+    def tokens_dir(self) -> Path:
+        return self.root / "tokens"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def phrases_path(self) -> Path:
+        return self.root / "phrases.parquet"
+
+    @property
+    def exposure_path(self) -> Path:
+        return self.root / "exposure.parquet"
+
+    @property
+    def scores_dir(self) -> Path:
+        return self.root / "scores"
+
+    def score_path(self, step: int) -> Path:
+        return self.scores_dir / f"{step_name(step)}.parquet"
+
+    def hidden_path(self, step: int) -> Path:
+        return self.scores_dir / f"{step_name(step)}.hidden.npy"
+
+    def attention_path(self, step: int) -> Path:
+        return self.scores_dir / f"{step_name(step)}.attention.npy"
+
+    @property
+    def analysis_dir(self) -> Path:
+        return self.root / "analysis"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def report_path(self) -> Path:
+        return self.report_dir / "index.html"
+
+    # ---- what is there -----------------------------------------------------------------
+    def has_tokens(self) -> bool:
+        return (self.tokens_dir / "manifest.json").exists() and (self.tokens_dir / "tokens.npy").exists()
+
+    def has_phrases(self) -> bool:
+        return self.phrases_path.exists()
+
+    def has_exposure(self) -> bool:
+        return self.exposure_path.exists()
+
+    def scored_steps(self) -> list[int]:
+        """Checkpoint steps whose score file is complete (written atomically, so present = done)."""
+        if not self.scores_dir.exists():
+            return []
+        steps = []
+        for p in self.scores_dir.glob("step_*.parquet"):
+            try:
+                steps.append(int(p.stem.split("_", 1)[1]))
+            except ValueError:
+                continue
+        return sorted(steps)
+
+    def has_analysis(self) -> bool:
+        return (self.analysis_dir / "timing.parquet").exists()
+
+    def has_report(self) -> bool:
+        return self.report_path.exists()
+
+    # ---- guarded access ----------------------------------------------------------------
+    def require(self, path: Path, what: str, command: str) -> Path:
+        """Return ``path`` or raise a :class:`MissingStageError` naming the command that makes it."""
+        if not path.exists():
+            raise MissingStageError(what, str(path), command)
+        return path

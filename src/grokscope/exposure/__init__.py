@@ -1,0 +1,1 @@
+"""The ``exposure`` stage: search the token stream, in training order, for every critical phrase."""

@@ -1,0 +1,1 @@
+"""The ``phrases`` stage: the critical phrase of every minimal pair (rules, selectors, word alignment)."""

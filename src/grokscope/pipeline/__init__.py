@@ -1,0 +1,1 @@
+"""Running a whole study: the stage registry, ``grokscope run`` and ``grokscope demo``."""

@@ -1,0 +1,238 @@
+"""``grokscope demo``: the controlled-exposure testbed, end to end, offline.
+
+1. generate grokscope's own grammar corpus + minimal pairs, with a planted exposure schedule
+   (:mod:`grokscope.data.testbed`),
+2. write a study TOML for it (``OUT/demo.toml``) and run the whole pipeline on it
+   (:func:`grokscope.pipeline.run.run_study`: byte-level BPE trained on the corpus, a tiny GPT,
+   phrases, exposure, scores, analysis, report),
+3. print the ground truth (which phrases were planted, from when) next to what the analysis
+   found (fit / generalisation step per paradigm).
+
+Re-running with the same options resumes / does nothing; different options that change results
+need a different ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from grokscope.data.testbed import PARADIGMS, TestbedSettings, add_settings_arguments, settings_from_args
+from grokscope.core.errors import ConfigError
+
+MODEL_SIZES: dict[str, dict[str, int]] = {
+    # name -> GPT shape
+    "tiny": {"n_layer": 2, "n_embd": 64, "n_head": 2},
+    "small": {"n_layer": 2, "n_embd": 128, "n_head": 4},
+    "medium": {"n_layer": 4, "n_embd": 256, "n_head": 4},
+}
+
+# demo defaults (chosen so the whole demo takes a few minutes on 2 cores; see docs/demo.md)
+DEFAULT_STEPS = 500
+DEFAULT_BATCH = 16
+DEFAULT_SEQ_LEN = 32
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="grokscope-demo", help="output directory (default: ./%(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the testbed and of training (default 0)")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="rows per step (default %(default)s)")
+    parser.add_argument("--seq-len", type=int, default=DEFAULT_SEQ_LEN, help="context length (default %(default)s)")
+    parser.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="small",
+                        help="GPT shape: " + ", ".join(f"{k}={v['n_layer']}x{v['n_embd']}" for k, v in MODEL_SIZES.items()))
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default %(default)s)")
+    parser.add_argument("--checkpoint-every", type=int, default=25,
+                        help="checkpoints every N steps after the log-spaced ones (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch/BLAS in every stage (default 1: the demo's model is tiny, and one "
+                             "thread per process is fastest on a busy machine; 0 = all cores)")
+    add_settings_arguments(parser)
+    parser.set_defaults(documents=0)  # 0 = enough documents for --steps x --batch-size rows
+
+
+def demo_config(args: argparse.Namespace, settings: TestbedSettings) -> dict[str, Any]:
+    """The study config (as a TOML-ready dict) the demo runs."""
+    size = MODEL_SIZES[args.model_size]
+    tb = {k: v for k, v in dataclasses.asdict(settings).items()}
+    tb.update(enabled=True, out="testbed")
+    return {
+        "study": {"name": f"grokscope demo (planting {'on' if settings.planting else 'off'})", "out": "study",
+                  "seed": args.seed},
+        "testbed": tb,
+        "data": {"tokenizer": "train-bpe", "vocab_size": 1024, "seq_len": args.seq_len, "seed": args.seed,
+                 "shuffle": "none"},  # the testbed's document order is the planted schedule
+        "train": {"enabled": True, **size, "batch_size": args.batch_size, "max_steps": args.steps,
+                  "lr": args.lr, "warmup_steps": max(1, args.steps // 20), "min_lr_ratio": 0.1,
+                  "log_spaced_until": min(16, args.steps), "checkpoint_every": args.checkpoint_every,
+                  "seed": args.seed, "device": "cpu", "threads": args.threads},
+        "benchmark": {"path": "testbed"},
+        "score": {"batch_size": 128, "hidden_pairs": 400, "device": "cpu"},
+        "analyse": {"n_boot": 200, "probe_pairs": 400, "probe_folds": 3, "seed": args.seed},
+        "report": {"title": f"grokscope demo — controlled exposure, planting {'on' if settings.planting else 'off'}"},
+    }
+
+
+def documents_for(steps: int, batch: int, seq_len: int, sentences_per_document: int) -> int:
+    """Documents enough for ``steps x batch`` rows of ``seq_len + 1`` tokens (with 25% slack).
+    A testbed sentence is about 7.5 tokens with the demo's BPE."""
+    tokens_needed = steps * batch * (seq_len + 1) * 1.25
+    tokens_per_doc = sentences_per_document * 7.5 + 1
+    return max(200, int(tokens_needed / tokens_per_doc) + 1)
+
+
+SETTLES_HEAP = True  # run_study settles (grokscope.core.heap)
+
+
+def run(args: argparse.Namespace) -> int:
+    import tomli_w
+
+    from grokscope.core.config import load_config
+    from grokscope.pipeline.run import format_summary, run_study
+    from grokscope.core.store import Study, write_text
+
+    if args.steps <= 0 or args.batch_size <= 0 or args.seq_len <= 0:
+        raise ConfigError("demo: --steps, --batch-size and --seq-len must be positive")
+    if not args.documents:
+        args.documents = documents_for(args.steps, args.batch_size, args.seq_len, args.sentences_per_document)
+    settings = settings_from_args(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config_path = out / "demo.toml"
+    text = "# written by `grokscope demo`; re-run it with `grokscope run demo.toml`\n" + tomli_w.dumps(
+        demo_config(args, settings))
+    if not config_path.exists() or config_path.read_text(encoding="utf-8") != text:
+        _refuse_if_study_differs(text, config_path)
+        write_text(config_path, text)
+    cfg = load_config(config_path)
+    print(f"grokscope demo: {out.resolve()} (planting {'on' if settings.planting else 'off'}, "
+          f"{settings.n_documents} documents, {args.steps} steps, model {args.model_size})")
+    if args.threads > 0:  # before torch / numpy start their thread pools
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
+    results = run_study(cfg)
+    print()
+    print(format_summary(results))
+    if all(r.status in ("done", "skipped") for r in results):
+        print("\nnothing to do: this demo is already complete (use another --out for new settings).")
+    study = Study(cfg.study_dir)
+    table = ground_truth_table(out / "testbed", study)
+    write_text(out / "ground_truth_vs_findings.txt", table + "\n")
+    print()
+    print(table)
+    print(f"\n(also in {out / 'ground_truth_vs_findings.txt'})")
+    report, root = study.report_path, out.resolve()  # shown under --out as given, like the line above
+    print(f"report: {out / report.relative_to(root) if report.is_relative_to(root) else report}")
+    return 0
+
+
+def _refuse_if_study_differs(text: str, config_path: Path) -> None:
+    """Before overwriting OUT/demo.toml: refuse options that would change an existing study's results."""
+    import tomllib
+
+    from grokscope.core.config import config_from_dict
+    from grokscope.pipeline.run import changed_keys
+
+    new = config_from_dict(tomllib.loads(text), where=str(config_path))
+    new.source = str(config_path.resolve())
+    saved = new.study_dir / "study.toml"
+    if not saved.exists():
+        return
+    old = config_from_dict(tomllib.loads(saved.read_text(encoding="utf-8")), where=str(saved))
+    diff = changed_keys(old.to_dict(), new.to_dict())
+    if diff:
+        raise ConfigError(
+            f"{config_path.parent} holds a demo run with other settings ({', '.join(diff)}); "
+            "use another --out, or remove that directory"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# ground truth next to findings
+# --------------------------------------------------------------------------------------
+def findings(study_root: Path) -> dict[str, dict[str, Any]]:
+    """paradigm -> {fit_step, gen_step, delay_steps, status, n_train, n_val} (comparison "proxy")."""
+    import pandas as pd
+
+    path = Path(study_root) / "analysis" / "timing.parquet"
+    if not path.exists():
+        return {}
+    t = pd.read_parquet(path)
+    t = t[(t["level"] == "paradigm") & (t["comparison"] == "proxy")]
+    out: dict[str, dict[str, Any]] = {}
+    for row in t.itertuples(index=False):
+        out[str(row.group)] = {
+            "fit_step": None if pd.isna(row.fit_step) else int(row.fit_step),
+            "gen_step": None if pd.isna(row.gen_step) else int(row.gen_step),
+            "delay_steps": None if pd.isna(row.delay_steps) else float(row.delay_steps),
+            "status": str(row.status), "n_train": int(row.n_train), "n_val": int(row.n_val),
+        }
+    return out
+
+
+def observed_exposure(study_root: Path, truth: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """paradigm -> {seen: pairs whose phrase the exposure scan found by the last checkpoint,
+    seen_planted: how many of those were planted, withheld_seen: withheld pairs found (must be 0)}."""
+    import pandas as pd
+
+    path = Path(study_root) / "exposure.parquet"
+    if not path.exists():
+        return {}
+    e = pd.read_parquet(path, columns=["uid", "pair_id", "good_first_step"])
+    planted = {(t["uid"], int(t["pair_id"])) for t in truth if t["planted"]}
+    out: dict[str, dict[str, Any]] = {}
+    for row in e.itertuples(index=False):
+        o = out.setdefault(str(row.uid), {"seen": 0, "seen_planted": 0, "withheld_seen": 0})
+        if pd.notna(row.good_first_step):
+            o["seen"] += 1
+            if (row.uid, int(row.pair_id)) in planted:
+                o["seen_planted"] += 1
+            else:
+                o["withheld_seen"] += 1
+    return out
+
+
+def ground_truth_table(testbed_dir: Path, study: Any) -> str:
+    from grokscope.core.store import read_json
+
+    gt = read_json(Path(testbed_dir) / "ground_truth.json")
+    found = findings(study.root)
+    seen = observed_exposure(study.root, gt["pairs"])
+    s = gt["settings"]
+    lines = [
+        "ground truth (testbed)                                   | found by the analysis (proxy-train vs proxy-val)",
+        f"{'paradigm':<24}{'pairs':>6}{'planted':>8}{'withheld':>9}{'seen*':>7} | "
+        f"{'n_train':>7}{'n_val':>6}{'fit step':>9}{'gen step':>9}{'delay':>7}  status",
+    ]
+
+    def fmt(v: Any) -> str:
+        return "-" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+    for uid, row in gt["summary"].items():
+        f = found.get(uid, {})
+        o = seen.get(uid)
+        seen_txt = "-" if o is None else str(o["seen"]) + ("!" if o["withheld_seen"] else "")
+        lines.append(
+            f"{uid:<24}{row['pairs']:>6}{row['planted_pairs']:>8}{row['withheld_pairs']:>9}{seen_txt:>7} | "
+            f"{fmt(f.get('n_train')):>7}{fmt(f.get('n_val')):>6}"
+            f"{fmt(f.get('fit_step')):>9}{fmt(f.get('gen_step')):>9}{fmt(f.get('delay_steps')):>7}  "
+            f"{f.get('status', 'no analysis')}"
+        )
+    sched = f"planted phrases occur {s['frequency']}x each, from {s['plant_start']:.0%} of the corpus on"
+    if s["late_fraction"]:
+        sched += f"; {s['late_fraction']:.0%} of them only from {s['late_start']:.0%}"
+    lines.append(f"* pairs whose critical phrase the exposure scan found by the last checkpoint "
+                 f"('!' = a withheld phrase was found: the planting leaked). n_train/n_val at the last checkpoint.")
+    lines.append(f"  Planting {'on' if s['planting'] else 'off'}: {sched}.")
+    if s["planting"]:
+        lines.append("  Expected: where the rule has to be inferred, proxy-train (planted phrases) reaches the criterion "
+                     "before proxy-val (withheld phrases): status 'delayed'.")
+    else:
+        lines.append("  Expected: no systematic gap: every unit is planted, so proxy-val holds only pairs not seen yet "
+                     "(by chance of position), and it should track proxy-train.")
+    return "\n".join(lines)
+
+
+__all__ = ["add_arguments", "run", "demo_config", "ground_truth_table", "findings", "PARADIGMS"]

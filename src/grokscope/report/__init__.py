@@ -1,0 +1,1 @@
+"""The ``report`` stage: the self-contained HTML report, its figures and tables."""

@@ -1,0 +1,1 @@
+"""The ``score`` stage: score every checkpoint on every pair, with hidden states and attention."""

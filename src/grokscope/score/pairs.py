@@ -1,0 +1,531 @@
+"""Score minimal pairs with a loaded causal LM (:func:`score_pairs`), capturing hidden states
+and attention from the same forward pass.
+
+Each batch is a few prefix-tree rows (:mod:`grokscope.score.encoding`). The last token of a
+sentence (it predicts nothing) is not fed, the output projection runs only on nodes that predict
+a scored token, followed by an in-place log-sum-exp; rows are batched by length and padding is
+masked, so a pair's numbers do not depend on what it is batched with. ``torch.inference_mode``
+throughout.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from grokscope.core.errors import DataError, GrokscopeError
+from grokscope.score.encoding import CONVENTIONS, EncodedSentence, PackedRow, encode_pairs, pack_rows, with_phrases
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    import torch
+
+REDUCTIONS = ("sum", "mean")
+REGIONS = ("sentence", "critical")
+
+
+# Architectures whose CausalLM forward is exactly ``lm_head(base_model(...).last_hidden_state)``
+# (no logit scaling / soft-capping), so logits can be computed only on the rows we need.
+_SPLIT_HEAD_MODEL_TYPES = {
+    "gpt2", "gpt_neox", "llama", "olmo", "olmo2", "mistral", "qwen2", "qwen3", "gptj", "gpt_neo",
+    "opt", "phi", "phi3", "stablelm", "gpt_bigcode", "starcoder2", "pythia",
+}
+
+_LOGIT_CHUNK_ROWS = 128  # rows of [rows, vocab] logits at once (GPU, hooked or non-Linear heads)
+_BLOCK_ROWS, _VOCAB_BLOCK = 1024, 2048  # CPU tiles of the output layer (bench: fastest for d 256-768, vocab 8k-50k)
+# On CPU, rows up to this width use eager attention (matmul, softmax, matmul): on prefix-tree rows
+# (~135 positions for BLiMP) it runs 1.6x faster than sdpa's flash kernel with a dense mask,
+# 3% of a 4x256 model's scoring. Wider rows keep sdpa, which never holds [rows, heads, T, T].
+_EAGER_CPU_MAX_WIDTH = 512
+
+
+@dataclass
+class ScoreOptions:
+    """How to score. ``batch_size`` is in pairs: each forward pass takes ``2 * batch_size``
+    sentences, packed into prefix-tree rows of ``min(sentences_per_row, 2 * batch_size)``."""
+
+    convention: str = "lm_eval"  # lm_eval | minicons | none
+    reduction: str = "sum"  # sum | mean
+    region: str = "sentence"  # sentence | critical
+    batch_size: int = 64
+    capture_hidden: bool = False
+    capture_attention: bool = False
+    hidden_pairs: int = 2000  # pairs whose hidden states are kept (seeded subsample); 0 = all
+    seed: int = 0
+    pack_prefix: bool = True  # compute a prefix shared by several sentences once
+    sentences_per_row: int = 16  # sentences packed into one prefix-tree row
+    progress: bool = True
+    desc: str = "score"
+
+    def validate(self) -> None:
+        for name, value, allowed in (
+            ("convention", self.convention, CONVENTIONS),
+            ("reduction", self.reduction, REDUCTIONS),
+            ("region", self.region, REGIONS),
+        ):
+            if value not in allowed:
+                raise GrokscopeError(f"score: {name} must be one of {list(allowed)}, got {value!r}")
+        if self.batch_size <= 0:
+            raise GrokscopeError(f"score: batch_size must be positive, got {self.batch_size}")
+        if self.hidden_pairs < 0:
+            raise GrokscopeError(f"score: hidden_pairs must be >= 0, got {self.hidden_pairs}")
+
+
+@dataclass
+class ScoreStats:
+    n_pairs: int = 0
+    seconds: float = 0.0
+    tokens_computed: int = 0  # positions run through the transformer body
+    logit_rows: int = 0  # positions run through the output projection
+
+
+@dataclass
+class ScoreResult:
+    """``table``: one row per pair (CONTRACTS "Scores" columns). ``hidden``: float16
+    ``[n_captured, 2, n_layer+1, d_model]`` or None. ``attention``: float16
+    ``[n_pairs, 2, n_layer, n_head]`` or None."""
+
+    table: pd.DataFrame
+    hidden: np.ndarray | None = None
+    attention: np.ndarray | None = None
+    stats: ScoreStats = field(default_factory=ScoreStats)
+
+
+def score_pairs(
+    model: Any,
+    tokenizer: Any,
+    pairs: pd.DataFrame,
+    phrases: pd.DataFrame | None = None,
+    options: ScoreOptions | None = None,
+    encoded: list[tuple[EncodedSentence, EncodedSentence]] | None = None,
+    hidden_out: np.ndarray | None = None,
+) -> ScoreResult:
+    """Score ``pairs`` (columns ``uid, pair_id, good, bad``) with a loaded causal LM.
+
+    ``phrases`` (CONTRACTS "Phrases"; aligned on ``uid, pair_id``) gives the critical phrase,
+    word and context spans; without it, span columns already in ``pairs`` are used, and
+    otherwise the critical columns are NaN and nothing is captured. Forward hooks registered
+    on the model's modules (e.g. to ablate attention heads) stay in effect. ``encoded`` reuses
+    a previous :func:`encode_pairs` (same tokenizer and convention); ``hidden_out`` is an
+    array (e.g. a memmap) of the right shape to fill instead of allocating one.
+    """
+    import pandas as pd
+    import torch
+
+    options = options or ScoreOptions()
+    options.validate()
+    pairs = with_phrases(pairs, phrases)
+    if encoded is None:
+        encoded = encode_pairs(tokenizer, pairs, options.convention)
+    if len(encoded) != len(pairs):
+        raise GrokscopeError(f"score: {len(encoded)} encoded pairs for {len(pairs)} pairs")
+    geometry = model_geometry(model)
+    _check_ids_and_lengths(encoded, pairs, geometry)
+
+    n = len(pairs)
+    capture_hidden = options.capture_hidden
+    capture_attention = options.capture_attention
+    hidden_row = _hidden_rows(encoded, options) if capture_hidden else np.full(n, -1, dtype=np.int32)
+    n_captured = int((hidden_row >= 0).sum())
+    hidden = None
+    if capture_hidden:
+        shape = (n_captured, 2, geometry.n_layer + 1, geometry.d_model)
+        if hidden_out is not None:
+            if tuple(hidden_out.shape) != shape:
+                raise GrokscopeError(f"score: hidden_out has shape {hidden_out.shape}, expected {shape}")
+            hidden = hidden_out
+        else:
+            hidden = np.zeros(shape, dtype=np.float16)
+    attention = None
+    if capture_attention:
+        attention = np.full((n, 2, geometry.n_layer, geometry.n_head), np.nan, dtype=np.float16)
+
+    sentences = [enc for pair in encoded for enc in pair]  # sentence 2*i + side
+    per_row = max(1, min(options.sentences_per_row, 2 * options.batch_size))
+    rows = pack_rows(sentences, per_row, options.pack_prefix)
+    rows.sort(key=lambda r: -len(r.ids))  # longest first (an out-of-memory shows at once), similar lengths together
+    rows_per_batch = max(1, round(2 * options.batch_size / per_row))
+    sums = np.zeros((n, 2), dtype=np.float64)
+    counts = np.zeros((n, 2), dtype=np.int64)
+    crit = np.full((n, 2), np.nan, dtype=np.float64)
+    phrase_lps: list[list[np.ndarray]] = [[np.empty(0, np.float32), np.empty(0, np.float32)] for _ in range(n)]
+    stats = ScoreStats(n_pairs=n)
+
+    device = next(model.parameters()).device
+    previous_attn = _attention_for_run(model, rows, device, capture_attention)
+    bar = _progress(n, options)
+    done_sentences = 0
+    t0 = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(rows), rows_per_batch):
+                batch = rows[start : start + rows_per_batch]
+                flat_rows, targets, owner = _batch_targets(batch, sentences)
+                want_hidden = capture_hidden and any(hidden_row[s // 2] >= 0 for r in batch for s in r.sentences)
+                out = _forward_batch(model, batch, device, geometry, want_hidden=want_hidden,
+                                     want_attention=capture_attention, flat_rows=flat_rows, targets=targets)
+                stats.tokens_computed += out.n_tokens
+                stats.logit_rows += out.logit_rows
+                _collect_logprobs(out.logprobs, owner, sentences, sums, counts, crit, phrase_lps)
+                if out.hidden is not None and hidden is not None:
+                    _collect_hidden(out, batch, sentences, hidden_row, hidden)
+                if out.attention is not None and attention is not None:
+                    _collect_attention(out, batch, sentences, attention)
+                done_sentences += sum(len(r.sentences) for r in batch)
+                if bar is not None:
+                    bar.update(done_sentences // 2 - bar.n)
+    finally:
+        if bar is not None:
+            bar.close()
+        if previous_attn is not None:
+            _set_attention_impl(model, previous_attn)
+    stats.seconds = time.perf_counter() - t0
+
+    table = _result_table(pairs, encoded, sums, counts, crit, phrase_lps, hidden_row, options, pd)
+    return ScoreResult(table=table, hidden=hidden, attention=attention, stats=stats)
+
+
+@dataclass
+class ModelGeometry:
+    n_layer: int
+    n_head: int
+    d_model: int
+    vocab_rows: int  # rows of the input embedding
+    context: int | None  # max positions (None = unbounded)
+    model_type: str
+    split_head: bool  # logits only on needed rows
+    dtype: Any
+
+
+def model_geometry(model: Any) -> ModelGeometry:
+    cfg = model.config
+    ctx = None
+    for key in ("n_positions", "max_position_embeddings", "n_ctx", "max_sequence_length"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and value > 0:
+            ctx = value
+            break
+    emb = model.get_input_embeddings()
+    model_type = getattr(cfg, "model_type", "")
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    split = (
+        model_type in _SPLIT_HEAD_MODEL_TYPES
+        and base is not None and base is not model and model.get_output_embeddings() is not None
+    )
+    return ModelGeometry(
+        n_layer=int(cfg.num_hidden_layers), n_head=int(cfg.num_attention_heads),
+        d_model=int(cfg.hidden_size), vocab_rows=int(emb.weight.shape[0]), context=ctx,
+        model_type=model_type, split_head=split, dtype=next(model.parameters()).dtype,
+    )
+
+
+def _check_ids_and_lengths(encoded: list[tuple[EncodedSentence, EncodedSentence]], pairs: pd.DataFrame,
+                           geometry: ModelGeometry) -> None:
+    for i, (g, b) in enumerate(encoded):
+        for side, enc in (("good", g), ("bad", b)):
+            if not enc.ids:
+                raise DataError(f"pair ({pairs['uid'].iat[i]}, {pairs['pair_id'].iat[i]}): the {side} sentence is empty")
+            top = max(enc.ids)
+            if top >= geometry.vocab_rows:
+                raise DataError(
+                    f"pair ({pairs['uid'].iat[i]}, {pairs['pair_id'].iat[i]}): token id {top} in the {side} "
+                    f"sentence is outside the model's embedding ({geometry.vocab_rows} rows): the tokenizer "
+                    "does not match the model; pass the model's own tokenizer with --tokenizer"
+                )
+            if geometry.context is not None and len(enc.ids) > geometry.context:
+                raise DataError(
+                    f"pair ({pairs['uid'].iat[i]}, {pairs['pair_id'].iat[i]}): the {side} sentence is "
+                    f"{len(enc.ids)} tokens (prefix included), longer than the model's context of "
+                    f"{geometry.context}; shorten or drop this pair"
+                )
+
+
+def _hidden_rows(encoded: list[tuple[EncodedSentence, EncodedSentence]], options: ScoreOptions) -> np.ndarray:
+    n = len(encoded)
+    eligible = np.array([i for i, (g, b) in enumerate(encoded) if g.critical_token >= 0 and b.critical_token >= 0],
+                        dtype=np.int64)
+    rows = np.full(n, -1, dtype=np.int32)
+    k = len(eligible) if options.hidden_pairs == 0 else min(options.hidden_pairs, len(eligible))
+    if k:
+        chosen = np.sort(np.random.default_rng(options.seed).choice(eligible, size=k, replace=False))
+        rows[chosen] = np.arange(k, dtype=np.int32)
+    return rows
+
+
+def _set_attention_impl(model: Any, impl: str) -> str | None:
+    """Switch the attention implementation (eager returns weights); return the previous one."""
+    previous = getattr(model.config, "_attn_implementation", None)
+    if previous == impl:
+        return None
+    try:
+        model.set_attn_implementation(impl)
+    except Exception as e:  # noqa: BLE001
+        raise GrokscopeError(f"score: cannot switch the model to {impl} attention (needed for attention weights): {e}") from None
+    return previous
+
+
+def _attention_for_run(model: Any, rows: list[PackedRow], device: Any, capture_attention: bool) -> str | None:
+    """Switch the model to eager attention when this run wants it; return the implementation to
+    restore afterwards (None: unchanged). Attention weights need eager; on CPU, rows up to
+    ``_EAGER_CPU_MAX_WIDTH`` wide also run eager because it is faster there, and a model that
+    cannot switch keeps its own for that speed choice."""
+    if capture_attention:
+        return _set_attention_impl(model, "eager")
+    if device.type == "cpu" and max((len(r.ids) for r in rows), default=0) <= _EAGER_CPU_MAX_WIDTH:
+        try:
+            return _set_attention_impl(model, "eager")
+        except GrokscopeError:
+            return None
+    return None
+
+
+def _progress(n: int, options: ScoreOptions) -> Any:
+    if not options.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=n, desc=options.desc, unit="pair", dynamic_ncols=True, leave=False, file=sys.stderr)
+
+
+@dataclass
+class _BatchOutput:
+    logprobs: np.ndarray  # [n_targets] float64: log p(target | row)
+    n_tokens: int  # positions run through the transformer body
+    logit_rows: int  # positions run through the output projection
+    hidden: Any = None  # tuple of [batch, T, d_model] tensors
+    attention: Any = None  # tuple of [batch, n_head, T, T] tensors
+
+
+def _batch_targets(batch: list[PackedRow], sentences: list[EncodedSentence]
+                   ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """For every scored token of every sentence in the batch: the flat node (``k*T + node``)
+    whose output predicts it, and its id; plus ``(sentence, n_tokens)`` in the same order."""
+    width = max(len(r.ids) for r in batch)
+    flat_rows, targets, owner = [], [], []
+    for k, row in enumerate(batch):
+        for s, path in zip(row.sentences, row.paths):
+            enc = sentences[s]
+            m = len(enc.ids) - 1
+            if m <= 0:
+                continue
+            flat_rows.append(k * width + path[:m])  # position j-1 predicts token j
+            targets.append(np.asarray(enc.ids[1:], dtype=np.int64))
+            owner.append((s, m))
+    if not flat_rows:
+        return np.empty(0, np.int64), np.empty(0, np.int64), owner
+    return np.concatenate(flat_rows), np.concatenate(targets), owner
+
+
+def _forward_batch(model: Any, rows: list[PackedRow], device: Any, geometry: ModelGeometry,
+                   want_hidden: bool, want_attention: bool, flat_rows: np.ndarray,
+                   targets: np.ndarray) -> _BatchOutput:
+    import torch
+
+    batch = len(rows)
+    width = max(len(r.ids) for r in rows)
+    ids = np.zeros((batch, width), dtype=np.int64)
+    pos = np.zeros((batch, width), dtype=np.int64)
+    visible = np.zeros((batch, width, width), dtype=bool)
+    visible[:, np.arange(width), np.arange(width)] = True  # padding sees itself: no empty softmax row
+    for k, r in enumerate(rows):
+        n = len(r.ids)
+        ids[k, :n] = r.ids
+        pos[k, :n] = r.positions
+        visible[k, :n, :n] = r.visible
+    mask = torch.zeros(batch, 1, width, width, dtype=geometry.dtype)  # [batch, 1, T, T] additive
+    mask.masked_fill_(torch.from_numpy(~visible)[:, None], torch.finfo(geometry.dtype).min)
+    kwargs = dict(input_ids=torch.from_numpy(ids).to(device), attention_mask=mask.to(device),
+                  position_ids=torch.from_numpy(pos).to(device), use_cache=False,
+                  output_hidden_states=want_hidden, output_attentions=want_attention)
+
+    # nodes whose output predicts a scored token, and each target's index among them
+    needed, target_row = np.unique(flat_rows, return_inverse=True)
+    needed_t = torch.from_numpy(needed).to(device)
+    if geometry.split_head:
+        out = getattr(model, model.base_model_prefix)(**kwargs)
+        h = out.last_hidden_state.reshape(batch * width, -1)[needed_t]  # [n_needed, d_model]
+        head = model.get_output_embeddings()
+        if _vocab_blocks_apply(head, h):
+            lp = _vocab_blocked_logprobs(h, head.weight, head.bias, target_row, targets)
+        else:
+            lp = _chunked_logprobs(lambda a, b: head(h[a:b]).float(), len(needed), target_row, targets, device)
+    else:
+        out = model(**kwargs)
+        logits = out.logits.reshape(batch * width, -1)[needed_t]  # [n_needed, vocab]
+        lp = _chunked_logprobs(lambda a, b: logits[a:b].float(), len(needed), target_row, targets, device)
+    return _BatchOutput(
+        logprobs=lp, n_tokens=int(sum(len(r.ids) for r in rows)), logit_rows=int(len(needed)),
+        hidden=out.hidden_states if want_hidden else None,
+        attention=out.attentions if want_attention else None,
+    )
+
+
+def _chunked_logprobs(project: Any, n_rows: int, target_row: np.ndarray, targets: np.ndarray,
+                      device: Any) -> np.ndarray:
+    """``log p(targets[k] | row target_row[k])`` from full-vocabulary logits, ``project(a, b)``
+    giving rows ``a:b`` as float32 [chunk, vocab] (the module path: hooks on the output
+    projection run; any device). The indices go to the device once and the results come back
+    once per batch, so a GPU is not synchronised chunk by chunk."""
+    import torch
+
+    order = np.argsort(target_row, kind="stable")  # targets grouped by row: each chunk's are a slice
+    cuts = np.searchsorted(target_row[order], np.arange(0, n_rows + _LOGIT_CHUNK_ROWS, _LOGIT_CHUNK_ROWS))
+    rows_t = torch.from_numpy(target_row[order]).to(device)
+    targets_t = torch.from_numpy(targets[order]).to(device)
+    target_logit = torch.empty(len(targets), dtype=torch.float32, device=device)
+    lse = torch.empty(n_rows, dtype=torch.float32, device=device)
+    for k, a in enumerate(range(0, n_rows, _LOGIT_CHUNK_ROWS)):
+        b = min(a + _LOGIT_CHUNK_ROWS, n_rows)
+        chunk = project(a, b)  # [chunk, vocab] float32
+        lo, hi = cuts[k], cuts[k + 1]
+        target_logit[lo:hi] = chunk[rows_t[lo:hi] - a, targets_t[lo:hi]]  # before the in-place log-sum-exp
+        lse[a:b] = _logsumexp_inplace(chunk)
+    lp = np.empty(len(targets), dtype=np.float64)
+    lp[order] = (target_logit - lse[rows_t]).double().cpu().numpy()
+    return lp
+
+
+def _vocab_blocks_apply(head: Any, h: torch.Tensor) -> bool:
+    """The vocabulary-blocked path computes ``h @ W.T + b`` itself, so only for a plain float32
+    ``nn.Linear`` on CPU with no hooks (a hook on the output projection must still run)."""
+    import torch
+    from torch.nn.modules import module as nn_module
+
+    return (
+        h.device.type == "cpu" and type(head) is torch.nn.Linear and head.weight.dtype == torch.float32
+        and h.dtype == torch.float32 and not head._forward_hooks and not head._forward_pre_hooks
+        and not nn_module._global_forward_hooks and not nn_module._global_forward_pre_hooks
+    )
+
+
+def _vocab_blocked_logprobs(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                            target_row: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """``log p(targets[k] | row target_row[k])`` for the output projection ``h @ weight.T + bias``,
+    one block of ``_VOCAB_BLOCK`` vocabulary entries at a time with an online log-sum-exp
+    (running max and rescaled sum): the [rows, vocab] logits never exist, each [rows, block]
+    tile is reduced while it is still in cache. On CPU this runs the output layer 1.3x (one
+    thread) to 1.7x (two) faster than full-vocabulary chunks; the target's logit is read from
+    the same tile, so it is exactly the value the normaliser used."""
+    import torch
+
+    vocab = weight.shape[0]
+    lp = np.empty(len(targets), dtype=np.float64)
+    tile = torch.empty(min(_BLOCK_ROWS, h.shape[0]), min(_VOCAB_BLOCK, vocab), dtype=torch.float32)
+    for a in range(0, h.shape[0], _BLOCK_ROWS):
+        b = min(a + _BLOCK_ROWS, h.shape[0])
+        hb = h[a:b]
+        sel = np.nonzero((target_row >= a) & (target_row < b))[0]
+        r = torch.from_numpy(target_row[sel] - a)
+        t = torch.from_numpy(targets[sel])
+        run_max = torch.full((b - a,), float("-inf"))
+        run_sum = torch.zeros(b - a)
+        target_logit = torch.empty(len(sel))
+        for v0 in range(0, vocab, _VOCAB_BLOCK):
+            v1 = min(v0 + _VOCAB_BLOCK, vocab)
+            x = tile[: b - a, : v1 - v0]
+            torch.matmul(hb, weight[v0:v1].T, out=x)
+            if bias is not None:
+                x.add_(bias[v0:v1])
+            here = (t >= v0) & (t < v1)
+            if bool(here.any()):
+                target_logit[here] = x[r[here], t[here] - v0]
+            new_max = torch.maximum(run_max, x.amax(dim=1))
+            run_sum.mul_((run_max - new_max).exp_())
+            run_sum.add_(x.sub_(new_max[:, None]).exp_().sum(dim=1))
+            run_max = new_max
+        lse = run_sum.log_().add_(run_max)
+        lp[sel] = (target_logit - lse[r]).double().numpy()
+    return lp
+
+
+def _logsumexp_inplace(x: torch.Tensor) -> torch.Tensor:
+    """``logsumexp(x, -1)`` for ``x`` [rows, vocab], overwriting ``x`` (no [rows, vocab]
+    temporaries: about 2.5x faster than ``torch.logsumexp`` on CPU, identical result)."""
+    m = x.amax(dim=-1, keepdim=True)  # [rows, 1]
+    x.sub_(m).exp_()
+    return x.sum(dim=-1).log_() + m[:, 0]
+
+
+def _collect_logprobs(lp: np.ndarray, owner: list[tuple[int, int]], sentences: list[EncodedSentence],
+                      sums: np.ndarray, counts: np.ndarray, crit: np.ndarray,
+                      phrase_lps: list[list[np.ndarray]]) -> None:
+    at = 0
+    for s, m in owner:
+        token_lp = lp[at : at + m]  # log p(token j | < j) for j = 1..m
+        at += m
+        i, side = divmod(s, 2)
+        enc = sentences[s]
+        sums[i, side] = token_lp.sum()
+        counts[i, side] = m
+        if enc.phrase_tokens:
+            sel = token_lp[np.asarray(enc.phrase_tokens) - 1]
+            crit[i, side] = sel.sum()
+            phrase_lps[i][side] = sel.astype(np.float32)
+
+
+def _collect_hidden(out: _BatchOutput, batch: list[PackedRow], sentences: list[EncodedSentence],
+                    hidden_row: np.ndarray, hidden: np.ndarray) -> None:
+    import torch
+
+    picks = [(k, s, path) for k, row in enumerate(batch) for s, path in zip(row.sentences, row.paths)
+             if hidden_row[s // 2] >= 0]
+    if not picks:
+        return
+    stacked = torch.stack(out.hidden, dim=0)  # [n_layer+1, batch, T, d_model]
+    b_idx = torch.tensor([k for k, _, _ in picks])
+    t_idx = torch.tensor([int(path[sentences[s].critical_token]) for _, s, path in picks])
+    vecs = stacked[:, b_idx, t_idx, :].float().cpu().numpy().transpose(1, 0, 2)  # [picks, n_layer+1, d_model]
+    for (_, s, _), v in zip(picks, vecs):
+        hidden[hidden_row[s // 2], s % 2] = v.astype(np.float16)
+
+
+def _collect_attention(out: _BatchOutput, batch: list[PackedRow], sentences: list[EncodedSentence],
+                       attention: np.ndarray) -> None:
+    import torch
+
+    picks = [(k, s, path) for k, row in enumerate(batch) for s, path in zip(row.sentences, row.paths)
+             if sentences[s].attn_query >= 0]
+    if not picks:
+        return
+    stacked = torch.stack(out.attention, dim=0)  # [n_layer, batch, n_head, T, T]
+    width = stacked.shape[-1]
+    b_idx = torch.tensor([k for k, _, _ in picks])
+    q_idx = torch.tensor([int(path[sentences[s].attn_query]) for _, s, path in picks])
+    key_mask = torch.zeros(len(picks), width, dtype=torch.float32)  # [picks, T]: nodes of the earlier word
+    for p, (_, s, path) in enumerate(picks):
+        key_mask[p, path[sentences[s].attn_keys]] = 1.0
+    weights = stacked[:, b_idx, :, q_idx, :].float().cpu()  # [picks, n_layer, n_head, T]
+    summed = (weights * key_mask[:, None, None, :]).sum(-1).numpy()  # [picks, n_layer, n_head]
+    for (_, s, _), a in zip(picks, summed):
+        attention[s // 2, s % 2] = a.astype(np.float16)
+
+
+def _result_table(pairs: pd.DataFrame, encoded: list[tuple[EncodedSentence, EncodedSentence]], sums: np.ndarray,
+                  counts: np.ndarray, crit: np.ndarray, phrase_lps: list[list[np.ndarray]],
+                  hidden_row: np.ndarray, options: ScoreOptions, pd: Any) -> pd.DataFrame:
+    if options.region == "sentence":
+        value, ntok = sums.copy(), counts.copy()
+    else:
+        value = crit.copy()  # NaN where the pair has no critical phrase
+        ntok = np.array([[len(g.phrase_tokens), len(b.phrase_tokens)] for g, b in encoded], dtype=np.int64).reshape(-1, 2)
+    if options.reduction == "mean":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            value = np.where(ntok > 0, value / np.maximum(ntok, 1), np.nan)
+    correct = value[:, 0] > value[:, 1]  # NaN compares False
+    return pd.DataFrame({
+        "uid": pairs["uid"].to_numpy(),
+        "pair_id": pairs["pair_id"].to_numpy(),
+        "good_logprob": value[:, 0].astype(np.float64),
+        "bad_logprob": value[:, 1].astype(np.float64),
+        "good_ntokens": ntok[:, 0].astype(np.int64),
+        "bad_ntokens": ntok[:, 1].astype(np.int64),
+        "correct": correct,
+        "good_critical_logprob": crit[:, 0],
+        "bad_critical_logprob": crit[:, 1],
+        "good_phrase_token_logprobs": [p[0] for p in phrase_lps],
+        "bad_phrase_token_logprobs": [p[1] for p in phrase_lps],
+        "hidden_row": hidden_row.astype(np.int32),
+    })

@@ -1,0 +1,1 @@
+"""The token stream: ``prepare`` (tokenize + pack in training order) and the readers of every stream format."""

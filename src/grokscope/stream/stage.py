@@ -1,0 +1,386 @@
+"""``grokscope prepare``: turn a raw-text corpus into the token stream a model trains on.
+
+Pipeline (memory stays flat however large the corpus is):
+
+1. **Tokenize** (:mod:`grokscope.stream.tokenize`) every document, streaming, in batches
+   (``tokenizers``' ``encode_batch`` uses all cores), appending the ids of each document *in
+   file order* to a temporary token file and its length to a temporary lengths file. Progress
+   is checkpointed after every source file, so a killed run resumes at the first unfinished file.
+2. **Shuffle and pack** (:mod:`grokscope.stream.pack`): a permutation of document indices
+   (``numpy`` RNG seeded by ``seed``) fixes the document order; documents are copied in that
+   order, each followed by EOS, into rows of ``seq_len + 1`` tokens (the last partial row is
+   dropped and counted in the manifest).
+3. **Shuffle rows** (``shuffle="rows"``, the default): the packed rows are permuted by a second
+   seeded permutation, as Megatron/GPT-NeoX (Pythia) shuffle samples. Without it a long book
+   fills thousands of consecutive rows, so every batch of a step comes from one document and the
+   loss jumps from book to book. ``shuffle="documents"`` stops after step 2; ``"none"`` keeps
+   the documents in reading order (a planted curriculum stays where it was put).
+
+Output (see docs/CONTRACTS.md, "Token stream"): ``STUDY/tokens/{tokens.npy, row_docs.npy,
+tokenizer/, manifest.json}``. Document ids are 0-based ordinals of the documents in reading
+order (all sources in the order given; documents with no tokens are counted but not emitted);
+``manifest.sources[i].first_document`` maps an id back to its source file.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grokscope.core import store
+from grokscope.core.errors import ConfigError, DataError, GrokscopeError
+from grokscope.stream.pack import shuffle_and_pack
+from grokscope.stream.tokenize import tokenize_to_work
+
+TRAIN_BPE = "train-bpe"
+EOS_TOKEN = "<|endoftext|>"
+WORK_DIR = ".work"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PrepareOptions:
+    """Everything that determines the prepared stream (plus throughput knobs)."""
+
+    corpus: list[str]
+    tokenizer: str
+    seq_len: int = 128
+    seed: int = 0
+    shuffle: str = "rows"  # rows | documents | none (see the module docstring)
+    text_field: str = "text"
+    max_documents: int = 0  # 0 = all
+    vocab_size: int = 8192  # only for tokenizer = "train-bpe"
+    dtype: str = "auto"  # auto | uint16 | uint32
+    batch_chars: int = 1_000_000  # characters per encode_batch call
+    piece_chars: int = 32_768  # long documents are encoded in pieces of about this size (when exact)
+    progress: bool = True
+
+
+@dataclass
+class PrepareResult:
+    tokens_dir: Path
+    manifest: dict[str, Any]
+    skipped: bool  # True when the stream was already prepared with the same inputs
+    seconds: float = 0.0
+    tokenize_seconds: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# public API
+# ---------------------------------------------------------------------------------------------
+def prepare_corpus(opts: PrepareOptions, tokens_dir: str | os.PathLike[str]) -> PrepareResult:
+    """Prepare ``opts.corpus`` into ``tokens_dir`` (resumes; a finished identical run is a no-op)."""
+    from grokscope.data.corpus import corpus_sources, source_record
+
+    t0 = time.perf_counter()
+    tokens_dir = Path(tokens_dir)
+    _check_options(opts)
+    sources = corpus_sources(opts.corpus)
+    records = [source_record(s) for s in sources]
+    work = tokens_dir / WORK_DIR
+
+    tok, bpe_key = _tokenizer(opts, sources, tokens_dir)
+    from grokscope.core.tokenizer import tokenizer_fingerprint, vocab_size
+
+    fingerprint = tokenizer_fingerprint(tok)
+    n_vocab = vocab_size(tok)
+    eos_id = tok.convert_tokens_to_ids(tok.eos_token)
+    dtype = _choose_dtype(opts.dtype, n_vocab, eos_id, opts.tokenizer)
+    inputs = {
+        "sources": [{k: r[k] for k in ("path", "sha256", "bytes")} for r in records],
+        "tokenizer_fingerprint": fingerprint,
+        "text_field": opts.text_field,
+        "max_documents": opts.max_documents,
+        "dtype": dtype.name,
+        "seq_len": opts.seq_len,
+        "seed": opts.seed,
+        "shuffle": opts.shuffle,
+    }
+    if bpe_key is not None:
+        inputs["train_bpe"] = bpe_key
+    done = _finished_manifest(tokens_dir, inputs)
+    if done is not None:
+        return PrepareResult(tokens_dir, done, skipped=True, seconds=time.perf_counter() - t0)
+
+    pass1_key = {k: inputs[k] for k in ("sources", "tokenizer_fingerprint", "text_field", "max_documents", "dtype")}
+    t1 = time.perf_counter()
+    state = tokenize_to_work(tok, sources, opts, work, dtype, pass1_key)
+    tokenize_seconds = time.perf_counter() - t1
+    pack = shuffle_and_pack(work, state, opts.seq_len, opts.seed, opts.shuffle, eos_id, dtype, tokens_dir,
+                             opts.progress)
+
+    _save_tokenizer(tok, tokens_dir / "tokenizer")
+    for rec, info in zip(records, state["per_source"]):
+        rec.update(info)
+    seconds = time.perf_counter() - t0
+    manifest = {
+        "format": "grokscope",
+        "format_version": FORMAT_VERSION,
+        "tokenizer": opts.tokenizer,
+        "tokenizer_fingerprint": fingerprint,
+        "vocab_size": n_vocab,
+        "eos_id": int(eos_id),
+        "seq_len": opts.seq_len,
+        "row_len": opts.seq_len + 1,
+        "dtype": dtype.name,
+        "seed": opts.seed,
+        "shuffle": opts.shuffle,
+        "n_rows": pack["n_rows"],
+        "n_tokens": pack["n_rows"] * (opts.seq_len + 1),
+        "n_documents": pack["n_documents"],
+        "n_documents_read": state["n_docs"],
+        "n_empty_documents": state["n_docs"] - pack["n_documents"],
+        "document_tokens": state["n_tokens"],
+        "dropped_tokens": pack["dropped_tokens"],
+        "text_field": opts.text_field,
+        "max_documents": opts.max_documents,
+        "sources": records,
+        "inputs": inputs,
+        "tokenize_seconds": round(tokenize_seconds, 3),
+        "tokens_per_s": round(state["n_tokens"] / max(tokenize_seconds, 1e-9), 1) if not state["resumed"] else None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    store.write_json(tokens_dir / "manifest.json", manifest)
+    store.commit_npy(tokens_dir / "tokens.npy")  # last: tokens.npy + manifest.json = finished
+    shutil.rmtree(work, ignore_errors=True)
+    return PrepareResult(tokens_dir, manifest, skipped=False, seconds=seconds, tokenize_seconds=tokenize_seconds,
+                         stats={"resumed": state["resumed"]})
+
+
+def _check_options(opts: PrepareOptions) -> None:
+    if opts.shuffle not in ("rows", "documents", "none"):
+        raise ConfigError(f"shuffle must be one of 'rows', 'documents', 'none', got {opts.shuffle!r}")
+    if opts.seq_len <= 0:
+        raise ConfigError(f"seq_len must be positive, got {opts.seq_len}")
+    if opts.max_documents < 0:
+        raise ConfigError(f"max_documents must be >= 0 (0 = all), got {opts.max_documents}")
+    if opts.dtype not in ("auto", "uint16", "uint32"):
+        raise ConfigError(f"dtype must be auto, uint16 or uint32, got {opts.dtype!r}")
+    if not opts.tokenizer:
+        raise ConfigError("no tokenizer given: pass --tokenizer PATH (tokenizer.json, vocab.json+merges.txt dir, "
+                          f"HF dir) or --tokenizer {TRAIN_BPE}")
+    if opts.tokenizer == TRAIN_BPE and opts.vocab_size < 257:
+        raise ConfigError(f"vocab_size for {TRAIN_BPE} must be at least 257 (256 bytes + EOS), got {opts.vocab_size}")
+
+
+def _choose_dtype(requested: str, n_vocab: int, eos_id: int, where: str) -> np.dtype:
+    if requested == "auto":
+        return np.dtype(np.uint16) if n_vocab <= 1 << 16 else np.dtype(np.uint32)
+    dtype = np.dtype(requested)
+    limit = int(np.iinfo(dtype).max) + 1
+    if n_vocab > limit:
+        raise DataError(
+            f"tokenizer {where}: its ids go up to {n_vocab - 1} (vocabulary of {n_vocab}), which does not fit "
+            f"{requested} (ids < {limit}); use --dtype uint32 or --dtype auto"
+        )
+    return dtype
+
+
+def _finished_manifest(tokens_dir: Path, inputs: dict[str, Any]) -> dict[str, Any] | None:
+    manifest_path = tokens_dir / "manifest.json"
+    if not (manifest_path.exists() and (tokens_dir / "tokens.npy").exists()):
+        return None
+    manifest = store.read_json(manifest_path)
+    if manifest.get("inputs") == inputs:
+        return manifest
+    old = manifest.get("inputs", {})
+    diff = [k for k in inputs if old.get(k) != inputs[k]]
+    raise DataError(
+        f"{tokens_dir} already holds a token stream prepared from different inputs (differs in: "
+        f"{', '.join(diff) or 'format'}); choose another --out or delete {tokens_dir} to re-prepare"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizer
+# ---------------------------------------------------------------------------------------------
+def _tokenizer(opts: PrepareOptions, sources: list[str], tokens_dir: Path) -> tuple[Any, dict[str, Any] | None]:
+    """The tokenizer, and for ``train-bpe`` the key of its training inputs. A BPE trained by an
+    earlier (finished or interrupted) run with the same key is reused, not retrained."""
+    from grokscope.data.corpus import source_record
+    from grokscope.core.tokenizer import load_tokenizer
+
+    if opts.tokenizer != TRAIN_BPE:
+        return load_tokenizer(opts.tokenizer), None
+    key = {"sources": [source_record(s)["sha256"] or s for s in sources], "vocab_size": opts.vocab_size,
+           "text_field": opts.text_field, "max_documents": opts.max_documents}
+    work = tokens_dir / WORK_DIR
+    trained, key_path = work / "bpe_tokenizer", work / "bpe_key.json"
+    if trained.exists() and key_path.exists() and store.read_json(key_path) == key:
+        return load_tokenizer(trained), key
+    manifest_path = tokens_dir / "manifest.json"
+    if manifest_path.exists() and (tokens_dir / "tokenizer").exists():
+        if store.read_json(manifest_path).get("inputs", {}).get("train_bpe") == key:
+            return load_tokenizer(tokens_dir / "tokenizer"), key
+    tok = train_bpe(sources, opts.vocab_size, opts.text_field, opts.max_documents, opts.progress)
+    _save_tokenizer(tok, trained)
+    store.write_json(key_path, key)
+    return load_tokenizer(trained), key
+
+
+def train_bpe(sources: list[str], vocab_size: int, text_field: str = "text", max_documents: int = 0,
+              progress: bool = True) -> Any:
+    """A byte-level BPE (GPT-2 style) trained on the corpus, streamed; ``<|endoftext|>`` is EOS (id 0)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=progress,
+    )
+    tk.train_from_iterator(_text_batches(sources, text_field, max_documents), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token=EOS_TOKEN, bos_token=EOS_TOKEN,
+                                   unk_token=None, model_max_length=int(1e30))
+
+
+def _text_batches(sources: list[str], text_field: str, max_documents: int) -> Iterator[list[str]]:
+    from grokscope.data.corpus import iter_corpus
+
+    batch: list[str] = []
+    for n, doc in enumerate(iter_corpus(sources, text_field)):
+        if max_documents and n >= max_documents:
+            break
+        batch.append(doc.text)
+        if len(batch) >= 256:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _save_tokenizer(tok: Any, path: Path) -> None:
+    """``save_pretrained`` into a temp dir, then rename (a reader never sees half a tokenizer)."""
+    tmp = path.parent / f".{path.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok.save_pretrained(str(tmp))
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI and stage API
+# ---------------------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from grokscope.core.config import DataSection
+
+    d = DataSection()
+    parser.add_argument("--config", help="study TOML; its [data] section gives the defaults of the flags below")
+    parser.add_argument("--corpus", nargs="+", metavar="FILE",
+                        help="jsonl / jsonl.gz / txt files or globs (read in the order given), or hf:NAME[:SPLIT]")
+    parser.add_argument("--tokenizer", help="tokenizer.json, a dir with vocab.json+merges.txt, a Hugging Face "
+                        f"tokenizer dir, or '{TRAIN_BPE}' to train a byte-level BPE on the corpus")
+    parser.add_argument("--vocab-size", type=int, default=None, help=f"vocabulary of {TRAIN_BPE} (default {d.vocab_size})")
+    parser.add_argument("--seq-len", type=int, default=None, help=f"tokens a model sees per row; rows hold seq_len+1 (default {d.seq_len})")
+    parser.add_argument("--seed", type=int, default=None, help=f"shuffle seed (default {d.seed})")
+    parser.add_argument("--shuffle", choices=["rows", "documents", "none"], default=None,
+                        help="rows: shuffle documents, pack, then shuffle the packed rows (as Megatron/Pythia do; "
+                        "batches mix documents); documents: shuffle documents only; none: keep reading order "
+                        f"(default {d.shuffle})")
+    parser.add_argument("--text-field", default=None, help=f"JSON field holding the text (default '{d.text_field}')")
+    parser.add_argument("--max-documents", type=int, default=None, help="read only the first N documents (default: all)")
+    parser.add_argument("--dtype", choices=["auto", "uint16", "uint32"], default=None,
+                        help="token dtype (default auto: uint16 when the vocabulary fits, else uint32)")
+    parser.add_argument("--batch-chars", type=int, default=PrepareOptions.batch_chars,
+                        help="characters per tokenizer batch (memory vs. parallelism)")
+    parser.add_argument("--out", help="study directory; the stream goes to OUT/tokens/")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from grokscope.core.config import DataSection, load_config
+    from grokscope.core.store import Study
+
+    cfg = load_config(args.config) if args.config else None
+    data = cfg.data if cfg is not None else DataSection()
+    corpus = args.corpus if args.corpus is not None else [str(cfg.resolve_path(c)) for c in data.corpus] if cfg else []
+    tokenizer = args.tokenizer if args.tokenizer is not None else _config_tokenizer(cfg, data)
+    out = args.out or (str(cfg.study_dir) if cfg is not None else None)
+    if not out:
+        raise ConfigError("no output given: pass --out STUDY (the stream is written to STUDY/tokens/)")
+    opts = PrepareOptions(
+        corpus=list(corpus),
+        tokenizer=tokenizer,
+        seq_len=_pick(args.seq_len, data.seq_len),
+        seed=_pick(args.seed, data.seed),
+        shuffle=_pick(args.shuffle, data.shuffle),
+        text_field=_pick(args.text_field, data.text_field),
+        max_documents=_pick(args.max_documents, data.max_documents),
+        vocab_size=_pick(args.vocab_size, data.vocab_size),
+        dtype=_pick(args.dtype, data.dtype),
+        batch_chars=args.batch_chars,
+        progress=not args.no_progress,
+    )
+    result = prepare_corpus(opts, Study(out).tokens_dir)
+    print(summary_table(result))
+    return 0
+
+
+def _pick(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _config_tokenizer(cfg: Any, data: Any) -> str:
+    if cfg is None or not data.tokenizer or data.tokenizer == TRAIN_BPE:
+        return data.tokenizer
+    p = cfg.resolve_path(data.tokenizer)
+    return str(p) if p.exists() else data.tokenizer  # a hub id stays as given
+
+
+def run_stage(cfg: Any, study: Any) -> None:
+    """Prepare the study's corpus (``[data]``) into ``study/tokens`` unless the study trains on an
+    existing stream (``data.tokens``), in which case the stream is only checked to open."""
+    data = cfg.data
+    if data.tokens:
+        from grokscope.stream.readers import open_stream
+
+        open_stream(cfg.resolve_path(data.tokens), format=data.format,
+                    rows_per_step=data.rows_per_step or None,
+                    eos_id=None if data.eos_id < 0 else data.eos_id)
+        return
+    if not data.corpus:
+        raise ConfigError(f"{cfg.source or '<config>'}: [data] needs 'corpus' (files to prepare) or 'tokens' "
+                          "(an existing token stream)")
+    opts = PrepareOptions(
+        corpus=[c if c.startswith("hf:") else str(cfg.resolve_path(c)) for c in data.corpus],
+        tokenizer=_config_tokenizer(cfg, data),
+        seq_len=data.seq_len, seed=data.seed, shuffle=data.shuffle, text_field=data.text_field,
+        max_documents=data.max_documents, vocab_size=data.vocab_size, dtype=data.dtype,
+    )
+    result = prepare_corpus(opts, study.tokens_dir)
+    print(summary_table(result))
+
+
+def summary_table(result: PrepareResult) -> str:
+    m = result.manifest
+    rows = [
+        ("tokens dir", str(result.tokens_dir)),
+        ("status", "already prepared (same inputs): nothing to do" if result.skipped else "prepared"),
+        ("sources", str(len(m["sources"]))),
+        ("documents", f"{m['n_documents']:,} (+{m['n_empty_documents']:,} empty)"),
+        ("tokenizer", f"{m['tokenizer']} ({m['tokenizer_fingerprint']}, vocab {m['vocab_size']:,}, eos {m['eos_id']})"),
+        ("rows x row_len", f"{m['n_rows']:,} x {m['row_len']} ({m['dtype']})"),
+        ("tokens in stream", f"{m['n_tokens']:,} (dropped last partial row: {m['dropped_tokens']:,})"),
+        ("seed / shuffle", f"{m['seed']} / {m.get('shuffle', 'documents')}"),
+    ]
+    if not result.skipped:
+        rate = m["document_tokens"] / max(result.tokenize_seconds, 1e-9)
+        rows.append(("time", f"{result.seconds:.1f} s (tokenize {result.tokenize_seconds:.1f} s, {rate:,.0f} tokens/s)"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+__all__ = ["PrepareOptions", "PrepareResult", "prepare_corpus", "train_bpe", "add_arguments", "run", "run_stage",
+           "summary_table", "GrokscopeError"]

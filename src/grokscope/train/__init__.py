@@ -1,0 +1,1 @@
+"""The ``train`` stage: pre-train a GPT on a token stream with log-spaced checkpoints."""

@@ -1,0 +1,257 @@
+"""``grokscope analyse`` end to end on simulated studies with a planted truth, and its refusals."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from grokscope.core import store
+from grokscope.analyse.stage import analyse_study, load_inputs
+from grokscope.cli import main
+from grokscope.core.config import AnalyseSection
+from grokscope.core.errors import DataError, MissingStageError
+from grokscope.analyse.simulate import SimPhenomenon, simulate_study
+
+FAST = dict(n_boot=200, n_perm=300, probe_pairs=300, probe_folds=3, ablation=False)
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sim") / "study"
+    return simulate_study(
+        root, phenomena=[SimPhenomenon("agreement", 2000, 8000), SimPhenomenon("island", 4000, 0)],
+        paradigms_per_phenomenon=2, n_pairs_per_paradigm=250, hidden_pairs=300, n_layer=3, n_head=4,
+        d_model=16, seed=5,
+    )
+
+
+@pytest.fixture(scope="module")
+def analysed(sim):
+    summary = analyse_study(sim.study, AnalyseSection(**FAST), force=True)
+    return sim, summary
+
+
+def test_tables_follow_the_contract(analysed):
+    sim, summary = analysed
+    out = sim.study.analysis_dir
+    curves = pd.read_parquet(out / "curves.parquet")
+    assert list(curves.columns) == ["level", "group", "split", "step", "tokens", "n", "accuracy", "ci_low", "ci_high"]
+    assert set(curves["level"]) == {"all", "phenomenon", "paradigm"}
+    assert set(curves["split"]) == {"proxy_train", "proxy_val", "fixed_seen", "fixed_unseen", "bin_0", "bin_1",
+                                    "bin_2-9", "bin_10-99", "bin_100+", "matched_train", "matched_val"}
+    timing = pd.read_parquet(out / "timing.parquet")
+    for c in ["level", "group", "comparison", "fit_step", "gen_step", "fit_tokens", "gen_tokens", "delay_steps",
+              "delay_tokens", "delay_ci_low", "delay_ci_high", "p_lead", "status", "n_train", "n_val"]:
+        assert c in timing.columns
+    assert str(timing["gen_step"].dtype) == "Int64"
+    meta = store.read_parquet_metadata(out / "timing.parquet")
+    assert meta["criterion"] == {"mode": "level", "level": 0.8, "fraction": 0.9, "min_pairs": 10}
+    assert meta["match_on"] == "word_frequency"  # the simulated study has tokens/ with a tokenizer
+    probes = pd.read_parquet(out / "probes.parquet")
+    assert list(probes.columns) == ["step", "layer", "n_pairs", "logreg_acc", "logreg_acc_std", "meandiff_acc",
+                                    "participation_ratio", "n_components_90", "phase"]
+    heads = pd.read_parquet(out / "heads.parquet")
+    assert list(heads.columns) == ["step", "layer", "head", "attention"]
+    conc = pd.read_parquet(out / "head_concentration.parquet")
+    assert list(conc.columns) == ["step", "topk_share", "gini", "entropy", "top_heads"]
+    assert "agreement" in summary and "delayed" in summary
+
+
+def test_planted_delay_detected_within_one_checkpoint(analysed):
+    sim, _ = analysed
+    timing = pd.read_parquet(sim.study.analysis_dir / "timing.parquet")
+    steps = list(sim.steps)
+    for _, truth in sim.truth.iterrows():
+        row = timing[(timing["level"] == "phenomenon") & (timing["group"] == truth["phenomenon"])
+                     & (timing["comparison"] == "proxy")].iloc[0]
+        assert abs(steps.index(row["fit_step"]) - truth["fit_index"]) <= 1
+        assert abs(steps.index(row["gen_step"]) - truth["gen_index"]) <= 1
+        if truth["delay"] > 0:
+            assert row["status"] == "delayed" and row["p_lead"] < 0.05
+        else:
+            assert row["status"] == "no delay"
+
+
+def test_curves_match_direct_computation_from_files(analysed):
+    """proxy-train accuracy at one checkpoint, recomputed by hand from exposure + scores."""
+    sim, _ = analysed
+    st = sim.study
+    step = int(sim.steps[25])
+    exposure = pd.read_parquet(st.exposure_path)
+    scores = pd.read_parquet(st.score_path(step))
+    seen = exposure[f"good_count_{step}"] >= 1
+    curves = pd.read_parquet(st.analysis_dir / "curves.parquet")
+    row = curves.query("level == 'all' and split == 'proxy_train' and step == @step").iloc[0]
+    assert row["n"] == seen.sum()
+    assert row["accuracy"] == pytest.approx(scores.loc[seen, "correct"].mean())
+    assert row["tokens"] == store.read_parquet_metadata(st.score_path(step))["tokens_seen"]
+
+
+def test_probes_and_heads_see_the_planted_structure(analysed):
+    sim, _ = analysed
+    out = sim.study.analysis_dir
+    probes = pd.read_parquet(out / "probes.parquet")
+    top = probes[probes["layer"] == probes["layer"].max()]
+    before = top[top["phase"] == "before"]
+    after = top[top["phase"] == "after"]
+    assert len(before) and len(after)
+    assert after["meandiff_acc"].mean() > before["meandiff_acc"].mean() + 0.1
+    assert after["participation_ratio"].mean() < before["participation_ratio"].mean()
+    conc = pd.read_parquet(out / "head_concentration.parquet")
+    last = conc.iloc[-1]
+    assert "L1H2" in last["top_heads"] and "L2H2" in last["top_heads"]  # planted head of layers >= 1
+    assert conc["gini"].iloc[-1] > conc["gini"].iloc[0]
+
+
+def test_rerun_is_a_noop_and_cli_works(analysed, capsys):
+    sim, _ = analysed
+    text = analyse_study(sim.study, AnalyseSection(**FAST))
+    assert text.startswith("analysis is up to date")
+    store.write_text(sim.study.config_path, "[analyse]\nn_boot = 200\nn_perm = 300\nprobe_pairs = 300\n"
+                     "probe_folds = 3\nablation = false\n")
+    assert main(["analyse", str(sim.study.root), "--no-probes", "--no-heads"]) == 0
+    assert "comparison" in capsys.readouterr().out
+
+
+def test_confound_control_removes_a_frequency_driven_delay(tmp_path):
+    """Exposure has no effect, frequent words are both seen earlier and learned earlier: the
+    naive proxy comparison reports a delay, the frequency-matched comparison does not."""
+    sim = simulate_study(tmp_path / "c", phenomena=[SimPhenomenon("a", 2000, 8000)], paradigms_per_phenomenon=2,
+                         n_pairs_per_paradigm=500, confound=True, hidden_pairs=10, seed=3)
+    analyse_study(sim.study, AnalyseSection(probes=False, heads=False, n_boot=200, n_perm=300), force=True)
+    t = pd.read_parquet(sim.study.analysis_dir / "timing.parquet").query("level == 'all'").set_index("comparison")
+    assert t.loc["proxy", "status"] == "delayed"
+    assert t.loc["matched", "status"] != "delayed"
+    assert t.loc["matched", "p_lead"] > 0.05
+
+
+# ---- bad input ------------------------------------------------------------------------------
+def _copy(sim, tmp_path) -> Path:
+    dst = tmp_path / "copy"
+    shutil.copytree(sim.study.root, dst, ignore=shutil.ignore_patterns("analysis"))
+    return dst
+
+
+@pytest.mark.parametrize("remove,command", [("exposure.parquet", "grokscope exposure"),
+                                            ("phrases.parquet", "grokscope phrases"),
+                                            ("scores", "grokscope score")])
+def test_missing_stage_names_the_command(sim, tmp_path, remove, command, capsys):
+    from grokscope.core.store import Study
+
+    dst = _copy(sim, tmp_path)
+    target = dst / remove
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(MissingStageError, match=command):
+        load_inputs(Study(dst))
+    assert main(["analyse", str(dst)]) == 2
+    assert command in capsys.readouterr().err
+
+
+def _set_meta(path: Path, **changes) -> None:
+    df = pd.read_parquet(path)
+    meta = store.read_parquet_metadata(path)
+    meta.update(changes)
+    store.write_parquet(path, df, metadata=meta)
+
+
+@pytest.mark.parametrize("key,word", [("benchmark_fingerprint", "benchmarks"), ("tokenizer_fingerprint", "tokenizers")])
+def test_mixed_benchmarks_or_tokenizers_are_refused(sim, tmp_path, key, word):
+    from grokscope.core.store import Study
+
+    dst = _copy(sim, tmp_path)
+    st = Study(dst)
+    step = st.scored_steps()[7]
+    _set_meta(st.score_path(step), **{key: "something-else"})
+    with pytest.raises(DataError, match=f"different {word}") as e:
+        load_inputs(st)
+    assert store.step_name(step) in str(e.value)
+    assert not (dst / "analysis").exists()  # nothing written
+
+
+def test_scores_disagreeing_with_exposure_tokenizer_are_refused(sim, tmp_path):
+    from grokscope.core.store import Study
+
+    dst = _copy(sim, tmp_path)
+    st = Study(dst)
+    _set_meta(st.exposure_path, tokenizer_fingerprint="other-tokenizer")
+    with pytest.raises(DataError, match="exposure.parquet"):
+        load_inputs(st)
+
+
+def test_misaligned_score_rows_are_refused(sim, tmp_path):
+    from grokscope.core.store import Study
+
+    dst = _copy(sim, tmp_path)
+    st = Study(dst)
+    path = st.score_path(st.scored_steps()[3])
+    df = pd.read_parquet(path)
+    meta = store.read_parquet_metadata(path)
+    df = pd.concat([df.iloc[1:2], df.iloc[0:1], df.iloc[2:]], ignore_index=True)
+    store.write_parquet(path, df, metadata=meta)
+    with pytest.raises(DataError, match="row 0 is pair"):
+        load_inputs(st)
+
+
+def test_missing_count_column_is_refused(sim, tmp_path):
+    from grokscope.core.store import Study
+
+    dst = _copy(sim, tmp_path)
+    st = Study(dst)
+    step = st.scored_steps()[5]
+    df = pd.read_parquet(st.exposure_path).drop(columns=[f"good_count_{step}"])
+    store.write_parquet(st.exposure_path, df, metadata=store.read_parquet_metadata(st.exposure_path))
+    with pytest.raises(DataError, match=f"good_count_{step}"):
+        analyse_study(st, AnalyseSection(**FAST))
+
+
+# ---- ablation through the score stage on a real (tiny) GPT-2 checkpoint -------------------------
+@pytest.mark.slow
+def test_ablation_rescoring_with_a_real_checkpoint(sim, tmp_path, gpt2_tokenizer_dir):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from grokscope.core.store import Study
+    from grokscope.core.tokenizer import load_tokenizer
+
+    dst = _copy(sim, tmp_path)
+    st = Study(dst)
+    ckpt = tmp_path / "ckpt"
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=3, n_head=4, n_positions=64)).save_pretrained(ckpt)
+    load_tokenizer(gpt2_tokenizer_dir).save_pretrained(ckpt)
+    last = st.scored_steps()[-1]
+    _set_meta(st.score_path(last), checkpoint=str(ckpt))
+    summary = analyse_study(st, AnalyseSection(**{**FAST, "ablation": True, "ablation_pairs": 40,
+                                                  "ablation_repeats": 3, "probes": False}))
+    table = pd.read_parquet(dst / "analysis" / "ablation.parquet")
+    assert list(table["condition"]) == ["top", "random", "random", "random"]
+    base = table["accuracy"] - table["delta_accuracy"]
+    np.testing.assert_allclose(base, base.iloc[0])
+    assert "ablation at step" in summary
+
+
+def test_run_stage_and_unsupported_pairs(sim, tmp_path, capsys):
+    """run_stage (what `grokscope run` calls) with a config; unsupported pairs are left out."""
+    from grokscope.analyse.stage import run_stage
+    from grokscope.core.config import config_from_dict
+    from grokscope.core.store import Study
+
+    dst = _copy(sim, tmp_path)
+    st = Study(dst)
+    phrases = pd.read_parquet(st.phrases_path)
+    phrases.loc[:9, "supported"] = False
+    store.write_parquet(st.phrases_path, phrases, metadata=store.read_parquet_metadata(st.phrases_path))
+    cfg = config_from_dict({"analyse": {"n_boot": 50, "n_perm": 50, "probes": False, "heads": False,
+                                        "criterion": "fraction", "match_on": "phrase_length"}})
+    run_stage(cfg, st)
+    assert "comparison" in capsys.readouterr().out
+    meta = store.read_parquet_metadata(dst / "analysis" / "timing.parquet")
+    assert meta["n_unsupported"] == 10 and meta["n_pairs"] == len(phrases) - 10
+    assert meta["criterion"]["mode"] == "fraction" and meta["match_on"] == "phrase_length"
+    curves = pd.read_parquet(dst / "analysis" / "curves.parquet")
+    first = curves.query("level == 'all' and split == 'proxy_train'").iloc[-1]
+    last = curves.query("level == 'all' and split == 'proxy_val'").iloc[-1]
+    assert first["n"] + last["n"] == len(phrases) - 10
