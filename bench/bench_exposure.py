@@ -88,8 +88,8 @@ def cpu_seconds() -> float:
 def prepare_inputs(args: argparse.Namespace, work: Path) -> dict:
     import pandas as pd
 
-    from grokscope.exposure.stage import tokenize_phrases
-    from grokscope.exposure.engine import word_tables
+    from grokscope.exposure.search import tokenize_phrases
+    from grokscope.exposure.words import word_tables
     from grokscope.core.tokenizer import load_tokenizer
     from grokscope.stream.readers import open_stream
 
@@ -121,7 +121,7 @@ def load_inputs(work: Path, n_phrases: int | None):
     at random (seed 0; all if None). A random draw, not the first n: the first phrases all come
     from the first paradigms, whose words are rare, so a prefix of the table would confound the
     number of phrases with what kind of phrases they are."""
-    from grokscope.exposure.engine import WordTables
+    from grokscope.exposure.words import WordTables
 
     z = np.load(work / "inputs.npz")
     flat, off = z["flat"], z["off"]
@@ -137,7 +137,7 @@ def load_inputs(work: Path, n_phrases: int | None):
 
 
 def window_edges_for(n_rows: int, rows_per_step: int) -> tuple[list[int], np.ndarray]:
-    from grokscope.exposure.stage import window_edges
+    from grokscope.exposure.shards import window_edges
 
     n_steps = n_rows // rows_per_step
     steps = sorted({0, *[2**i for i in range(20) if 2**i <= min(512, n_steps)],
@@ -246,7 +246,7 @@ def worker_numpy(args, work: Path) -> dict:
 def worker_dask(args, work: Path) -> dict:
     from dask.distributed import Client, LocalCluster
 
-    from grokscope.exposure.stage import StreamSpec, search_stream
+    from grokscope.exposure.shards import StreamSpec, search_stream
     from grokscope.exposure.engine import build_index_arrays
     from grokscope.stream.readers import open_stream
 

@@ -67,7 +67,7 @@ def test_entry_exit_flushes_output_runs_atexit_and_keeps_the_code(tmp_path, thre
 
 def test_console_script_pauses_collection_only_for_stages_that_settle(monkeypatch) -> None:
     """``main(pause_gc=True)`` (the console script) pauses cyclic GC while a stage with
-    ``SETTLES_HEAP`` runs (it calls ``heap.settle()`` itself), never for the others, and
+    ``settles_heap`` runs (it calls ``heap.settle()`` itself), never for the others, and
     collection is on again when main returns, even after an error."""
     import gc
 
@@ -77,13 +77,13 @@ def test_console_script_pauses_collection_only_for_stages_that_settle(monkeypatc
 
     seen: dict[str, bool] = {}
 
-    def fake_score(args):
+    def fake_score(cfg, study):
         seen["score"] = gc.isenabled()
         raise DataError("no checkpoints")
 
-    monkeypatch.setattr(score_stage, "run", fake_score)
-    monkeypatch.setattr(report_stage, "run", lambda args: seen.setdefault("report", gc.isenabled()) and 0)
-    assert score_stage.SETTLES_HEAP and not getattr(report_stage, "SETTLES_HEAP", False)
+    monkeypatch.setattr(score_stage.STAGE, "run", fake_score)
+    monkeypatch.setattr(report_stage.STAGE, "run", lambda cfg, study: seen.setdefault("report", gc.isenabled()) and 0)
+    assert score_stage.STAGE.settles_heap and not report_stage.STAGE.settles_heap
     assert cli.main(["score", "--checkpoints", "x", "--benchmark", "y", "--out", "z"], pause_gc=True) == 2
     assert seen["score"] is False and gc.isenabled()
     assert cli.main(["report", "z"], pause_gc=True) == 0

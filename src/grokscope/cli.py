@@ -1,8 +1,10 @@
-"""The ``grokscope`` command: one subcommand per pipeline stage.
+"""The ``grokscope`` command: one subcommand per pipeline stage, plus ``run`` and ``demo``.
 
-Each stage module defines ``add_arguments(parser)`` and ``run(args) -> int``. Only the module
-of the chosen subcommand is imported, so ``grokscope --help`` is instant and heavy libraries
-(torch, dask, matplotlib) load only when a stage needs them. Input problems raise
+The stages come from :mod:`grokscope.pipeline.registry`; a stage command's flags are generated
+from its config section (:mod:`grokscope.core.flags`), and the command builds a study config and
+calls the stage's ``run(cfg, study)``, as ``grokscope run`` does. Only the module of the chosen
+subcommand is imported, so ``grokscope --help`` is instant and heavy libraries (torch, dask,
+matplotlib) load only when a stage needs them. Input problems raise
 :class:`~grokscope.core.errors.GrokscopeError`; they are printed without a traceback and exit 2.
 """
 from __future__ import annotations
@@ -18,19 +20,14 @@ import threading
 from grokscope import __version__
 from grokscope.core import heap
 from grokscope.core.errors import GrokscopeError
+from grokscope.pipeline.registry import ENTRIES, load_stage
 
-# name -> (module, one-line help). Order = pipeline order.
+# commands that are not stages: name -> (module with add_arguments(parser) and run(args), help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("grokscope.stream.stage", "tokenize a corpus into a packed token stream in training order"),
-    "train": ("grokscope.train.stage", "pre-train a GPT-2-style model on a token stream, with log-spaced checkpoints"),
-    "phrases": ("grokscope.phrases.stage", "find the critical phrase of every minimal pair"),
-    "exposure": ("grokscope.exposure.stage", "search the token stream, in training order, for every critical phrase"),
-    "score": ("grokscope.score.stage", "score every checkpoint on every minimal pair (+ hidden states, attention)"),
-    "analyse": ("grokscope.analyse.stage", "proxy splits, fit/generalisation steps and delay, probes, heads"),
-    "report": ("grokscope.report.stage", "write the HTML report, figures and summary table of a study"),
     "run": ("grokscope.pipeline.run", "run every stage a study still lacks, from a study TOML"),
     "demo": ("grokscope.pipeline.demo", "offline controlled-exposure testbed: generate, train, analyse, report"),
 }
+STAGE_COMMANDS: dict[str, str] = {e.name: e.help for e in ENTRIES if e.command}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -41,20 +38,38 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"grokscope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in COMMANDS.items():
+    helps = {**STAGE_COMMANDS, **{name: help_text for name, (_, help_text) in COMMANDS.items()}}
+    for name, help_text in helps.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if name == command:
-            importlib.import_module(module).add_arguments(p)
+        if name != command:
+            continue
+        if name in STAGE_COMMANDS:
+            from grokscope.core.flags import add_stage_arguments
+
+            add_stage_arguments(p, load_stage(name))
+        else:
+            importlib.import_module(COMMANDS[name][0]).add_arguments(p)
     return parser
+
+
+def _run_stage_command(name: str, args: argparse.Namespace) -> int:
+    from grokscope.core.flags import config_from_args
+    from grokscope.core.store import Study
+
+    stage = load_stage(name)
+    cfg = config_from_args(stage, args).resolved()
+    stage.run(cfg, Study.for_config(cfg))
+    return 0
 
 
 def main(argv: list[str] | None = None, pause_gc: bool = False) -> int:
     """Run one subcommand; returns its exit code. ``pause_gc`` (the console script): for a stage
-    module that declares ``SETTLES_HEAP = True``, cyclic garbage collection is paused until the
-    stage has imported its libraries (see :mod:`grokscope.core.heap`)."""
+    that settles the heap itself (``Stage.settles_heap``, or ``SETTLES_HEAP = True`` in the module of
+    ``run``/``demo``), cyclic garbage collection is paused until the stage has imported its
+    libraries (see :mod:`grokscope.core.heap`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
-    if command not in COMMANDS:
+    if command not in STAGE_COMMANDS and command not in COMMANDS:
         command = None
     parser = build_parser(command)
     args = parser.parse_args(argv)
@@ -63,10 +78,16 @@ def main(argv: list[str] | None = None, pause_gc: bool = False) -> int:
         return 0
     if not sys.stderr.isatty():  # a log file: a progress line every 30 s, not a \r-bar every 0.1 s
         os.environ.setdefault("TQDM_MININTERVAL", "30")
-    module = importlib.import_module(COMMANDS[args.command][0])
-    if pause_gc and getattr(module, "SETTLES_HEAP", False):
+    if args.command in STAGE_COMMANDS:
+        settles = load_stage(args.command).settles_heap
+    else:
+        module = importlib.import_module(COMMANDS[args.command][0])
+        settles = getattr(module, "SETTLES_HEAP", False)
+    if pause_gc and settles:
         heap.pause()
     try:
+        if args.command in STAGE_COMMANDS:
+            return _run_stage_command(args.command, args)
         return int(module.run(args) or 0)
     except GrokscopeError as e:
         print(f"grokscope {args.command}: error: {e}", file=sys.stderr)

@@ -8,13 +8,12 @@ from hypothesis import strategies as st
 
 from grokscope.exposure.engine import (
     OutOfVocabError,
-    WordTables,
     build_index,
     merge_results,
     scan_rows,
     scan_stream,
-    word_tables_from_bytes,
 )
+from grokscope.exposure.words import WordTables, word_tables_from_bytes
 
 
 # ------------------------------------------------------------------------------------------
@@ -196,7 +195,7 @@ def test_uint32_and_int32_streams():
 
 
 def test_gpt2_word_tables(gpt2_tokenizer_dir):
-    from grokscope.exposure.engine import word_tables
+    from grokscope.exposure.words import word_tables
     from grokscope.core.tokenizer import load_tokenizer
 
     tok = load_tokenizer(gpt2_tokenizer_dir)

@@ -13,16 +13,11 @@ import pytest
 from grokscope.core import store
 from grokscope.cli import main
 from grokscope.core.errors import DataError
-from grokscope.exposure.stage import (
-    StreamSpec,
-    compute_exposure,
-    parse_checkpoints,
-    pythia_steps,
-    search_stream,
-    tokenize_phrases,
-    variant_texts,
-    window_edges,
-)
+from grokscope.core.checkpoints import checkpoint_steps as parse_checkpoints
+from grokscope.core.checkpoints import pythia_steps
+from grokscope.exposure.search import tokenize_phrases, variant_texts
+from grokscope.exposure.shards import StreamSpec, search_stream, window_edges
+from grokscope.exposure.stage import compute_exposure
 
 WORDS = ["this", "This", "sketch", "sketches", "sketchbook", "these", "is", "Raymond", "selling", "a",
          "herself", "himself", "Mary", "praised", "no", "ever", "sketch's", "nice"]
@@ -244,8 +239,9 @@ class Killed(Exception):
 
 
 def test_resume_uses_finished_shards(tmp_path, gpt2, monkeypatch):
-    import grokscope.exposure.stage as ex
-    from grokscope.exposure.engine import build_index, word_tables
+    import grokscope.exposure.shards as ex
+    from grokscope.exposure.engine import build_index
+    from grokscope.exposure.words import word_tables
 
     docs = random_documents(np.random.default_rng(9), 200)
     tokens = write_stream(tmp_path / "tokens", gpt2, docs, row_len=9, rows_per_step=2)

@@ -62,7 +62,7 @@ class Fakes:
                 "phrases": [study.phrases_path], "exposure": [study.exposure_path],
                 "score": [study.score_path(4)], "analyse": [study.analysis_dir / "timing.parquet"],
                 "report": [study.report_path],
-                "testbed": [pipeline.testbed_dir(cfg) / f for f in ("corpus.jsonl", "pairs.jsonl", "ground_truth.json")],
+                "testbed": [study.testbed_file(f) for f in ("corpus.jsonl", "pairs.jsonl", "ground_truth.json")],
             }[stage]
             for p in outputs:
                 p.parent.mkdir(parents=True, exist_ok=True)
@@ -97,10 +97,11 @@ def test_paused_collection_resumes_before_the_first_stage_with_its_libraries_in(
 
     from grokscope.core import heap
 
-    assert set(pipeline.STAGE_LIBRARIES) == set(pipeline.STAGES)
+    from grokscope.pipeline.registry import load_stage
+
     for stage in pipeline.STAGES:  # light stand-ins for torch & co.
-        monkeypatch.setitem(pipeline.STAGE_LIBRARIES, stage, ("json",))
-    monkeypatch.setitem(pipeline.STAGE_LIBRARIES, "score", ("json", "_grokscope_marker_module"))
+        monkeypatch.setattr(load_stage(stage), "libraries", ("json",))
+    monkeypatch.setattr(load_stage("score"), "libraries", ("json", "_grokscope_marker_module"))
     marker = tmp_path / "_grokscope_marker_module.py"
     marker.write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -241,19 +242,21 @@ def test_testbed_stage_generates_once_and_refuses_other_settings(tmp_path: Path)
     text = path.read_text().replace('corpus = ["corpus.jsonl"]', "").replace('path = "pairs.jsonl"', 'path = "testbed"')
     path.write_text(text)
     cfg = load_config(path)
-    eff = pipeline.effective_config(cfg)
+    eff = cfg.resolved()
     assert eff.data.corpus == [str(tmp_path / "study" / "testbed" / "corpus.jsonl")]
     assert eff.benchmark.path == str(tmp_path / "study" / "testbed" / "pairs.jsonl")
+    from grokscope.pipeline.testbed import run as run_testbed_stage
+
     study = Study(cfg.study_dir)
-    pipeline.run_testbed_stage(cfg, study)
+    run_testbed_stage(cfg, study)
     corpus = tmp_path / "study" / "testbed" / "corpus.jsonl"
     mtime = corpus.stat().st_mtime_ns
-    pipeline.run_testbed_stage(cfg, study)
+    run_testbed_stage(cfg, study)
     assert corpus.stat().st_mtime_ns == mtime
     cfg2 = load_config(path)
     cfg2.testbed.frequency = 3
     with pytest.raises(ConfigError, match="frequency"):
-        pipeline.run_testbed_stage(cfg2, study)
+        run_testbed_stage(cfg2, study)
 
 
 def test_studies_configs_load() -> None:
@@ -323,7 +326,7 @@ def test_killed_runs_end_with_the_same_tables(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}  # as the demo
     ref_seconds = {stage: done["seconds"] for stage, done in
-                   json.loads((tmp_path / "ref" / "study" / pipeline.PIPELINE_STATE).read_text())["completed"].items()}
+                   json.loads((tmp_path / "ref" / "study" / "pipeline.json").read_text())["completed"].items()}
     rng = random.Random(0)
     killed_in: list[str] = []
     for stage, fraction in KILL_PLAN:
@@ -366,7 +369,7 @@ def test_demo_refuses_new_settings_for_an_existing_demo_directory(tmp_path: Path
 
     from grokscope.pipeline import demo
     from grokscope.core.config import config_from_dict, dump_config
-    from grokscope.data.testbed import settings_from_args
+    from grokscope.pipeline.demo import settings_from_args
 
     parser = argparse.ArgumentParser()
     demo.add_arguments(parser)

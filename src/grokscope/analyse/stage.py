@@ -10,7 +10,6 @@ inputs and settings is a no-op (``analysis/manifest.json`` records what the outp
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -24,69 +23,33 @@ import numpy as np
 import pandas as pd
 
 from grokscope.core import store
-from grokscope.core.config import AnalyseSection, StudyConfig, load_config
+from grokscope.core.config import AnalyseSection, StudyConfig
 from grokscope.core.errors import DataError, MissingStageError
+from grokscope.core.stage import CommandLine, Flag, Stage
 from grokscope.core.store import Study
 
 OUTPUTS = ("curves", "timing", "probes", "heads", "head_concentration", "ablation")
 
 
 # ---------------------------------------------------------------------------------------
-# CLI
+# the stage
 # ---------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = AnalyseSection()
-    parser.add_argument("study", help="study directory (holds phrases.parquet, exposure.parquet, scores/)")
-    parser.add_argument("--config", help="study TOML (default: STUDY/study.toml if present)")
-    parser.add_argument("--min-count", type=int, help=f"k: occurrences in the window for proxy-train (default {d.min_count})")
-    parser.add_argument("--criterion", choices=["level", "fraction", "both"], help=f"default {d.criterion}")
-    parser.add_argument("--criterion-level", type=float, help=f"absolute accuracy (default {d.criterion_level})")
-    parser.add_argument("--criterion-fraction", type=float, help=f"fraction of final accuracy (default {d.criterion_fraction})")
-    parser.add_argument("--n-boot", type=int, help=f"bootstrap replicates (default {d.n_boot})")
-    parser.add_argument("--n-perm", type=int, help=f"permutations of the lead test (default {d.n_perm})")
-    parser.add_argument("--ci", type=float, help=f"interval level; 1-ci is the test level (default {d.ci})")
-    parser.add_argument("--min-pairs", type=int, help=f"pairs a split needs at a checkpoint (default {d.min_pairs})")
-    parser.add_argument("--match-on", choices=["auto", "word_frequency", "phrase_length"], help=f"default {d.match_on}")
-    parser.add_argument("--probe-pairs", type=int, help=f"pairs per checkpoint for probes (default {d.probe_pairs})")
-    parser.add_argument("--no-probes", action="store_true", help="skip hidden-state probes")
-    parser.add_argument("--no-heads", action="store_true", help="skip attention heads (and ablation)")
-    parser.add_argument("--no-ablation", action="store_true", help="skip the head-ablation check")
-    parser.add_argument("--seed", type=int, help=f"default {d.seed}")
-    parser.add_argument("--force", action="store_true", help="recompute even if the outputs are up to date")
-
-
-def run(args: argparse.Namespace) -> int:
-    study = Study(args.study)
+def run(cfg: StudyConfig, study: Study) -> None:
+    """The analysis of ``study`` with the ``[analyse]`` settings (a no-op when its outputs are up to date)."""
     if not study.root.is_dir():
         raise DataError(f"{study.root}: study directory not found")
-    cfg_path = Path(args.config) if args.config else study.config_path
-    cfg = load_config(cfg_path) if cfg_path.exists() else StudyConfig()
-    a = cfg.analyse
-    overrides = {
-        "min_count": args.min_count, "criterion": args.criterion, "criterion_level": args.criterion_level,
-        "criterion_fraction": args.criterion_fraction, "n_boot": args.n_boot, "n_perm": args.n_perm,
-        "ci": args.ci, "min_pairs": args.min_pairs, "match_on": args.match_on, "probe_pairs": args.probe_pairs,
-        "seed": args.seed,
-    }
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(a, key, value)
-    if args.no_probes:
-        a.probes = False
-    if args.no_heads:
-        a.heads = False
-    if args.no_ablation:
-        a.ablation = False
-    from grokscope.core.config import config_from_dict
-
-    config_from_dict({"analyse": dataclasses.asdict(a)}, where="command line")  # validate the overrides
-    summary = analyse_study(study, a, force=args.force, progress=True)
-    print(summary)
-    return 0
+    print(analyse_study(study, cfg.analyse, force=cfg.options.force, progress=cfg.options.progress))
 
 
-def run_stage(cfg: StudyConfig, study: Study) -> None:
-    print(analyse_study(study, cfg.analyse, force=False, progress=True))
+STAGE = Stage(
+    name="analyse", sections=("analyse",), run=run,
+    inputs=("phrases_path", "exposure_path", "scores_dir"), outputs=lambda s: [s.analysis_dir],
+    done=Study.has_analysis, libraries=("pandas", "torch", "sklearn.linear_model", "numba"),
+    cli=CommandLine(flags=(Flag("study.out", "study", "study directory (holds phrases.parquet, exposure.parquet, "
+                                                      "scores/)", positional=True),),
+                    config="study", force=True),
+)
+run_stage = STAGE.run_config
 
 
 # ---------------------------------------------------------------------------------------

@@ -26,13 +26,15 @@ import contextlib
 import glob
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from grokscope.core import heap
-from grokscope.core.errors import DataError
+from grokscope.core.errors import ConfigError, DataError
+from grokscope.core.paths import has_glob, is_hub_id
+from grokscope.core.store import RunLayout, Study
 
 CHECKPOINT_JSON = "grokscope_checkpoint.json"
 WEIGHT_PATTERNS = ("*.safetensors", "pytorch_model*.bin", "model*.safetensors.index.json",
@@ -99,7 +101,7 @@ def discover_checkpoints(
 def _from_spec(spec: str, step: int | None, tokens_seen: int | None, tokens_per_step: int | None,
                errors: list[str] | None) -> list[Checkpoint]:
     path = Path(spec).expanduser()
-    if any(ch in spec for ch in "*?["):
+    if has_glob(spec):
         matches = sorted(glob.glob(str(path)))
         dirs = [Path(m) for m in matches if Path(m).is_dir()]
         if not dirs:
@@ -117,7 +119,7 @@ def _from_spec(spec: str, step: int | None, tokens_seen: int | None, tokens_per_
         if not path.is_dir():
             raise DataError(f"{path}: a checkpoint must be a directory (a Hugging Face model dir), got a file")
         return _from_dir(path, step, tokens_seen, tokens_per_step, in_glob=False, errors=errors)
-    if _looks_like_hub_id(spec):
+    if is_hub_id(spec):
         return [_from_hub_id(spec, step, tokens_seen, tokens_per_step)]
     raise DataError(f"checkpoint '{spec}': directory does not exist")
 
@@ -128,7 +130,7 @@ def _from_dir(path: Path, step: int | None, tokens_seen: int | None, tokens_per_
         return [_grokscope_checkpoint(path)]
     if not (path / "config.json").exists():
         # A study, run or checkpoints directory: every grokscope checkpoint below it.
-        for base in (path / "run" / "checkpoints", path / "checkpoints", path):
+        for base in (Study(path).checkpoints_dir, RunLayout(path).checkpoints_dir, path):
             metas = sorted(base.glob(f"step_*/{CHECKPOINT_JSON}"))
             if metas:
                 out = []
@@ -183,14 +185,6 @@ def _step_from_name(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _looks_like_hub_id(spec: str) -> bool:
-    repo = spec.split("@", 1)[0]
-    return (
-        repo.count("/") == 1 and not repo.startswith((".", "/", "~"))
-        and all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", part) for part in repo.split("/"))
-    )
-
-
 def _from_hub_id(spec: str, step: int | None, tokens_seen: int | None,
                  tokens_per_step: int | None) -> Checkpoint:
     repo, _, revision = spec.partition("@")
@@ -222,6 +216,39 @@ def _tokens(step: int, tokens_seen: int | None, tokens_per_step: int | None, rep
             if repo.startswith(prefix):
                 return step * per_step
     return None
+
+
+def pythia_steps() -> list[int]:
+    """Pythia's 154 checkpoints: 0, 1, 2, 4, …, 512, then every 1000 to 143000."""
+    return [0] + [2**i for i in range(10)] + list(range(1000, 143001, 1000))
+
+
+def checkpoint_dirs_steps(spec: str) -> list[int]:
+    """Steps of the checkpoints named by ``spec`` (a checkpoint dir, a run/study dir, a glob;
+    see :func:`grokscope.core.checkpoints.discover_checkpoints`)."""
+    return [c.step for c in discover_checkpoints([spec])]
+
+
+def checkpoint_steps(specs: Sequence[str]) -> list[int]:
+    """Sorted unique steps from items that are step numbers (comma lists allowed), ``pythia``,
+    or checkpoint directories / globs."""
+    steps: list[int] = []
+    for spec in specs:
+        for item in (x.strip() for x in str(spec).split(",")):
+            if not item:
+                continue
+            if item.lstrip("-").isdigit():
+                s = int(item)
+                if s < 0:
+                    raise ConfigError(f"checkpoints: step {s} is negative")
+                steps.append(s)
+            elif item.lower() == "pythia":
+                steps += pythia_steps()
+            else:
+                steps += checkpoint_dirs_steps(item)
+    if not steps:
+        raise ConfigError("checkpoints: no steps given (expected e.g. '0,1,2,4,1000', 'pythia' or checkpoint dirs)")
+    return sorted(set(steps))
 
 
 def _check_unique_steps(found: list[Checkpoint]) -> None:

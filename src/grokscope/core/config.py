@@ -1,138 +1,200 @@
-"""Study configuration: a TOML file validated on load.
+"""Study configuration: the config sections (the only definition of every setting) and a TOML
+file validated on load.
 
-Each ``[section]`` maps onto a dataclass below. Unknown keys, wrong types and bad values are
-:class:`~grokscope.core.errors.ConfigError` naming the file and the key (with a "did you mean"
-suggestion for typos). Paths in the file are relative to the file's directory.
-
-Each stage module reads only its own section; a stage owner adds fields to its own section.
+Each ``[section]`` maps onto a dataclass below whose fields are declared with
+:func:`~grokscope.core.settings.setting` (type, default, help, allowed values). Unknown keys,
+wrong types and values outside what a setting allows are :class:`~grokscope.core.errors.ConfigError`
+naming the file and the key (with a "did you mean" suggestion for typos). Paths in the file are
+relative to the file's directory; :meth:`StudyConfig.resolved` makes every one absolute, once,
+before any stage runs. The command line builds the same object (:mod:`grokscope.core.flags`).
 """
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grokscope.data.testbed import TestbedSettings
 from grokscope.core.errors import ConfigError
+from grokscope.core.paths import resolve_path, resolve_spec
+from grokscope.core.settings import SettingInfo, check_value, coerce, section_settings, setting, suggest
+from grokscope.data.testbed import TestbedSettings
+
+FORMATS = ("auto", "grokscope", "megatron", "nanogpt", "olmo")
+DEVICES = ("auto", "cpu", "cuda")
+TRAIN_BPE = "train-bpe"
 
 
 @dataclass
 class StudySection:
-    name: str = "study"
-    out: str = ""  # study directory; default: next to the config, named after it
-    seed: int = 0
+    name: str = setting("study", "the study's name (shown in the report)", harmless=True)
+    out: str = setting("", "study directory; default: next to the config, named after it", kind="path",
+                       harmless=True)
+    seed: int = setting(0, "seed of pair subsamples, hidden-state subsamples and everything the study draws")
 
 
 @dataclass
-class DataSection:
+class CorpusSettings:
+    """How a corpus becomes a token stream: shared by the ``[data]`` section and
+    :class:`grokscope.stream.stage.PrepareOptions`."""
+
+    corpus: list[str] = setting([], "jsonl / jsonl.gz / txt files or globs (read in the order given), or "
+                                    "hf:NAME[:SPLIT]", kind="paths")
+    text_field: str = setting("text", "JSON field holding the text")
+    tokenizer: str = setting("", "tokenizer.json, a dir with vocab.json+merges.txt, a Hugging Face tokenizer dir "
+                                 f"or hub id, or '{TRAIN_BPE}' to train a byte-level BPE on the corpus",
+                             kind="spec")
+    vocab_size: int = setting(8192, f"vocabulary of {TRAIN_BPE}", gt=0)
+    seq_len: int = setting(128, "tokens a model sees per row; rows hold seq_len + 1", gt=0)
+    seed: int = setting(0, "shuffle seed")
+    shuffle: str = setting("rows", "rows: shuffle documents, pack, then shuffle the packed rows (as "
+                                   "Megatron/Pythia do); documents: shuffle documents only; none: keep reading order",
+                           choices=("rows", "documents", "none"))
+    max_documents: int = setting(0, "read only the first N documents (0 = all)", ge=0)
+    dtype: str = setting("auto", "token dtype written by prepare (auto: uint16 when the vocabulary fits)",
+                         choices=("auto", "uint16", "uint32"))
+    batch_chars: int = setting(1_000_000, "characters per tokenizer batch (memory vs. parallelism)", gt=0,
+                               harmless=True)
+
+
+@dataclass
+class DataSection(CorpusSettings):
     """Where the training tokens come from: a corpus to ``prepare`` or an existing stream."""
 
-    corpus: list[str] = field(default_factory=list)  # files/globs (jsonl, jsonl.gz, txt) or "hf:NAME[:split]"
-    text_field: str = "text"
-    tokenizer: str = ""  # tokenizer.json, dir with vocab.json+merges.txt, HF dir, or "train-bpe"
-    vocab_size: int = 8192  # only for tokenizer = "train-bpe"
-    seq_len: int = 128  # row = seq_len + 1 tokens
-    seed: int = 0  # shuffle seed
-    shuffle: str = "rows"  # rows: documents, then packed rows (Megatron/Pythia-style) | documents | none
-    max_documents: int = 0  # 0 = all
-    tokens: str = ""  # an existing stream instead of a corpus
-    format: str = "auto"  # auto | grokscope | megatron | nanogpt | olmo
-    rows_per_step: int = 0  # batch size in rows for an existing stream (Pythia: 1024); 0 = from training
-    eos_id: int = -1  # -1 = from the tokenizer / manifest
-    dtype: str = "auto"  # token dtype written by prepare: auto (uint16 if the vocabulary fits) | uint16 | uint32
+    tokens: str = setting("", "an existing token stream instead of a corpus: a prepared tokens/ dir, a Megatron "
+                              "prefix, a nanoGPT .bin, an OLMo dir", kind="path")
+    format: str = setting("auto", "format of the token stream", choices=FORMATS)
+    rows_per_step: int = setting(0, "rows per optimizer step of an existing stream (Pythia: 1024); 0 = from "
+                                    "training", ge=0)
+    row_len: int = setting(0, "tokens per row of a flat stream (Pythia: 2049); 0 = from the stream", ge=0)
+    eos_id: int = setting(-1, "document separator id; -1 = from the tokenizer / manifest", ge=-1)
 
 
 @dataclass
 class TrainSection:
-    enabled: bool = False
-    n_layer: int = 4
-    n_embd: int = 256
-    n_head: int = 4
-    n_positions: int = 0  # 0 = data.seq_len
-    batch_size: int = 32  # rows per step
-    max_steps: int = 2000
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    dropout: float = 0.0
-    log_spaced_until: int = 512  # checkpoints at 0,1,2,4,...,512
-    checkpoint_every: int = 1000  # then every N steps (and the last step)
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch CPU threads; 0 = all cores
-    state_every: int = 200  # resume state (optimizer, scheduler, RNG) every N steps, and at every checkpoint
-    state_seconds: float = 600.0  # ... and at least this often in wall time (0 = off)
-    pad_vocab_to: int = 64  # embedding rows rounded up to a multiple of this (1 = exact vocab)
+    enabled: bool = setting(False, "train a model in this study (else score [score] checkpoints)")
+    n_layer: int = setting(4, "transformer blocks", gt=0)
+    n_embd: int = setting(256, "model width", gt=0)
+    n_head: int = setting(4, "attention heads", gt=0)
+    n_positions: int = setting(0, "model context; 0 = the stream's seq_len", ge=0)
+    batch_size: int = setting(32, "rows per optimizer step (B)", gt=0)
+    max_steps: int = setting(2000, "optimizer steps", gt=0)
+    lr: float = setting(1e-3, "peak learning rate", gt=0.0)
+    min_lr_ratio: float = setting(0.1, "cosine floor as a fraction of lr", ge=0.0, le=1.0)
+    warmup_steps: int = setting(100, "linear warmup steps", ge=0)
+    weight_decay: float = setting(0.1, "AdamW decay (not on biases/LayerNorm)", ge=0.0)
+    beta1: float = setting(0.9, "AdamW beta1", ge=0.0, lt=1.0)
+    beta2: float = setting(0.95, "AdamW beta2", ge=0.0, lt=1.0)
+    grad_clip: float = setting(1.0, "max gradient norm; 0 = off", ge=0.0)
+    dropout: float = setting(0.0, "dropout probability", ge=0.0, lt=1.0)
+    log_spaced_until: int = setting(512, "checkpoints at 0,1,2,4,... up to this", ge=0)
+    checkpoint_every: int = setting(1000, "then a checkpoint every N steps (and the last step)", gt=0)
+    seed: int = setting(0, "seed of initialisation and dropout")
+    device: str = setting("auto", "where to train", choices=DEVICES, harmless=True)
+    threads: int = setting(0, "torch CPU threads; 0 = all cores", ge=0, harmless=True)
+    state_every: int = setting(200, "save resume state (optimizer, scheduler, RNG) every N steps, and at every "
+                                    "checkpoint", gt=0)
+    state_seconds: float = setting(600.0, "... and at least this often in wall time (seconds; 0 = off)", ge=0.0)
+    pad_vocab_to: int = setting(64, "round the embedding rows up to a multiple of this (1 = exact vocab)", gt=0)
+    peak_tflops: float = setting(0.0, "device peak (bf16 dense) TFLOP/s; when given, the summary reports MFU",
+                                 ge=0.0, harmless=True)
 
 
 @dataclass
 class BenchmarkSection:
-    path: str = ""  # BLiMP dir, user jsonl, "nyu-mll/blimp" (hub) or "testbed" (generated by the demo)
-    paradigms: list[str] = field(default_factory=list)  # empty = all
-    pairs_per_paradigm: int = 0  # 0 = all; else a seeded subsample
-    skip_invalid: bool = False
-    lexicon: str = ""  # BLiMP vocabulary.csv for the phrase rules; "" = the one beside `path`
+    path: str = setting("", "BLiMP directory of jsonl files, a jsonl file of pairs, 'nyu-mll/blimp' (hub) or "
+                            "'testbed' (generated by the demo)", kind="spec")
+    paradigms: list[str] = setting([], "only these paradigms (uid values); empty = all", sep=",")
+    pairs_per_paradigm: int = setting(0, "seeded subsample of N pairs per paradigm (0 = all)", ge=0)
+    skip_invalid: bool = setting(False, "report and skip invalid pairs instead of stopping")
+    lexicon: str = setting("", "BLiMP vocabulary.csv for the phrase rules (default: the one beside the "
+                               "benchmark, if any)", kind="path")
+
+
+VARIANTS = ("mid", "sentence_start")
 
 
 @dataclass
 class ExposureSection:
-    variants: list[str] = field(default_factory=lambda: ["mid", "sentence_start"])
-    workers: int = 1
-    scheduler: str = ""  # tcp://host:port of a Dask scheduler; empty = local
+    variants: list[str] = setting(list(VARIANTS), "surface forms searched: mid (' this sketch'), sentence_start "
+                                                  "(' This sketch', 'This sketch')", choices=VARIANTS, sep=",")
+    workers: int = setting(1, "Dask local workers (1 = in this process)", gt=0, harmless=True)
+    scheduler: str = setting("", "address of a Dask scheduler (tcp://host:port); empty = local", harmless=True)
+    phrases: str = setting("", "phrases table to search: a study directory or phrases.parquet (default: the "
+                               "study's)", kind="path")
+    checkpoints: list[str] = setting([], "checkpoint steps: comma lists (0,1,2,4,1000), 'pythia', or checkpoint "
+                                         "dirs/globs (default: [score] checkpoints, else the study's run)",
+                                     kind="specs")
+
+
+CONVENTIONS = ("lm_eval", "minicons", "none")
 
 
 @dataclass
-class ScoreSection:
-    checkpoints: list[str] = field(default_factory=list)  # dirs/globs/hub ids; empty = the study's run
-    convention: str = "lm_eval"  # lm_eval (" "+sentence after EOS) | minicons (sentence after BOS/EOS) | none
-    reduction: str = "sum"  # sum | mean
-    region: str = "sentence"  # sentence | critical
-    batch_size: int = 64
-    capture_hidden: bool = True
-    capture_attention: bool = True
-    hidden_pairs: int = 2000  # pairs whose hidden states are kept (seeded subsample); 0 = all
-    device: str = "auto"
-    dtype: str = "auto"  # auto (bf16 on GPU, f32 on CPU) | float32 | bfloat16 | float16
+class ScoringSettings:
+    """How pairs are scored: shared by the ``[score]`` section and :class:`grokscope.score.pairs.ScoreOptions`."""
+
+    convention: str = setting("lm_eval", "lm_eval: ' '+sentence after BOS/EOS; minicons: sentence after "
+                                         "BOS/EOS; none: no prefix", choices=CONVENTIONS)
+    reduction: str = setting("sum", "sum or mean of the token log-probs", choices=("sum", "mean"))
+    region: str = setting("sentence", "score the whole sentence or the critical region only",
+                          choices=("sentence", "critical"))
+    batch_size: int = setting(64, "pairs per forward pass", gt=0, harmless=True)
+    capture_hidden: bool = setting(True, "keep hidden states at the critical token", negative="--no-hidden")
+    capture_attention: bool = setting(True, "keep attention from the critical token", negative="--no-attention")
+    hidden_pairs: int = setting(2000, "pairs whose hidden states are kept (seeded subsample); 0 = all", ge=0)
+
+
+@dataclass
+class ScoreSection(ScoringSettings):
+    checkpoints: list[str] = setting([], "HF model dirs, globs, grokscope study/run dirs, or hub ids like "
+                                         "EleutherAI/pythia-160m@step1000 (default: the study's run)", kind="specs")
+    phrases: str = setting("", "phrases.parquet with critical spans (default: the study's)", kind="path")
+    tokenizer: str = setting("", "tokenizer to use instead of each checkpoint's own", kind="spec")
+    step: int = setting(-1, "training step of a single plain HF dir (-1 = from its name)", ge=-1)
+    tokens_seen: int = setting(-1, "tokens seen by a single plain HF dir (-1 = from the run)", ge=-1)
+    tokens_per_step: int = setting(0, "tokens per step, for steps read from directory names / stepN revisions "
+                                      "(0 = unknown)", ge=0)
+    device: str = setting("auto", "where to score", choices=DEVICES, harmless=True)
+    dtype: str = setting("auto", "auto: bf16 on GPU, float32 on CPU", choices=("auto", "float32", "bfloat16",
+                                                                               "float16"))
+    threads: int = setting(0, "torch CPU threads (0 = torch's default)", ge=0, harmless=True)
 
 
 @dataclass
 class AnalyseSection:
-    min_count: int = 1  # k: proxy-train needs >= k occurrences in the window
-    criterion_level: float = 0.8  # absolute accuracy a split must reach and keep
-    criterion_fraction: float = 0.9  # ... or this fraction of its final accuracy
-    criterion: str = "level"  # level | fraction | both
-    n_boot: int = 1000
-    ci: float = 0.95
-    probe_pairs: int = 2000  # pairs per checkpoint used for hidden-state probes
-    probe_folds: int = 5
-    top_k_heads: int = 3
-    ablation_repeats: int = 20
-    seed: int = 0
-    n_perm: int = 1000  # permutations of the "train leads val" test
-    min_pairs: int = 10  # a split with fewer pairs at a checkpoint is undefined there
-    match_on: str = "auto"  # confound control: auto | word_frequency | phrase_length
-    match_bins: int = 5  # quantile bins of log(1 + match value)
-    probes: bool = True
-    heads: bool = True
-    ablation: bool = True  # needs the checkpoint directories named in the score metadata
-    ablation_pairs: int = 1000  # pairs re-scored per ablation (seeded subsample); 0 = all
-    ablation_step: int = -1  # checkpoint step to ablate; -1 = the last scored step
+    min_count: int = setting(1, "k: proxy-train needs >= k occurrences in the window", gt=0)
+    criterion_level: float = setting(0.8, "absolute accuracy a split must reach and keep", gt=0.0, le=1.0)
+    criterion_fraction: float = setting(0.9, "... or this fraction of its final accuracy", gt=0.0, le=1.0)
+    criterion: str = setting("level", "level | fraction | both", choices=("level", "fraction", "both"))
+    n_boot: int = setting(1000, "bootstrap replicates", gt=0)
+    ci: float = setting(0.95, "interval level; 1 - ci is the test level", gt=0.0, le=1.0)
+    probe_pairs: int = setting(2000, "pairs per checkpoint used for hidden-state probes (0 = all)", ge=0)
+    probe_folds: int = setting(5, "cross-validation folds of the probes", gt=0)
+    top_k_heads: int = setting(3, "heads in the top set", gt=0)
+    ablation_repeats: int = setting(20, "random head sets of the ablation's reference", gt=0)
+    seed: int = setting(0, "seed of bootstrap, permutations, probes and ablation")
+    n_perm: int = setting(1000, "permutations of the 'train leads val' test", gt=0)
+    min_pairs: int = setting(10, "a split with fewer pairs at a checkpoint is undefined there", gt=0)
+    match_on: str = setting("auto", "confound control: auto | word_frequency | phrase_length",
+                            choices=("auto", "word_frequency", "phrase_length"))
+    match_bins: int = setting(5, "quantile bins of log(1 + match value)", gt=0)
+    probes: bool = setting(True, "hidden-state probes", negative="--no-probes")
+    heads: bool = setting(True, "attention heads (and ablation)", negative="--no-heads")
+    ablation: bool = setting(True, "the head-ablation check (needs the checkpoint directories named in the "
+                                   "score metadata)", negative="--no-ablation")
+    ablation_pairs: int = setting(1000, "pairs re-scored per ablation (seeded subsample); 0 = all", ge=0)
+    ablation_step: int = setting(-1, "checkpoint step to ablate; -1 = the last scored step", ge=-1)
 
 
 @dataclass
 class ReportSection:
-    title: str = ""
-    formats: list[str] = field(default_factory=lambda: ["png", "svg"])
+    title: str = setting("", "page title (default: the study's name)", harmless=True)
+    formats: list[str] = setting(["png", "svg"], "figure file formats", choices=("png", "svg", "pdf"), sep=",",
+                                 harmless=True)
 
 
 @dataclass
@@ -140,11 +202,21 @@ class TestbedSection(TestbedSettings):
     """``[testbed]``: generate grokscope's controlled-exposure corpus + pairs (``grokscope demo``).
     The keys are :class:`grokscope.data.testbed.TestbedSettings` plus these two."""
 
-    enabled: bool = False
-    out: str = ""  # where corpus.jsonl, pairs.jsonl, ground_truth.json go; default: <study>/testbed
+    enabled: bool = setting(False, "generate the testbed corpus and pairs in this study")
+    out: str = setting("", "where corpus.jsonl, pairs.jsonl, ground_truth.json go; default: <study>/testbed",
+                       kind="path", harmless=True)
 
     def settings(self) -> TestbedSettings:
         return TestbedSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TestbedSettings)})
+
+
+@dataclass
+class RunOptions:
+    """How a run behaves, not what it computes (set by the command line, never in a TOML file)."""
+
+    force: bool = False  # redo a stage whose output is up to date
+    progress: bool = True  # progress bars
+    in_pipeline: bool = False  # run by ``grokscope run``: an earlier stage has already said what it skipped
 
 
 @dataclass
@@ -159,6 +231,12 @@ class StudyConfig:
     report: ReportSection = field(default_factory=ReportSection)
     testbed: TestbedSection = field(default_factory=TestbedSection)
     source: str = ""  # the file it was loaded from (not a TOML key)
+    options: RunOptions = field(default_factory=RunOptions, compare=False)  # not a TOML section
+
+    @property
+    def base_dir(self) -> Path | None:
+        """The directory relative paths are relative to (the config file's; None: the working directory)."""
+        return Path(self.source).parent if self.source else None
 
     def resolve_path(self, value: str) -> Path:
         """A path from the config, relative to the config file's directory."""
@@ -174,13 +252,51 @@ class StudyConfig:
         src = Path(self.source) if self.source else Path("study.toml")
         return src.parent / src.stem
 
+    @property
+    def testbed_dir(self) -> Path:
+        return self.resolve_path(self.testbed.out) if self.testbed.out else self.study_dir / "testbed"
+
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("source")
-        return d
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+    def resolved(self) -> StudyConfig:
+        """The config the stages see: every path absolute (relative to the config file), hub ids and
+        names as they are, the testbed's outputs filled in. Resolving twice changes nothing."""
+        out = dataclasses.replace(self, **{name: dataclasses.replace(getattr(self, name)) for name in SECTIONS})
+        base = self.base_dir
+        for info in all_settings():
+            section = getattr(out, info.section)
+            setattr(section, info.name, _resolved_value(info, getattr(section, info.name), base))
+        out.study.out = str(Path(resolve_path(str(self.study_dir), None)))
+        if self.testbed.enabled:
+            tb = Path(resolve_path(str(self.testbed_dir), None))
+            out.testbed.out = str(tb)
+            if not out.data.corpus and not out.data.tokens:
+                out.data.corpus = [str(tb / "corpus.jsonl")]
+            if out.benchmark.path in ("", "testbed"):
+                out.benchmark.path = str(tb / "pairs.jsonl")
+        return out
 
 
-_SECTIONS = {f.name: f for f in dataclasses.fields(StudyConfig) if f.name != "source"}
+def _resolved_value(info: SettingInfo, value: Any, base: Path | None) -> Any:
+    if not info.kind or not value:
+        return value
+    if info.kind == "path":
+        return resolve_path(value, base)
+    if info.kind == "paths":
+        return [v if v.startswith("hf:") else resolve_path(v, base) for v in value]
+    if info.kind == "spec":
+        return value if value in (TRAIN_BPE, "testbed") else resolve_spec(value, base)
+    return [resolve_spec(v, base) for v in value]
+
+
+SECTIONS: dict[str, type] = {name: hint for name, hint in typing.get_type_hints(StudyConfig).items()
+                             if name not in ("source", "options")}
+
+
+def all_settings() -> list[SettingInfo]:
+    """Every setting of every section, in section order."""
+    return [info for name, cls in SECTIONS.items() for info in section_settings(cls, name)]
 
 
 def load_config(path: str | os.PathLike[str]) -> StudyConfig:
@@ -201,14 +317,13 @@ def config_from_dict(raw: dict[str, Any], where: str = "<config>") -> StudyConfi
     """Validate a nested dict (as parsed from TOML) into a :class:`StudyConfig`."""
     sections: dict[str, Any] = {}
     for key, value in raw.items():
-        if key not in _SECTIONS:
-            raise ConfigError(f"{where}: unknown section [{key}]{_suggest(key, _SECTIONS)}")
+        if key not in SECTIONS:
+            raise ConfigError(f"{where}: unknown section [{key}]{suggest(key, SECTIONS)}")
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: [{key}] must be a table, got {type(value).__name__}")
-        cls = typing.get_type_hints(StudyConfig)[key]
-        sections[key] = _section_from_dict(cls, value, f"{where}: [{key}]")
+        sections[key] = _section_from_dict(SECTIONS[key], value, f"{where}: [{key}]")
     cfg = StudyConfig(**sections)
-    _check_values(cfg, where)
+    check_config(cfg, where)
     return cfg
 
 
@@ -218,100 +333,21 @@ def _section_from_dict(cls: type, values: dict[str, Any], where: str) -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in names:
-            raise ConfigError(f"{where} unknown key '{key}'{_suggest(key, names)}")
-        kwargs[key] = _coerce(value, hints[key], f"{where} key '{key}'")
+            raise ConfigError(f"{where} unknown key '{key}'{suggest(key, names)}")
+        kwargs[key] = coerce(value, hints[key], f"{where} key '{key}'")
     return cls(**kwargs)
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(hint):
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where}: expected {hint}, got {type(value).__name__} {value!r}")
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if isinstance(value, str):  # a single string where a list is expected is a list of one
-            value = [value]
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        return [_coerce(v, item, where) for v in value]
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {type(value).__name__} {value!r}")
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
-        return value
-    raise ConfigError(f"{where}: unsupported type {hint}")
-
-
-_CHOICES = {
-    ("data", "format"): {"auto", "grokscope", "megatron", "nanogpt", "olmo"},
-    ("data", "dtype"): {"auto", "uint16", "uint32"},
-    ("data", "shuffle"): {"rows", "documents", "none"},
-    ("train", "device"): {"auto", "cpu", "cuda"},
-    ("score", "convention"): {"lm_eval", "minicons", "none"},
-    ("score", "reduction"): {"sum", "mean"},
-    ("score", "region"): {"sentence", "critical"},
-    ("score", "device"): {"auto", "cpu", "cuda"},
-    ("score", "dtype"): {"auto", "float32", "bfloat16", "float16"},
-    ("analyse", "criterion"): {"level", "fraction", "both"},
-    ("analyse", "match_on"): {"auto", "word_frequency", "phrase_length"},
-}
-
-_POSITIVE = {
-    ("data", "seq_len"), ("train", "n_layer"), ("train", "n_embd"), ("train", "n_head"),
-    ("train", "batch_size"), ("train", "max_steps"), ("train", "checkpoint_every"),
-    ("train", "state_every"), ("train", "pad_vocab_to"),
-    ("exposure", "workers"), ("score", "batch_size"), ("analyse", "min_count"),
-    ("analyse", "n_boot"), ("analyse", "probe_folds"), ("analyse", "top_k_heads"),
-    ("analyse", "n_perm"), ("analyse", "min_pairs"), ("analyse", "match_bins"),
-}
-
-
-def _check_values(cfg: StudyConfig, where: str) -> None:
-    for (section, key), allowed in _CHOICES.items():
-        value = getattr(getattr(cfg, section), key)
-        if value not in allowed:
-            raise ConfigError(
-                f"{where}: [{section}] key '{key}' must be one of {sorted(allowed)}, got {value!r}"
-            )
-    for section, key in _POSITIVE:
-        value = getattr(getattr(cfg, section), key)
-        if value <= 0:
-            raise ConfigError(f"{where}: [{section}] key '{key}' must be positive, got {value!r}")
+def check_config(cfg: StudyConfig, where: str) -> None:
+    """Every value within what its setting allows, and the relations between settings."""
+    for info in all_settings():
+        if info.section == "testbed" and not cfg.testbed.enabled:
+            continue
+        check_value(info, getattr(getattr(cfg, info.section), info.name), where)
     if cfg.train.n_embd % cfg.train.n_head:
         raise ConfigError(
             f"{where}: [train] n_embd ({cfg.train.n_embd}) must be divisible by n_head ({cfg.train.n_head})"
         )
-    for key in ("criterion_level", "criterion_fraction", "ci"):
-        value = getattr(cfg.analyse, key)
-        if not 0.0 < value <= 1.0:
-            raise ConfigError(f"{where}: [analyse] key '{key}' must be in (0, 1], got {value!r}")
-    bad = set(cfg.exposure.variants) - {"mid", "sentence_start"}
-    if bad:
-        raise ConfigError(
-            f"{where}: [exposure] key 'variants' has unknown variant(s) {sorted(bad)}; "
-            "expected 'mid' and/or 'sentence_start'"
-        )
-
-
-def _suggest(key: str, options: Any) -> str:
-    close = difflib.get_close_matches(key, list(options), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else f"; expected one of {sorted(options)}"
 
 
 def dump_config(cfg: StudyConfig) -> str:

@@ -141,6 +141,39 @@ def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of one training run directory (``STUDY/run/``, see :mod:`grokscope.train.trainer`)."""
+
+    root: Path
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.checkpoints_dir / step_name(step)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def state_json(self) -> Path:
+        return self.state_dir / "state.json"
+
+    @property
+    def loss_path(self) -> Path:
+        return self.root / "loss.parquet"
+
+    @property
+    def run_json(self) -> Path:
+        return self.root / "run.json"
+
+
+TESTBED_FILES = ("corpus.jsonl", "pairs.jsonl", "ground_truth.json")
+
+
 def step_name(step: int) -> str:
     """Canonical file stem for a checkpoint step: ``step_00001000``."""
     return f"step_{int(step):08d}"
@@ -148,17 +181,43 @@ def step_name(step: int) -> str:
 
 @dataclass(frozen=True)
 class Study:
-    """Paths of one study directory and what it already holds."""
+    """Paths of one study directory and what it already holds: the only place that spells the
+    study's layout (see the module docstring)."""
 
     root: Path
+    testbed: Path | None = None  # where the testbed goes when not <root>/testbed ([testbed] out)
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], testbed: str | os.PathLike[str] | None = None) -> None:
         object.__setattr__(self, "root", Path(root))
+        object.__setattr__(self, "testbed", Path(testbed) if testbed else None)
+
+    @classmethod
+    def for_config(cls, cfg: Any) -> Study:
+        """The study a (resolved) :class:`~grokscope.core.config.StudyConfig` describes."""
+        return cls(cfg.study_dir, cfg.testbed_dir if cfg.testbed.out else None)
 
     # ---- paths -------------------------------------------------------------------------
     @property
     def config_path(self) -> Path:
         return self.root / "study.toml"
+
+    @property
+    def pipeline_state_path(self) -> Path:
+        """What ``grokscope run`` records of the stages it finished."""
+        return self.root / "pipeline.json"
+
+    @property
+    def reset_dir(self) -> Path:
+        """Where ``grokscope run --reset`` moves outputs aside."""
+        return self.root / "reset"
+
+    @property
+    def testbed_dir(self) -> Path:
+        return self.testbed or self.root / "testbed"
+
+    def testbed_file(self, name: str) -> Path:
+        """``corpus.jsonl``, ``pairs.jsonl``, ``ground_truth.json`` or ``settings.json`` of the testbed."""
+        return self.testbed_dir / name
 
     @property
     def tokens_dir(self) -> Path:
@@ -167,6 +226,15 @@ class Study:
     @property
     def run_dir(self) -> Path:
         return self.root / "run"
+
+    @property
+    def run(self) -> RunLayout:
+        return RunLayout(self.run_dir)
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        """``run/checkpoints/step_XXXXXXXX/``: the training run's Hugging Face checkpoint directories."""
+        return self.run.checkpoints_dir
 
     @property
     def phrases_path(self) -> Path:
@@ -202,6 +270,12 @@ class Study:
         return self.report_dir / "index.html"
 
     # ---- what is there -----------------------------------------------------------------
+    def has_testbed(self) -> bool:
+        return all(self.testbed_file(f).exists() for f in TESTBED_FILES)
+
+    def has_checkpoints(self) -> bool:
+        return self.checkpoints_dir.exists()
+
     def has_tokens(self) -> bool:
         return (self.tokens_dir / "manifest.json").exists() and (self.tokens_dir / "tokens.npy").exists()
 

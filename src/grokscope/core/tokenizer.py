@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from grokscope.core.errors import DataError
+from grokscope.core.paths import is_hub_id
 
 EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|eos|>")
 
@@ -43,7 +44,7 @@ def load_tokenizer(spec: str | os.PathLike[str]) -> Any:
             f"{path}: no tokenizer found (expected tokenizer.json, tokenizer_config.json, "
             "or vocab.json + merges.txt)"
         )
-    if "/" in str(spec) and not str(spec).startswith((".", "/")) and not path.exists():
+    if is_hub_id(str(spec)):
         try:
             return _with_special_tokens(AutoTokenizer.from_pretrained(str(spec)), str(spec))
         except Exception as e:  # noqa: BLE001

@@ -40,79 +40,25 @@ from pathlib import Path
 from typing import Any
 
 from grokscope.core.errors import ConfigError
+from grokscope.core.settings import check_value, section_settings, setting
 
-# --------------------------------------------------------------------------------------
-# Lexicon (written for grokscope; singular, plural)
-# --------------------------------------------------------------------------------------
-OBJECT_NOUNS: tuple[tuple[str, str], ...] = (
-    ("lantern", "lanterns"), ("kettle", "kettles"), ("ladder", "ladders"), ("basket", "baskets"),
-    ("candle", "candles"), ("blanket", "blankets"), ("window", "windows"), ("pebble", "pebbles"),
-    ("bucket", "buckets"), ("carpet", "carpets"), ("wagon", "wagons"), ("mirror", "mirrors"),
-    ("pillow", "pillows"), ("drum", "drums"), ("shovel", "shovels"), ("button", "buttons"),
-    ("trumpet", "trumpets"), ("barrel", "barrels"), ("saddle", "saddles"), ("ribbon", "ribbons"),
-    ("pocket", "pockets"), ("helmet", "helmets"), ("anchor", "anchors"), ("feather", "feathers"),
-    ("box", "boxes"), ("dish", "dishes"), ("brush", "brushes"), ("torch", "torches"),
-    ("bench", "benches"), ("glass", "glasses"), ("knife", "knives"), ("shelf", "shelves"),
-    ("lamp", "lamps"), ("spoon", "spoons"), ("jar", "jars"), ("rope", "ropes"),
-    ("coin", "coins"), ("map", "maps"), ("kite", "kites"), ("cup", "cups"),
+from grokscope.data.grammar import (  # noqa: F401 - re-exported: the testbed's vocabulary
+    OBJECT_NOUNS,
+    FILLER_NOUNS,
+    PEOPLE,
+    INTRANSITIVE,
+    TRANSITIVE_PAST,
+    REFLEXIVE_PAST,
+    ADJECTIVES,
+    PEOPLE_ADJECTIVES,
+    PLACES,
+    PREPOSITIONS,
+    DET_SG,
+    DET_PL,
+    DET_NEUTRAL,
+    REFLEXIVE,
+    PARADIGMS,
 )
-# nouns used only as filler after this/these (never in a benchmark pair)
-FILLER_NOUNS: tuple[tuple[str, str], ...] = (
-    ("painting", "paintings"), ("letter", "letters"), ("chair", "chairs"), ("table", "tables"),
-    ("book", "books"), ("stone", "stones"), ("bottle", "bottles"), ("hat", "hats"),
-)
-# people: (singular, plural, gender of the singular: m | f | "" = unspecified)
-PEOPLE: tuple[tuple[str, str, str], ...] = (
-    ("king", "kings", "m"), ("queen", "queens", "f"), ("uncle", "uncles", "m"), ("aunt", "aunts", "f"),
-    ("nephew", "nephews", "m"), ("niece", "nieces", "f"), ("monk", "monks", "m"), ("nun", "nuns", "f"),
-    ("prince", "princes", "m"), ("princess", "princesses", "f"), ("duke", "dukes", "m"),
-    ("duchess", "duchesses", "f"), ("groom", "grooms", "m"), ("bride", "brides", "f"),
-    ("waiter", "waiters", "m"), ("waitress", "waitresses", "f"),
-    ("farmer", "farmers", ""), ("sailor", "sailors", ""), ("baker", "bakers", ""),
-    ("pilot", "pilots", ""), ("doctor", "doctors", ""), ("painter", "painters", ""),
-    ("student", "students", ""), ("tailor", "tailors", ""), ("dancer", "dancers", ""),
-    ("hunter", "hunters", ""), ("miner", "miners", ""), ("clerk", "clerks", ""),
-)
-# intransitive verbs: (3rd singular, plural)
-INTRANSITIVE: tuple[tuple[str, str], ...] = (
-    ("sleeps", "sleep"), ("laughs", "laugh"), ("waits", "wait"), ("sings", "sing"),
-    ("smiles", "smile"), ("wanders", "wander"), ("listens", "listen"), ("shouts", "shout"),
-    ("rests", "rest"), ("works", "work"), ("dances", "dance"), ("prays", "pray"),
-    ("whispers", "whisper"), ("complains", "complain"), ("travels", "travel"), ("hesitates", "hesitate"),
-)
-# transitive verbs in the past tense (no agreement)
-TRANSITIVE_PAST: tuple[str, ...] = (
-    "saw", "found", "carried", "dropped", "painted", "fixed", "bought", "sold",
-    "moved", "cleaned", "opened", "borrowed", "hid", "lifted", "noticed", "wanted",
-)
-# verbs that take a reflexive object, past tense
-REFLEXIVE_PAST: tuple[str, ...] = (
-    "hurt", "praised", "blamed", "admired", "warned", "fooled", "trusted", "thanked",
-    "surprised", "scared", "helped", "washed", "described", "forgave", "tricked", "defended",
-)
-ADJECTIVES: tuple[str, ...] = (
-    "old", "small", "heavy", "bright", "dusty", "broken", "green", "quiet", "new", "cold",
-    "clean", "wooden", "red", "tiny", "strange", "useful",
-)
-PEOPLE_ADJECTIVES: tuple[str, ...] = ("tired", "happy", "angry", "young", "busy", "calm", "kind", "proud")
-PLACES: tuple[str, ...] = (
-    "near the river", "in the morning", "at the market", "after dinner", "in the garden",
-    "by the harbour", "on the hill", "at night", "in the kitchen", "before noon",
-    "behind the barn", "in the village",
-)
-PREPOSITIONS: tuple[str, ...] = ("near", "behind", "beside", "with")
-DET_SG: tuple[str, ...] = ("the", "a", "my", "his", "her", "our", "their", "every", "one", "each")
-DET_PL: tuple[str, ...] = ("the", "my", "his", "her", "our", "their", "many", "two", "three", "some", "several", "few")
-DET_NEUTRAL: tuple[str, ...] = ("the", "my", "his", "her", "our", "their")
-REFLEXIVE = {"m": "himself", "f": "herself", "pl": "themselves"}
-
-PARADIGMS: dict[str, str] = {
-    # uid -> linguistics_term (phenomenon)
-    "det_noun_agreement": "determiner_noun_agreement",
-    "subject_verb_agreement": "subject_verb_agreement",
-    "distractor_agreement": "subject_verb_agreement",
-    "anaphor_agreement": "anaphor_agreement",
-}
 
 _WORD = re.compile(r"[A-Za-z]+")
 # default frequency with planting off: every phrase is planted, thinly, so that its first occurrence
@@ -126,43 +72,34 @@ class TestbedSettings:
 
     __test__ = False  # not a pytest test class
 
-    seed: int = 0
-    n_documents: int = 6000
-    sentences_per_document: int = 8  # mean; each document has 4..2n-4 sentences
-    paradigms: list[str] = field(default_factory=lambda: list(PARADIGMS))
-    planting: bool = True  # False: every unit planted (every noun in every frame)
-    planted_fraction: float = 0.25  # share of units whose phrases occur in training
-    frequency: int = 100  # occurrences of each planted phrase in the corpus
-    plant_start: float = 0.0  # planted phrases occur only from this fraction of the corpus on
-    late_fraction: float = 0.0  # share of planted units introduced late ...
-    late_start: float = 0.5  # ... only from this fraction of the corpus on
-    n_nouns: int = 32  # determiner-noun nouns (<= len(OBJECT_NOUNS))
-    frames_per_noun: int = 2  # pairs per noun and number (this / these)
-    pairs_per_paradigm: int = 96  # for the other paradigms
-    filler_demonstratives: bool = False  # "this/these" + filler nouns in the background
-    number_cues: bool = False  # False: benchmark nouns follow only number-neutral determiners
-    # ("the", "my", ...) in the background, so their number shows only in the verb after them
+    seed: int = setting(0, "seed of the testbed (corpus, pairs and planting)")
+    n_documents: int = setting(6000, "documents in the corpus", gt=0, flag="--documents")
+    sentences_per_document: int = setting(8, "mean sentences per document (each has 4..2n-4)", ge=3)
+    paradigms: list[str] = setting(list(PARADIGMS), "paradigms to generate", choices=PARADIGMS, sep=",")
+    planting: bool = setting(True, "on: withhold a share of the critical phrases from training; off: every noun "
+                                   "in every frame", onoff=True)
+    planted_fraction: float = setting(0.25, "share of units whose phrases occur in training", ge=0.0, le=1.0)
+    frequency: int = setting(100, "occurrences of each planted phrase in the corpus", gt=0)
+    plant_start: float = setting(0.0, "planted phrases occur only from this fraction of the corpus on",
+                                 ge=0.0, lt=1.0)
+    late_fraction: float = setting(0.0, "share of planted units introduced late ...", ge=0.0, le=1.0)
+    late_start: float = setting(0.5, "... only from this fraction of the corpus on", ge=0.0, lt=1.0)
+    n_nouns: int = setting(32, f"nouns in determiner-noun pairs (2..{len(OBJECT_NOUNS)})", ge=2,
+                           le=len(OBJECT_NOUNS), flag="--nouns")
+    frames_per_noun: int = setting(2, "pairs per noun and number (this / these)", gt=0, le=len(TRANSITIVE_PAST))
+    pairs_per_paradigm: int = setting(96, "pairs of each of the other paradigms", gt=0)
+    filler_demonstratives: bool = setting(False, "this/these + filler nouns (never in a pair) in the background",
+                                          onoff=True)
+    number_cues: bool = setting(False, "on: pair nouns also follow number-marking determiners (a, every, two, "
+                                       "many ...) in the background; off: only the/my/his ..., so their number "
+                                       "shows only in the verb", onoff=True)
 
-    def validate(self, where: str = "[testbed]") -> None:
-        unknown = set(self.paradigms) - set(PARADIGMS)
-        if unknown or not self.paradigms:
-            raise ConfigError(f"{where} key 'paradigms': unknown {sorted(unknown)}; expected some of {list(PARADIGMS)}")
-        for key in ("planted_fraction", "plant_start", "late_fraction", "late_start"):
-            v = getattr(self, key)
-            if not 0.0 <= v <= 1.0:
-                raise ConfigError(f"{where} key '{key}' must be in [0, 1], got {v!r}")
-        if self.plant_start >= 1.0 or self.late_start >= 1.0:
-            raise ConfigError(f"{where} keys 'plant_start'/'late_start' must be < 1")
-        for key in ("n_documents", "sentences_per_document", "frequency", "n_nouns", "frames_per_noun",
-                    "pairs_per_paradigm"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"{where} key '{key}' must be positive, got {getattr(self, key)!r}")
-        if self.sentences_per_document < 3:
-            raise ConfigError(f"{where} key 'sentences_per_document' must be >= 3")
-        if not 2 <= self.n_nouns <= len(OBJECT_NOUNS):
-            raise ConfigError(f"{where} key 'n_nouns' must be in [2, {len(OBJECT_NOUNS)}], got {self.n_nouns}")
-        if self.frames_per_noun > len(TRANSITIVE_PAST):
-            raise ConfigError(f"{where} key 'frames_per_noun' must be <= {len(TRANSITIVE_PAST)}")
+    def validate(self, where: str = "<config>") -> None:
+        """Check every value against its declaration (:func:`grokscope.core.settings.check_value`)."""
+        if not self.paradigms:
+            raise ConfigError(f"{where}: [testbed] key 'paradigms': expected some of {list(PARADIGMS)}")
+        for info in section_settings(TestbedSettings, "testbed"):
+            check_value(info, getattr(self, info.name), where)
 
 
 @dataclass
@@ -590,47 +527,4 @@ def settings_from_dict(values: dict[str, Any]) -> TestbedSettings:
         raise ConfigError(f"[testbed]: unknown key(s) {sorted(unknown)}; expected some of {sorted(names)}")
     s = TestbedSettings(**values)
     s.validate()
-    return s
-
-
-# --------------------------------------------------------------------------------------
-# CLI helpers (used by ``grokscope demo``)
-# --------------------------------------------------------------------------------------
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    d = TestbedSettings()
-    g = parser.add_argument_group("testbed (what the corpus contains)")
-    g.add_argument("--planting", choices=("on", "off"), default="on",
-                   help="on: withhold a share of the critical phrases from training; off: every noun in every frame")
-    g.add_argument("--planted-fraction", type=float, default=d.planted_fraction, help="share of units planted (default %(default)s)")
-    g.add_argument("--frequency", type=int, default=None,
-                   help=f"occurrences of each planted phrase (default {d.frequency} with planting on, "
-                        f"{FREQUENCY_WITHOUT_PLANTING} with planting off, so that unseen pairs remain while the model learns)")
-    g.add_argument("--plant-start", type=float, default=d.plant_start, help="planted phrases occur from this fraction of training on")
-    g.add_argument("--late-fraction", type=float, default=d.late_fraction, help="share of planted units introduced late")
-    g.add_argument("--late-start", type=float, default=d.late_start, help="fraction of training where late units start")
-    g.add_argument("--documents", type=int, default=d.n_documents,
-                   help="documents in the corpus (default: enough for the training steps)")
-    g.add_argument("--sentences-per-document", type=int, default=d.sentences_per_document)
-    g.add_argument("--nouns", type=int, default=d.n_nouns, help="nouns in determiner-noun pairs (default %(default)s)")
-    g.add_argument("--pairs-per-paradigm", type=int, default=d.pairs_per_paradigm)
-    g.add_argument("--paradigms", default=",".join(d.paradigms), help="comma-separated subset of " + ",".join(PARADIGMS))
-    g.add_argument("--filler-demonstratives", choices=("on", "off"), default="on" if d.filler_demonstratives else "off",
-                   help="this/these + filler nouns (never in a pair) in the background (default %(default)s)")
-    g.add_argument("--number-cues", choices=("on", "off"), default="on" if d.number_cues else "off",
-                   help="on: pair nouns also follow number-marking determiners (a, every, two, many ...) in the "
-                        "background; off: only the/my/his ..., so their number shows only in the verb (default %(default)s)")
-
-
-def settings_from_args(args: argparse.Namespace) -> TestbedSettings:
-    s = TestbedSettings(
-        seed=args.seed, n_documents=args.documents, sentences_per_document=args.sentences_per_document,
-        paradigms=[p.strip() for p in args.paradigms.split(",") if p.strip()],
-        planting=args.planting == "on", planted_fraction=args.planted_fraction,
-        frequency=args.frequency if args.frequency is not None else
-        (TestbedSettings.frequency if args.planting == "on" else FREQUENCY_WITHOUT_PLANTING),
-        plant_start=args.plant_start, late_fraction=args.late_fraction, late_start=args.late_start,
-        n_nouns=args.nouns, pairs_per_paradigm=args.pairs_per_paradigm,
-        filler_demonstratives=args.filler_demonstratives == "on", number_cues=args.number_cues == "on",
-    )
-    s.validate("testbed option")
     return s

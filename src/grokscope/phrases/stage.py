@@ -22,7 +22,6 @@ Writes ``study/phrases.parquet`` (columns in docs/CONTRACTS.md) and prints a cov
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Sequence
@@ -31,7 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from grokscope.data import lexicon as lx
+from grokscope.core.config import StudyConfig
 from grokscope.core.errors import DataError, GrokscopeError, MissingStageError
+from grokscope.core.stage import CommandLine, Flag, Stage
+from grokscope.core.store import Study
 from grokscope.phrases.rules import GENERIC_RULE, RULES, Rule
 from grokscope.phrases.selectors import NotFound, run_selector
 from grokscope.phrases.words import WORD_RE, Alignment, Side, Span, align, make_side
@@ -332,47 +334,31 @@ def write_phrases(
     return df
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--benchmark", required=True,
-                        help="BLiMP directory of jsonl files, a jsonl file of pairs, or 'nyu-mll/blimp' (hub)")
-    parser.add_argument("--out", required=True, help="study directory (writes STUDY/phrases.parquet)")
-    parser.add_argument("--paradigms", nargs="+", default=None, metavar="UID",
-                        help="only these paradigms (uid values); default all")
-    parser.add_argument("--pairs-per-paradigm", type=int, default=0,
-                        help="seeded subsample of N pairs per paradigm (0 = all)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--skip-invalid", action="store_true",
-                        help="report and skip invalid pairs instead of stopping")
-    parser.add_argument("--lexicon", default=None,
-                        help="BLiMP vocabulary.csv (default: the one beside --benchmark, if any)")
-    parser.add_argument("--force", action="store_true", help="recompute even if phrases.parquet is up to date")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.pairs_per_paradigm < 0:
-        raise GrokscopeError(f"--pairs-per-paradigm must be >= 0, got {args.pairs_per_paradigm}")
-    write_phrases(args.benchmark, args.out, paradigms=args.paradigms,
-                  pairs_per_paradigm=args.pairs_per_paradigm, seed=args.seed,
-                  skip_invalid=args.skip_invalid, lexicon=args.lexicon, force=args.force)
-    return 0
-
-
-def run_stage(cfg: Any, study: Any) -> None:
-    """``grokscope run``: annotate ``[benchmark] path`` into ``study/phrases.parquet`` (resumes:
-    skipped when it exists for the same benchmark, rules and lexicon)."""
+def run(cfg: StudyConfig, study: Study) -> None:
+    """Annotate ``[benchmark] path`` into ``study/phrases.parquet`` (resumes: skipped when it
+    exists for the same benchmark, rules and lexicon)."""
     b = cfg.benchmark
     if not b.path:
         raise DataError(f"{cfg.source or 'config'}: [benchmark] path is empty; give a BLiMP directory, "
                         "a jsonl file of pairs or 'nyu-mll/blimp'")
+    path: str | Path = b.path
     if b.path == "testbed":
-        path = Path(study.root) / "testbed" / "pairs.jsonl"
+        path = study.testbed_file("pairs.jsonl")
         if not path.exists():
             raise MissingStageError("testbed pairs", str(path), "grokscope demo")
-    elif b.path.removeprefix("hf:") == "nyu-mll/blimp" and not cfg.resolve_path(b.path).exists():
-        path = b.path
-    else:
-        path = cfg.resolve_path(b.path)
-    write_phrases(path, study.root, paradigms=b.paradigms or None,
-                  pairs_per_paradigm=b.pairs_per_paradigm, seed=cfg.study.seed,
-                  skip_invalid=b.skip_invalid,
-                  lexicon=cfg.resolve_path(b.lexicon) if b.lexicon else None)
+    write_phrases(path, study.root, paradigms=b.paradigms or None, pairs_per_paradigm=b.pairs_per_paradigm,
+                  seed=cfg.study.seed, skip_invalid=b.skip_invalid, lexicon=b.lexicon or None,
+                  force=cfg.options.force)
+
+
+STAGE = Stage(
+    name="phrases", sections=("benchmark",), run=run, inputs=(), outputs=lambda s: [s.phrases_path],
+    done=Study.has_phrases, libraries=("pandas",),
+    cli=CommandLine(
+        flags=(Flag("benchmark.path", "--benchmark", "BLiMP directory of jsonl files, a jsonl file of pairs, or "
+                                                     "'nyu-mll/blimp' (hub)", required=True),
+               Flag("study.out", "--out", "study directory (writes STUDY/phrases.parquet)", required=True),
+               Flag("study.seed", "--seed")),
+        force=True),
+)
+run_stage = STAGE.run_config

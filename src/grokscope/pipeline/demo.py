@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from grokscope.data.testbed import PARADIGMS, TestbedSettings, add_settings_arguments, settings_from_args
+from grokscope.data.testbed import FREQUENCY_WITHOUT_PLANTING, PARADIGMS, TestbedSettings
 from grokscope.core.errors import ConfigError
 
 MODEL_SIZES: dict[str, dict[str, int]] = {
@@ -36,6 +36,8 @@ DEFAULT_SEQ_LEN = 32
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from grokscope.core.flags import add_set_flag, add_setting_flag, flag_name
+
     parser.add_argument("--out", default="grokscope-demo", help="output directory (default: ./%(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the testbed and of training (default 0)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps (default %(default)s)")
@@ -49,8 +51,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch/BLAS in every stage (default 1: the demo's model is tiny, and one "
                              "thread per process is fastest on a busy machine; 0 = all cores)")
-    add_settings_arguments(parser)
-    parser.set_defaults(documents=0)  # 0 = enough documents for --steps x --batch-size rows
+    group = parser.add_argument_group("testbed (what the corpus contains; the [testbed] settings)")
+    for info in _testbed_flags():
+        default: Any = info.default
+        if info.name == "frequency":
+            default = None  # with the planting
+        elif info.name == "n_documents":
+            default = 0  # enough documents for --steps x --batch-size rows
+        help_text = {"frequency": f"occurrences of each planted phrase (default {info.default} with planting on, "
+                                  f"{FREQUENCY_WITHOUT_PLANTING} with planting off, so that unseen pairs remain "
+                                  "while the model learns)",
+                     "n_documents": "documents in the corpus (default: enough for the training steps)"}.get(info.name, "")
+        add_setting_flag(group, info, help=help_text, dest=flag_name(info)[2:].replace("-", "_"), default=default)
+    add_set_flag(parser)
+
+
+def _testbed_flags() -> list[Any]:
+    """The [testbed] settings the demo offers as flags (its own --seed sets the testbed's seed)."""
+    from grokscope.core.settings import section_settings
+
+    return [info for info in section_settings(TestbedSettings, "testbed") if info.name != "seed"]
+
+
+def settings_from_args(args: argparse.Namespace) -> TestbedSettings:
+    """The testbed the demo's flags describe."""
+    from grokscope.core.flags import flag_name, flag_value
+
+    values = {info.name: flag_value(info, getattr(args, flag_name(info)[2:].replace("-", "_")))
+              for info in _testbed_flags()}
+    if values["frequency"] is None:
+        values["frequency"] = TestbedSettings.frequency if values["planting"] else FREQUENCY_WITHOUT_PLANTING
+    s = TestbedSettings(seed=args.seed, **values)
+    s.validate("testbed option")
+    return s
 
 
 def demo_config(args: argparse.Namespace, settings: TestbedSettings) -> dict[str, Any]:
@@ -90,8 +123,9 @@ def run(args: argparse.Namespace) -> int:
     import tomli_w
 
     from grokscope.core.config import load_config
-    from grokscope.pipeline.run import format_summary, run_study
+    from grokscope.core.flags import given_settings
     from grokscope.core.store import Study, write_text
+    from grokscope.pipeline.run import format_summary, run_study
 
     if args.steps <= 0 or args.batch_size <= 0 or args.seq_len <= 0:
         raise ConfigError("demo: --steps, --batch-size and --seq-len must be positive")
@@ -101,8 +135,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "demo.toml"
-    text = "# written by `grokscope demo`; re-run it with `grokscope run demo.toml`\n" + tomli_w.dumps(
-        demo_config(args, settings))
+    config = demo_config(args, settings)
+    for key, value in given_settings(args).items():  # --set section.key=value
+        section, name = key.split(".")
+        config.setdefault(section, {})[name] = value
+    text = "# written by `grokscope demo`; re-run it with `grokscope run demo.toml`\n" + tomli_w.dumps(config)
     if not config_path.exists() or config_path.read_text(encoding="utf-8") != text:
         _refuse_if_study_differs(text, config_path)
         write_text(config_path, text)
@@ -117,8 +154,8 @@ def run(args: argparse.Namespace) -> int:
     print(format_summary(results))
     if all(r.status in ("done", "skipped") for r in results):
         print("\nnothing to do: this demo is already complete (use another --out for new settings).")
-    study = Study(cfg.study_dir)
-    table = ground_truth_table(out / "testbed", study)
+    study = Study.for_config(cfg.resolved())
+    table = ground_truth_table(study.testbed_dir, study)
     write_text(out / "ground_truth_vs_findings.txt", table + "\n")
     print()
     print(table)
@@ -133,7 +170,7 @@ def _refuse_if_study_differs(text: str, config_path: Path) -> None:
     import tomllib
 
     from grokscope.core.config import config_from_dict
-    from grokscope.pipeline.run import changed_keys
+    from grokscope.pipeline.saved import changed_keys
 
     new = config_from_dict(tomllib.loads(text), where=str(config_path))
     new.source = str(config_path.resolve())

@@ -20,13 +20,12 @@ pieces and the page in :mod:`grokscope.report.format`.
 """
 from __future__ import annotations
 
-import argparse
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from grokscope.core.errors import GrokscopeError
+from grokscope.core.stage import CommandLine, Flag, Stage
 from grokscope.report.format import (
     SUMMARY_COLUMNS,
     Section,
@@ -121,37 +120,17 @@ def _print_result(res: ReportResult) -> None:
         print(f"  section '{s.id}' incomplete: {s.missing} table missing")
 
 
-def run_stage(cfg: StudyConfig, study: Study) -> None:
-    """Stage API: write the report from the config's [report] section."""
-    res = build_report(study, cfg.report.title, cfg.report.formats)
-    _print_result(res)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from grokscope.core.config import ReportSection
-
-    d = ReportSection()
-    parser.add_argument("study", help="study directory (holds analysis/ from `grokscope analyse`)")
-    parser.add_argument("--title", default=None, help="page title (default: [report] title, else the study's name)")
-    parser.add_argument("--formats", default=None,
-                        help=f"comma-separated figure file formats (default: [report] formats, {','.join(d.formats)})")
-
-
-def run(args: argparse.Namespace) -> int:
-    from grokscope.core.config import ReportSection, config_from_dict
-
-    study = Study(args.study)
+def run(cfg: StudyConfig, study: Study) -> None:
+    """Write the report of ``study`` from the config's ``[report]`` section."""
     if not study.root.is_dir():
         raise GrokscopeError(f"{study.root}: not a study directory")
-    section = ReportSection()
-    if study.config_path.exists():  # only [report] matters here; other sections are other stages' business
-        try:
-            raw = tomllib.loads(study.config_path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as e:
-            raise GrokscopeError(f"{study.config_path}: not valid TOML: {e}") from None
-        section = config_from_dict({"report": raw.get("report", {})}, where=str(study.config_path)).report
-    title = args.title if args.title is not None else section.title
-    formats = [f.strip() for f in args.formats.split(",") if f.strip()] if args.formats else section.formats
-    res = build_report(study, title, formats)
-    _print_result(res)
-    return 0
+    _print_result(build_report(study, cfg.report.title, cfg.report.formats))
+
+
+STAGE = Stage(
+    name="report", sections=("report",), run=run, inputs=("analysis_dir",), outputs=lambda s: [s.report_dir],
+    done=Study.has_report, libraries=("pandas", "grokscope.report.figures"),  # matplotlib with the Agg backend
+    cli=CommandLine(flags=(Flag("study.out", "study", "study directory (holds analysis/ from `grokscope analyse`)",
+                                positional=True),), config="study"),
+)
+run_stage = STAGE.run_config

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from grokscope.core.errors import DataError, GrokscopeError
+from grokscope.core.config import CONVENTIONS
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-CONVENTIONS = ("lm_eval", "minicons", "none")
 
 _SPAN_COLUMNS = (
     "phrase_start", "phrase_end", "bad_phrase_start", "bad_phrase_end",

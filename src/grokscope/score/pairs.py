@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import sys
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from grokscope.core.config import ScoringSettings
 from grokscope.core.errors import DataError, GrokscopeError
-from grokscope.score.encoding import CONVENTIONS, EncodedSentence, PackedRow, encode_pairs, pack_rows, with_phrases
+from grokscope.core.settings import check_value, section_settings
+from grokscope.score.encoding import EncodedSentence, PackedRow, encode_pairs, pack_rows, with_phrases
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     import torch
 
-REDUCTIONS = ("sum", "mean")
-REGIONS = ("sentence", "critical")
 
 
 # Architectures whose CausalLM forward is exactly ``lm_head(base_model(...).last_hidden_state)``
@@ -43,35 +44,30 @@ _EAGER_CPU_MAX_WIDTH = 512
 
 
 @dataclass
-class ScoreOptions:
-    """How to score. ``batch_size`` is in pairs: each forward pass takes ``2 * batch_size``
-    sentences, packed into prefix-tree rows of ``min(sentences_per_row, 2 * batch_size)``."""
+class ScoreOptions(ScoringSettings):
+    """How to score (the settings of :class:`~grokscope.core.config.ScoringSettings`, which the
+    ``[score]`` section shares, plus what only the library call sets). ``batch_size`` is in pairs:
+    each forward pass takes ``2 * batch_size`` sentences, packed into prefix-tree rows of
+    ``min(sentences_per_row, 2 * batch_size)``. A library call captures nothing unless asked."""
 
-    convention: str = "lm_eval"  # lm_eval | minicons | none
-    reduction: str = "sum"  # sum | mean
-    region: str = "sentence"  # sentence | critical
-    batch_size: int = 64
     capture_hidden: bool = False
     capture_attention: bool = False
-    hidden_pairs: int = 2000  # pairs whose hidden states are kept (seeded subsample); 0 = all
-    seed: int = 0
+    seed: int = 0  # seed of the hidden-state subsample
     pack_prefix: bool = True  # compute a prefix shared by several sentences once
     sentences_per_row: int = 16  # sentences packed into one prefix-tree row
     progress: bool = True
     desc: str = "score"
 
     def validate(self) -> None:
-        for name, value, allowed in (
-            ("convention", self.convention, CONVENTIONS),
-            ("reduction", self.reduction, REDUCTIONS),
-            ("region", self.region, REGIONS),
-        ):
-            if value not in allowed:
-                raise GrokscopeError(f"score: {name} must be one of {list(allowed)}, got {value!r}")
-        if self.batch_size <= 0:
-            raise GrokscopeError(f"score: batch_size must be positive, got {self.batch_size}")
-        if self.hidden_pairs < 0:
-            raise GrokscopeError(f"score: hidden_pairs must be >= 0, got {self.hidden_pairs}")
+        """Every shared setting within what its declaration allows (a :class:`ConfigError`)."""
+        for info in section_settings(ScoringSettings, "score"):
+            check_value(info, getattr(self, info.name), "score options")
+
+
+def options_from_section(section: ScoringSettings, seed: int = 0, progress: bool = True) -> ScoreOptions:
+    """The options a ``[score]`` section asks for."""
+    shared = {f.name: getattr(section, f.name) for f in dataclasses.fields(ScoringSettings)}
+    return ScoreOptions(**shared, seed=seed, progress=progress)
 
 
 @dataclass

@@ -13,7 +13,6 @@ skips it and a kill loses at most the checkpoint in progress. bf16 on GPU by def
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -29,16 +28,14 @@ from grokscope.core.checkpoints import (
 )
 from grokscope.core.devices import resolve_device
 from grokscope.core.errors import DataError, GrokscopeError, MissingStageError
+from grokscope.core.stage import CommandLine, Flag, Stage
 from grokscope.score.pairs import (
-    REDUCTIONS,
-    REGIONS,
     ScoreOptions,
     _hidden_rows,
     model_geometry,
     score_pairs,
 )
 from grokscope.score.encoding import (
-    CONVENTIONS,
     EncodedSentence,
     encode_pairs,
     with_phrases,
@@ -52,9 +49,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from grokscope.core.config import StudyConfig
     from grokscope.core.store import Study
 
-# the console script pauses garbage collection until load_model has imported the architecture
-# (grokscope.core.heap): 0.9 s of a 9.5 s run on 2,000 pairs
-SETTLES_HEAP = True
 
 
 @dataclass
@@ -202,54 +196,18 @@ def load_benchmark(path: str, paradigms: list[str] | None = None, pairs_per_para
     return df, benchmark_fingerprint(df)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from grokscope.core.config import ScoreSection
-
-    d = ScoreSection()
-    parser.add_argument("--checkpoints", nargs="+", required=True, metavar="SPEC",
-                        help="HF model dirs, globs, grokscope study/run dirs, or hub ids like "
-                             "EleutherAI/pythia-160m@step1000")
-    parser.add_argument("--benchmark", default="", help="BLiMP dir / pairs jsonl (default: the pairs of STUDY/phrases.parquet)")
-    parser.add_argument("--phrases", default="", help="phrases.parquet with critical spans (default: STUDY/phrases.parquet if present)")
-    parser.add_argument("--out", required=True, help="study directory; scores go to OUT/scores/")
-    parser.add_argument("--tokenizer", default="", help="tokenizer to use instead of each checkpoint's own")
-    parser.add_argument("--convention", choices=CONVENTIONS, default=d.convention,
-                        help="lm_eval: ' '+sentence after BOS/EOS (default); minicons: sentence after BOS/EOS; none: no prefix")
-    parser.add_argument("--reduction", choices=REDUCTIONS, default=d.reduction)
-    parser.add_argument("--region", choices=REGIONS, default=d.region)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="pairs per forward pass")
-    parser.add_argument("--step", type=int, default=None, help="training step of a single plain HF dir")
-    parser.add_argument("--tokens-seen", type=int, default=None, help="tokens seen by a single plain HF dir")
-    parser.add_argument("--tokens-per-step", type=int, default=None,
-                        help="tokens per step, for steps read from directory names / stepN revisions")
-    parser.add_argument("--no-hidden", action="store_true", help="do not keep hidden states")
-    parser.add_argument("--no-attention", action="store_true", help="do not keep attention weights")
-    parser.add_argument("--hidden-pairs", type=int, default=d.hidden_pairs, help="pairs whose hidden states are kept (0 = all)")
-    parser.add_argument("--paradigms", nargs="*", default=[], help="only these BLiMP paradigms (uids)")
-    parser.add_argument("--pairs-per-paradigm", type=int, default=0, help="seeded subsample per paradigm (0 = all)")
-    parser.add_argument("--skip-invalid", action="store_true", help="skip malformed pairs instead of stopping")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device)
-    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default=d.dtype)
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    parser.add_argument("--force", action="store_true", help="re-score checkpoints already scored")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
+def run(cfg: StudyConfig, study: Study) -> None:
+    """Score the checkpoints of ``[score] checkpoints`` (default: the study's run) on the pairs of
+    ``[benchmark] path`` with the critical spans of the study's phrases table (or ``[score]
+    phrases``), or on the phrases table's own pairs; checkpoints already scored are skipped."""
     from grokscope.core.checkpoints import discover_checkpoints
-    from grokscope.core.store import Study
+    from grokscope.score.pairs import options_from_section
 
-    study = Study(args.out)
-    options = ScoreOptions(
-        convention=args.convention, reduction=args.reduction, region=args.region, batch_size=args.batch_size,
-        capture_hidden=not args.no_hidden, capture_attention=not args.no_attention,
-        hidden_pairs=args.hidden_pairs, seed=args.seed, progress=not args.quiet,
-    )
-    options.validate()
-    pairs, benchmark, fingerprint = _pairs_for(study, args.benchmark, args.phrases, args.paradigms,
-                                               args.pairs_per_paradigm, args.seed, args.skip_invalid,
-                                               report_skipped=True)
+    sc = cfg.score
+    options = options_from_section(sc, seed=cfg.study.seed, progress=cfg.options.progress)
+    pairs, benchmark, fingerprint = _pairs_for(study, cfg.benchmark.path, sc.phrases, cfg.benchmark.paradigms,
+                                               cfg.benchmark.pairs_per_paradigm, cfg.study.seed,
+                                               cfg.benchmark.skip_invalid, report_skipped=not cfg.options.in_pipeline)
     if not _has_spans(pairs):
         if options.capture_hidden or options.capture_attention:
             print("grokscope score: no critical phrases (run `grokscope phrases` or pass --phrases); "
@@ -258,51 +216,27 @@ def run(args: argparse.Namespace) -> int:
         if options.region == "critical":
             raise MissingStageError("critical phrases (needed for --region critical)", str(study.phrases_path),
                                     f"grokscope phrases --benchmark BENCHMARK --out {study.root}")
-    errors: list[str] = []
-    checkpoints = discover_checkpoints(args.checkpoints, step=args.step, tokens_seen=args.tokens_seen,
-                                       tokens_per_step=args.tokens_per_step, errors=errors)
-    job = ScoreJob(checkpoints=checkpoints, pairs=pairs, benchmark=benchmark, benchmark_fingerprint=fingerprint,
-                   options=options, tokenizer=args.tokenizer, device=args.device, dtype=args.dtype,
-                   threads=args.threads, force=args.force)
-    return _finish(score_checkpoints(job, study, errors), errors, len(pairs))
-
-
-def run_stage(cfg: StudyConfig, study: Study) -> None:
-    """Score the checkpoints of ``[score] checkpoints`` (default: the study's run) on the
-    pairs of ``phrases.parquet``; skip checkpoints already scored."""
-    from grokscope.core.checkpoints import discover_checkpoints
-
-    sc = cfg.score
-    toml = cfg.source or "STUDY.toml"
-    study.require(study.phrases_path, "critical phrases",
-                  f"grokscope phrases --benchmark BENCHMARK --out {study.root}  (or: grokscope run {toml})")
-    specs = [str(cfg.resolve_path(s)) if not _is_hub(s) else s for s in sc.checkpoints]
+    specs = list(sc.checkpoints)
     if not specs:
-        study.require(study.run_dir / "checkpoints", "training checkpoints",
-                      f"grokscope train --config {toml}  (or list checkpoints in [score] checkpoints)")
+        study.require(study.checkpoints_dir, "training checkpoints",
+                      f"grokscope train --config {cfg.source or 'STUDY.toml'}  (or list checkpoints in "
+                      "[score] checkpoints)")
         specs = [str(study.run_dir)]
-    benchmark = str(cfg.resolve_path(cfg.benchmark.path)) if cfg.benchmark.path else ""
-    pairs, bench_name, fingerprint = _pairs_for(study, benchmark, "", cfg.benchmark.paradigms,
-                                                cfg.benchmark.pairs_per_paradigm, cfg.study.seed,
-                                                cfg.benchmark.skip_invalid)
-    options = ScoreOptions(convention=sc.convention, reduction=sc.reduction, region=sc.region,
-                           batch_size=sc.batch_size, capture_hidden=sc.capture_hidden,
-                           capture_attention=sc.capture_attention, hidden_pairs=sc.hidden_pairs,
-                           seed=cfg.study.seed)
     errors: list[str] = []
-    checkpoints = discover_checkpoints(specs, errors=errors)
-    job = ScoreJob(checkpoints=checkpoints, pairs=pairs, benchmark=bench_name, benchmark_fingerprint=fingerprint,
-                   options=options, device=sc.device, dtype=sc.dtype)
+    checkpoints = discover_checkpoints(specs, step=_given(sc.step), tokens_seen=_given(sc.tokens_seen),
+                                       tokens_per_step=sc.tokens_per_step or None, errors=errors)
+    job = ScoreJob(checkpoints=checkpoints, pairs=pairs, benchmark=benchmark, benchmark_fingerprint=fingerprint,
+                   options=options, tokenizer=sc.tokenizer, device=sc.device, dtype=sc.dtype, threads=sc.threads,
+                   force=cfg.options.force)
     summaries = score_checkpoints(job, study, errors)
     _print_summary(summaries, len(pairs))
     if errors:
         raise GrokscopeError(_error_text(errors))
 
 
-def _is_hub(spec: str) -> bool:
-    from grokscope.core.checkpoints import _looks_like_hub_id
-
-    return not Path(spec).exists() and _looks_like_hub_id(spec)
+def _given(value: int) -> int | None:
+    """-1 (the settings' "not given") as None."""
+    return None if value < 0 else value
 
 
 def _has_spans(pairs: pd.DataFrame) -> bool:
@@ -349,14 +283,6 @@ def _pairs_for(study: Study, benchmark: str, phrases: str, paradigms: list[str],
     return pairs, name, fingerprint
 
 
-def _finish(summaries: list[CheckpointSummary], errors: list[str], n_pairs: int) -> int:
-    _print_summary(summaries, n_pairs)
-    if errors:
-        print(_error_text(errors), file=sys.stderr)
-        return 2
-    return 0
-
-
 def _error_text(errors: list[str]) -> str:
     lines = [f"{len(errors)} checkpoint(s) not scored (finished results are kept):"]
     lines += [f"  - {e}" for e in errors]
@@ -374,3 +300,19 @@ def _print_summary(summaries: list[CheckpointSummary], n_pairs: int) -> None:
         secs = f"{s.seconds:.1f}" if s.seconds else "-"
         print(f"{s.step:>10} {s.tokens_seen:>14} {acc:>9} {rate:>9} {secs:>8}  {s.status}  {s.checkpoint}")
     print(f"{n_pairs} pairs per checkpoint")
+
+
+STAGE = Stage(
+    name="score", sections=("score", "benchmark"), run=run,
+    inputs=("checkpoints_dir", "phrases_path"), outputs=lambda s: [s.scores_dir],
+    done=lambda s: bool(s.scored_steps()), libraries=("pandas", "pyarrow.parquet", "torch", "transformers.modeling_utils"),
+    settles_heap=True,  # load_model settles once the architecture is imported: 0.9 s of a 9.5 s run on 2,000 pairs
+    cli=CommandLine(
+        flags=(Flag("score.checkpoints", required=True), Flag("benchmark.path", "--benchmark",
+               "BLiMP dir / pairs jsonl (default: the pairs of STUDY/phrases.parquet)"),
+               Flag("study.out", "--out", "study directory; scores go to OUT/scores/", required=True),
+               Flag("benchmark.paradigms", "--paradigms"), Flag("benchmark.pairs_per_paradigm", "--pairs-per-paradigm"),
+               Flag("benchmark.skip_invalid", "--skip-invalid"), Flag("study.seed", "--seed")),
+        force=True, progress="--quiet"),
+)
+run_stage = STAGE.run_config

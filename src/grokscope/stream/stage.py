@@ -23,7 +23,7 @@ order (all sources in the order given; documents with no tokens are counted but 
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import shutil
 import time
@@ -35,32 +35,29 @@ from typing import Any
 import numpy as np
 
 from grokscope.core import store
+from grokscope.core.config import TRAIN_BPE, CorpusSettings, StudyConfig
 from grokscope.core.errors import ConfigError, DataError, GrokscopeError
+from grokscope.core.stage import CommandLine, Flag, Stage
+from grokscope.core.store import Study
 from grokscope.stream.pack import shuffle_and_pack
 from grokscope.stream.tokenize import tokenize_to_work
 
-TRAIN_BPE = "train-bpe"
 EOS_TOKEN = "<|endoftext|>"
 WORK_DIR = ".work"
 FORMAT_VERSION = 1
 
 
 @dataclass
-class PrepareOptions:
-    """Everything that determines the prepared stream (plus throughput knobs)."""
+class PrepareOptions(CorpusSettings):
+    """Everything that determines the prepared stream (the ``[data]`` settings of
+    :class:`~grokscope.core.config.CorpusSettings`) plus throughput knobs."""
 
-    corpus: list[str]
-    tokenizer: str
-    seq_len: int = 128
-    seed: int = 0
-    shuffle: str = "rows"  # rows | documents | none (see the module docstring)
-    text_field: str = "text"
-    max_documents: int = 0  # 0 = all
-    vocab_size: int = 8192  # only for tokenizer = "train-bpe"
-    dtype: str = "auto"  # auto | uint16 | uint32
-    batch_chars: int = 1_000_000  # characters per encode_batch call
     piece_chars: int = 32_768  # long documents are encoded in pieces of about this size (when exact)
     progress: bool = True
+
+    @classmethod
+    def from_section(cls, data: CorpusSettings, progress: bool = True) -> PrepareOptions:
+        return cls(**{f.name: getattr(data, f.name) for f in dataclasses.fields(CorpusSettings)}, progress=progress)
 
 
 @dataclass
@@ -271,95 +268,22 @@ def _save_tokenizer(tok: Any, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# CLI and stage API
+# the stage
 # ---------------------------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from grokscope.core.config import DataSection
-
-    d = DataSection()
-    parser.add_argument("--config", help="study TOML; its [data] section gives the defaults of the flags below")
-    parser.add_argument("--corpus", nargs="+", metavar="FILE",
-                        help="jsonl / jsonl.gz / txt files or globs (read in the order given), or hf:NAME[:SPLIT]")
-    parser.add_argument("--tokenizer", help="tokenizer.json, a dir with vocab.json+merges.txt, a Hugging Face "
-                        f"tokenizer dir, or '{TRAIN_BPE}' to train a byte-level BPE on the corpus")
-    parser.add_argument("--vocab-size", type=int, default=None, help=f"vocabulary of {TRAIN_BPE} (default {d.vocab_size})")
-    parser.add_argument("--seq-len", type=int, default=None, help=f"tokens a model sees per row; rows hold seq_len+1 (default {d.seq_len})")
-    parser.add_argument("--seed", type=int, default=None, help=f"shuffle seed (default {d.seed})")
-    parser.add_argument("--shuffle", choices=["rows", "documents", "none"], default=None,
-                        help="rows: shuffle documents, pack, then shuffle the packed rows (as Megatron/Pythia do; "
-                        "batches mix documents); documents: shuffle documents only; none: keep reading order "
-                        f"(default {d.shuffle})")
-    parser.add_argument("--text-field", default=None, help=f"JSON field holding the text (default '{d.text_field}')")
-    parser.add_argument("--max-documents", type=int, default=None, help="read only the first N documents (default: all)")
-    parser.add_argument("--dtype", choices=["auto", "uint16", "uint32"], default=None,
-                        help="token dtype (default auto: uint16 when the vocabulary fits, else uint32)")
-    parser.add_argument("--batch-chars", type=int, default=PrepareOptions.batch_chars,
-                        help="characters per tokenizer batch (memory vs. parallelism)")
-    parser.add_argument("--out", help="study directory; the stream goes to OUT/tokens/")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def run(args: argparse.Namespace) -> int:
-    from grokscope.core.config import DataSection, load_config
-    from grokscope.core.store import Study
-
-    cfg = load_config(args.config) if args.config else None
-    data = cfg.data if cfg is not None else DataSection()
-    corpus = args.corpus if args.corpus is not None else [str(cfg.resolve_path(c)) for c in data.corpus] if cfg else []
-    tokenizer = args.tokenizer if args.tokenizer is not None else _config_tokenizer(cfg, data)
-    out = args.out or (str(cfg.study_dir) if cfg is not None else None)
-    if not out:
-        raise ConfigError("no output given: pass --out STUDY (the stream is written to STUDY/tokens/)")
-    opts = PrepareOptions(
-        corpus=list(corpus),
-        tokenizer=tokenizer,
-        seq_len=_pick(args.seq_len, data.seq_len),
-        seed=_pick(args.seed, data.seed),
-        shuffle=_pick(args.shuffle, data.shuffle),
-        text_field=_pick(args.text_field, data.text_field),
-        max_documents=_pick(args.max_documents, data.max_documents),
-        vocab_size=_pick(args.vocab_size, data.vocab_size),
-        dtype=_pick(args.dtype, data.dtype),
-        batch_chars=args.batch_chars,
-        progress=not args.no_progress,
-    )
-    result = prepare_corpus(opts, Study(out).tokens_dir)
-    print(summary_table(result))
-    return 0
-
-
-def _pick(value: Any, default: Any) -> Any:
-    return default if value is None else value
-
-
-def _config_tokenizer(cfg: Any, data: Any) -> str:
-    if cfg is None or not data.tokenizer or data.tokenizer == TRAIN_BPE:
-        return data.tokenizer
-    p = cfg.resolve_path(data.tokenizer)
-    return str(p) if p.exists() else data.tokenizer  # a hub id stays as given
-
-
-def run_stage(cfg: Any, study: Any) -> None:
+def run(cfg: StudyConfig, study: Study) -> None:
     """Prepare the study's corpus (``[data]``) into ``study/tokens`` unless the study trains on an
     existing stream (``data.tokens``), in which case the stream is only checked to open."""
     data = cfg.data
     if data.tokens:
         from grokscope.stream.readers import open_stream
 
-        open_stream(cfg.resolve_path(data.tokens), format=data.format,
-                    rows_per_step=data.rows_per_step or None,
+        open_stream(data.tokens, format=data.format, rows_per_step=data.rows_per_step or None,
                     eos_id=None if data.eos_id < 0 else data.eos_id)
         return
     if not data.corpus:
-        raise ConfigError(f"{cfg.source or '<config>'}: [data] needs 'corpus' (files to prepare) or 'tokens' "
-                          "(an existing token stream)")
-    opts = PrepareOptions(
-        corpus=[c if c.startswith("hf:") else str(cfg.resolve_path(c)) for c in data.corpus],
-        tokenizer=_config_tokenizer(cfg, data),
-        seq_len=data.seq_len, seed=data.seed, shuffle=data.shuffle, text_field=data.text_field,
-        max_documents=data.max_documents, vocab_size=data.vocab_size, dtype=data.dtype,
-    )
-    result = prepare_corpus(opts, study.tokens_dir)
+        raise ConfigError(f"{cfg.source or 'command line'}: no corpus given: [data] needs 'corpus' (files to "
+                          "prepare: --corpus FILE ...) or 'tokens' (an existing token stream)")
+    result = prepare_corpus(PrepareOptions.from_section(data, progress=cfg.options.progress), study.tokens_dir)
     print(summary_table(result))
 
 
@@ -382,5 +306,14 @@ def summary_table(result: PrepareResult) -> str:
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
-__all__ = ["PrepareOptions", "PrepareResult", "prepare_corpus", "train_bpe", "add_arguments", "run", "run_stage",
-           "summary_table", "GrokscopeError"]
+STAGE = Stage(
+    name="prepare", sections=("data",), run=run, outputs=lambda s: [s.tokens_dir], done=Study.has_tokens,
+    wanted=lambda cfg: "" if cfg.data.corpus else "no [data] corpus (using [data] tokens)",
+    libraries=("transformers",),
+    cli=CommandLine(flags=(Flag("study.out", "--out", "study directory; the stream goes to OUT/tokens/"),),
+                    config="--config", progress="--no-progress"),
+)
+run_stage = STAGE.run_config
+
+__all__ = ["PrepareOptions", "PrepareResult", "prepare_corpus", "train_bpe", "run", "run_stage", "summary_table",
+           "GrokscopeError", "STAGE"]

@@ -187,31 +187,32 @@ class Trainer:
         self.cfg = cfg
         self.tokens_path = Path(tokens_path)
         self.run_dir = Path(run_dir)
+        self.layout = store.RunLayout(self.run_dir)
         self.data_format = data_format
         self.tokenizer_spec = tokenizer
         self.eos_id = eos_id
         self.peak_tflops = peak_tflops
         self.progress = progress
 
-    # ---- paths --------------------------------------------------------------------------
+    # ---- paths (store.RunLayout) -----------------------------------------------------------
     @property
     def checkpoints_dir(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return self.layout.checkpoints_dir
 
     @property
     def state_dir(self) -> Path:
-        return self.run_dir / "state"
+        return self.layout.state_dir
 
     @property
     def loss_path(self) -> Path:
-        return self.run_dir / "loss.parquet"
+        return self.layout.loss_path
 
     @property
     def run_json(self) -> Path:
-        return self.run_dir / "run.json"
+        return self.layout.run_json
 
     def checkpoint_dir(self, step: int) -> Path:
-        return self.checkpoints_dir / step_name(step)
+        return self.layout.checkpoint_dir(step)
 
     # ---- setup --------------------------------------------------------------------------
     def _prepare(self) -> None:
@@ -313,7 +314,7 @@ class Trainer:
         }
         with store.atomic_path(self.state_dir / STATE_FILE) as tmp:
             torch.save(state, tmp)
-        store.write_json(self.state_dir / "state.json", {"step": step, "saved_at": time.time()})
+        store.write_json(self.layout.state_json, {"step": step, "saved_at": time.time()})
 
     def _load_state(self) -> int:
         import numpy as np

@@ -1,0 +1,51 @@
+"""Where a location named in a config or on the command line points: a local path or a hub id.
+
+One rule for every setting that may be either (checkpoints, tokenizers, benchmarks): a spec is
+local when it exists, holds a glob pattern or starts like a path (``.``, ``/``, ``~``);
+otherwise it is a hub id when it has the shape ``org/name[@revision]``.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+_GLOB = "*?["
+_HUB_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def has_glob(spec: str) -> bool:
+    return any(ch in spec for ch in _GLOB)
+
+
+def is_hub_id(spec: str) -> bool:
+    """``org/name`` or ``org/name@revision`` (optionally ``hf:``-prefixed), not a path-like string."""
+    repo = spec.removeprefix("hf:").split("@", 1)[0]
+    return (repo.count("/") == 1 and not repo.startswith((".", "/", "~"))
+            and all(_HUB_PART.fullmatch(part) for part in repo.split("/")))
+
+
+def resolve_path(value: str, base: Path | None) -> str:
+    """``value`` as an absolute path, relative to ``base`` (default: the working directory)."""
+    p = Path(os.path.expanduser(value))
+    if not p.is_absolute():
+        p = (base or Path.cwd()) / p
+    return str(p)
+
+
+def resolve_spec(spec: str, base: Path | None) -> str:
+    """A local spec made absolute (see module docstring); hub ids and other names as they are
+    (``hf:NAME``, step lists such as ``0,1,2``, ``pythia``, ``train-bpe``)."""
+    if not spec or spec.startswith("hf:"):
+        return spec
+    path = Path(resolve_path(spec, base))
+    if path.exists() or has_glob(spec) or spec.startswith((".", "/", "~")):
+        return str(path)
+    return spec
+
+
+def is_local(spec: str, base: Path | None = None) -> bool:
+    """True when ``spec`` names a local file or directory (existing or not) rather than a hub id."""
+    if spec.startswith("hf:"):
+        return False
+    return Path(resolve_path(spec, base)).exists() or not is_hub_id(spec)

@@ -1,0 +1,185 @@
+"""The exposure engine behind one face: :class:`PhraseSearch`.
+
+Build it once from phrases and the tokenizer of the model under study (every surface form of
+every phrase becomes token sequences; see :func:`variant_texts`), then
+``search(stream, steps)`` finds every whole-word occurrence in a token stream, in training order,
+and returns a :class:`PhraseMatches`: for each phrase its first row and its count in every
+checkpoint window. In this process, on a local Dask cluster or on a ``client`` you hold (see
+:mod:`grokscope.exposure.shards`); the compiled search is :mod:`grokscope.exposure.engine`.
+
+Variants (counts sum over them, identical token sequences counted once):
+``mid`` — " this sketch" (mid-text, leading space); ``sentence_start`` — " This sketch"
+(after a full stop) and "This sketch" (at a document or line start).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grokscope.core.config import VARIANTS
+from grokscope.core.errors import ConfigError
+from grokscope.exposure.shards import DEFAULT_SHARD_ROWS, StreamSpec, search_stream, window_edges
+
+
+def variant_texts(phrase: str, variants: Sequence[str]) -> list[str]:
+    """The surface forms searched for ``phrase``: mid-text " this sketch"; sentence-start
+    " This sketch" and "This sketch". Empty phrase -> []."""
+    phrase = phrase.strip()
+    if not phrase:
+        return []
+    out: list[str] = []
+    for v in variants:
+        if v == "mid":
+            out.append(" " + phrase)
+        elif v == "sentence_start":
+            cap = phrase[0].upper() + phrase[1:]
+            out += [" " + cap, cap]
+        else:
+            raise ConfigError(f"exposure: unknown variant {v!r}; expected one of {list(VARIANTS)}")
+    return list(dict.fromkeys(out))
+
+
+def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text, no special tokens (the Rust batch encoder when there is one)."""
+    if not texts:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        fast = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
+        return [e.ids for e in fast(texts, add_special_tokens=False)]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+@dataclass(frozen=True)
+class PhraseSequences:
+    """Unique token sequences over all phrases, and which belong to which phrase.
+    Phrase ``i`` (of ``phrases``) owns sequences ``seq_ids[offsets[i]:offsets[i+1]]``."""
+
+    phrases: tuple[str, ...]
+    sequences: tuple[tuple[int, ...], ...]
+    offsets: np.ndarray  # int64 [n_phrases + 1]
+    seq_ids: np.ndarray  # int32 [n_memberships]
+
+
+def tokenize_phrases(tokenizer: Any, phrases: Sequence[str], variants: Sequence[str],
+                     eos_id: int | None = None) -> PhraseSequences:
+    """Tokenize each distinct phrase in each variant; dedupe identical sequences (per phrase and
+    globally). Sequences containing ``eos_id`` are dropped (they can never match)."""
+    uniq = list(dict.fromkeys(phrases))
+    texts: list[str] = []
+    owner: list[int] = []
+    for i, p in enumerate(uniq):
+        for t in variant_texts(p, variants):
+            texts.append(t)
+            owner.append(i)
+    encoded = _encode(tokenizer, texts)
+    seq_index: dict[tuple[int, ...], int] = {}
+    members: list[list[int]] = [[] for _ in uniq]
+    for i, ids in zip(owner, encoded):
+        s = tuple(int(x) for x in ids)
+        if not s or (eos_id is not None and eos_id in s):
+            continue
+        k = seq_index.setdefault(s, len(seq_index))
+        if k not in members[i]:
+            members[i].append(k)
+    offsets = np.zeros(len(uniq) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(m) for m in members])
+    flat = np.array([k for m in members for k in m], dtype=np.int32)
+    return PhraseSequences(tuple(uniq), tuple(seq_index), offsets, flat)
+
+
+def phrase_exposure(seqs: PhraseSequences, result: Any, n_intervals: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per distinct phrase: first row (int64, -1 never) and counts per interval, int64
+    ``[n_phrases, n_intervals]`` (summed over the phrase's sequences)."""
+    n_ph = len(seqs.phrases)
+    owner = np.repeat(np.arange(n_ph, dtype=np.int64), np.diff(seqs.offsets))
+    counts = np.zeros((n_ph, n_intervals), dtype=np.int64)
+    first = np.full(n_ph, -1, dtype=np.int64)
+    if owner.size == 0:
+        return first, counts
+    # sequence -> phrases that own it (a sequence can be shared: "This sketch" is a variant of both)
+    order = np.argsort(seqs.seq_ids, kind="stable")
+    s_sorted = seqs.seq_ids[order]
+    o_sorted = owner[order]
+    lo = np.searchsorted(s_sorted, result.seq, side="left")
+    hi = np.searchsorted(s_sorted, result.seq, side="right")
+    reps = hi - lo
+    trip = np.repeat(np.arange(result.seq.size), reps)
+    pos = np.repeat(lo, reps) + (np.arange(trip.size) - np.repeat(np.cumsum(reps) - reps, reps))
+    np.add.at(counts, (o_sorted[pos], result.interval[trip]), result.count[trip])
+    big = np.iinfo(np.int64).max
+    fr = result.first_row[seqs.seq_ids]
+    fr = np.where(fr < 0, big, fr)
+    first_b = np.full(n_ph, big, dtype=np.int64)
+    np.minimum.at(first_b, owner, fr)
+    first = np.where(first_b == big, -1, first_b)
+    return first, counts
+
+
+@dataclass(frozen=True)
+class PhraseMatches:
+    """What a search found. Phrase ``i`` (of ``phrases``): ``first_row[i]`` (int64, -1 = never) and
+    ``counts[i, j]``, its occurrences in rows ``[edges[j], edges[j+1])`` (``[n_phrases, n_steps + 1]``;
+    the last interval is what lies after the last checkpoint)."""
+
+    phrases: tuple[str, ...]
+    steps: tuple[int, ...]
+    rows_per_step: int
+    first_row: np.ndarray
+    counts: np.ndarray
+    n_sequences: int
+
+    def rows_of(self, phrases: Sequence[str]) -> np.ndarray:
+        """Row indices into ``first_row`` / ``counts`` of each of ``phrases`` (all searched)."""
+        pos = {p: i for i, p in enumerate(self.phrases)}
+        return np.array([pos[p] for p in phrases], dtype=np.int64)
+
+
+class PhraseSearch:
+    """Every surface form of ``phrases`` as token sequences of ``tokenizer``, indexed with the
+    tokenizer's word-boundary tables (padded to ``vocab_size`` ids when the model's vocabulary
+    lists ids with no text). Sequences holding ``eos_id`` are dropped (they can never match)."""
+
+    def __init__(self, phrases: Sequence[str], tokenizer: Any, variants: Sequence[str] = VARIANTS,
+                 eos_id: int | None = None, vocab_size: int | None = None) -> None:
+        from grokscope.exposure.engine import build_index
+        from grokscope.exposure.words import pad_tables, word_tables
+
+        self.sequences = tokenize_phrases(tokenizer, phrases, variants, eos_id=eos_id)
+        tables = word_tables(tokenizer)
+        if vocab_size is not None and tables.vocab_size < vocab_size:
+            tables = pad_tables(tables, vocab_size)
+        self.index = build_index(self.sequences.sequences, tables)
+
+    @property
+    def phrases(self) -> tuple[str, ...]:
+        return self.sequences.phrases
+
+    @property
+    def n_sequences(self) -> int:
+        return len(self.sequences.sequences)
+
+    def search(self, stream: StreamSpec, steps: Sequence[int], client: Any = None, *, workers: int = 1,
+               scheduler: str = "", shard_rows: int = DEFAULT_SHARD_ROWS, parts_dir: Path | None = None,
+               parts_key: str = "", progress: bool = True) -> PhraseMatches:
+        """Occurrences in ``stream`` of every phrase, per window of ``steps`` (sorted unique steps;
+        window(t) = rows ``[0, t·B)``, B = the stream's rows per step). ``parts_dir``/``parts_key``:
+        keep finished shards there so a killed search resumes."""
+        opened = stream.open()
+        rows_per_step = opened.rows_per_step
+        if not rows_per_step:
+            raise ConfigError(
+                f"{stream.path}: the token stream does not record rows per step; give --rows-per-step "
+                "(the training batch size in rows; Pythia: 1024)"
+            )
+        steps = sorted({int(s) for s in steps})
+        edges = window_edges(steps, rows_per_step, opened.n_rows, stream.path)
+        result = search_stream(stream, self.index, opened.n_rows, edges, workers=workers, scheduler=scheduler,
+                               shard_rows=shard_rows, parts_dir=parts_dir, parts_key=parts_key, progress=progress,
+                               client=client)
+        first, counts = phrase_exposure(self.sequences, result, len(edges) - 1)
+        return PhraseMatches(self.phrases, tuple(steps), int(rows_per_step), first, counts, self.n_sequences)
