@@ -266,7 +266,7 @@ class StudyConfig:
         base = self.base_dir
         for info in all_settings():
             section = getattr(out, info.section)
-            setattr(section, info.name, _resolved_value(info, getattr(section, info.name), base))
+            setattr(section, info.name, resolve_setting(info, getattr(section, info.name), base))
         out.study.out = str(Path(resolve_path(str(self.study_dir), None)))
         if self.testbed.enabled:
             tb = Path(resolve_path(str(self.testbed_dir), None))
@@ -278,7 +278,8 @@ class StudyConfig:
         return out
 
 
-def _resolved_value(info: SettingInfo, value: Any, base: Path | None) -> Any:
+def resolve_setting(info: SettingInfo, value: Any, base: Path | None) -> Any:
+    """A location-kind setting's value made absolute against ``base`` (None: the working directory)."""
     if not info.kind or not value:
         return value
     if info.kind == "path":
@@ -286,7 +287,7 @@ def _resolved_value(info: SettingInfo, value: Any, base: Path | None) -> Any:
     if info.kind == "paths":
         return [v if v.startswith("hf:") else resolve_path(v, base) for v in value]
     if info.kind == "spec":
-        return value if value in (TRAIN_BPE, "testbed") else resolve_spec(value, base)
+        return resolve_spec(value, base)
     return [resolve_spec(v, base) for v in value]
 
 

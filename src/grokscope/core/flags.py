@@ -22,9 +22,9 @@ from grokscope.core.config import (
     all_settings,
     config_from_dict,
     load_config,
+    resolve_setting,
 )
 from grokscope.core.errors import ConfigError
-from grokscope.core.paths import resolve_path, resolve_spec
 from grokscope.core.settings import SettingInfo, coerce, section_settings, suggest
 from grokscope.core.stage import CommandLine, Flag, Stage
 
@@ -162,19 +162,6 @@ def parse_set(text: str, by_key: dict[str, SettingInfo] | None = None) -> tuple[
     return key, coerce(value, info.hint, f"--set {key}")
 
 
-def _absolute(info: SettingInfo, value: Any) -> Any:
-    """A location given on the command line is relative to the working directory."""
-    if not info.kind or not value:
-        return value
-    if info.kind == "path":
-        return resolve_path(value, None)
-    if info.kind == "paths":
-        return [v if v.startswith("hf:") else resolve_path(v, None) for v in value]
-    if info.kind == "spec":
-        return value if value in ("train-bpe", "testbed") else resolve_spec(value, None)
-    return [resolve_spec(v, None) for v in value]
-
-
 def config_from_args(stage: Stage, args: argparse.Namespace) -> StudyConfig:
     """The config a stage command's flags describe: the study TOML (``--config``, or the positional
     STUDY's ``study.toml`` for its own sections), then the flags, then ``--set``, validated as a
@@ -199,7 +186,7 @@ def with_settings(base: StudyConfig, given: dict[str, Any], where: str = "comman
     by_key = setting_by_key()
     for key, value in given.items():
         section, name = key.split(".")
-        raw[section][name] = _absolute(by_key[key], value)
+        raw[section][name] = resolve_setting(by_key[key], value, None)  # relative to the cwd
     if prepare is not None:
         prepare(raw)
     cfg = config_from_dict(raw, where=where)

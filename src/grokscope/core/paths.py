@@ -1,8 +1,9 @@
 """Where a location named in a config or on the command line points: a local path or a hub id.
 
 One rule for every setting that may be either (checkpoints, tokenizers, benchmarks): a spec is
-local when it exists, holds a glob pattern or starts like a path (``.``, ``/``, ``~``);
-otherwise it is a hub id when it has the shape ``org/name[@revision]``.
+local when it exists or does not have the shape of a hub id (``org/name[@revision]``, or
+``hf:NAME``); a step list (``0,1,2,4``) and the names ``pythia``, ``train-bpe`` and ``testbed``
+are neither and stay as they are.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import re
 from pathlib import Path
 
 _GLOB = "*?["
+NAMES = ("pythia", "train-bpe", "testbed")
+_STEP_LIST = re.compile(r"[\d,\s]+")
 _HUB_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -34,12 +37,11 @@ def resolve_path(value: str, base: Path | None) -> str:
 
 
 def resolve_spec(spec: str, base: Path | None) -> str:
-    """A local spec made absolute (see module docstring); hub ids and other names as they are
-    (``hf:NAME``, step lists such as ``0,1,2``, ``pythia``, ``train-bpe``)."""
-    if not spec or spec.startswith("hf:"):
+    """A local spec made absolute (see module docstring); hub ids, step lists and names as they are."""
+    if not spec or spec.startswith("hf:") or spec.lower() in NAMES or _STEP_LIST.fullmatch(spec):
         return spec
     path = Path(resolve_path(spec, base))
-    if path.exists() or has_glob(spec) or spec.startswith((".", "/", "~")):
+    if path.exists() or has_glob(spec) or not is_hub_id(spec):
         return str(path)
     return spec
 

@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 
 from grokscope.core.errors import ConfigError, DataError
+from grokscope.core.config import FORMATS
 
-FORMATS = ("auto", "grokscope", "megatron", "nanogpt", "olmo")
 
 # suite defaults: (row_len, rows_per_step, eos_id, dtype)
 MEGATRON_DEFAULTS = (2049, 1024, 0, None)  # Pythia (GPT-NeoX tokenizer: <|endoftext|> = 0)
