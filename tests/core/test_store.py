@@ -14,10 +14,9 @@ from grokscope.core.errors import MissingStageError
 def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "a.txt"
     store.write_text(target, "old")
-    with pytest.raises(RuntimeError):
-        with store.atomic_path(target) as tmp:
-            tmp.write_text("half-writ")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), store.atomic_path(target) as tmp:
+        tmp.write_text("half-writ")
+        raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]  # no temp file left
 

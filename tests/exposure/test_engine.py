@@ -195,8 +195,8 @@ def test_uint32_and_int32_streams():
 
 
 def test_gpt2_word_tables(gpt2_tokenizer_dir):
-    from grokscope.exposure.words import word_tables
     from grokscope.core.tokenizer import load_tokenizer
+    from grokscope.exposure.words import word_tables
 
     tok = load_tokenizer(gpt2_tokenizer_dir)
     t = word_tables(tok)

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from grokscope.core import store
 from grokscope.cli import main
-from grokscope.core.errors import DataError
+from grokscope.core import store
 from grokscope.core.checkpoints import checkpoint_steps as parse_checkpoints
 from grokscope.core.checkpoints import pythia_steps
+from grokscope.core.errors import DataError
 from grokscope.exposure.search import tokenize_phrases, variant_texts
 from grokscope.exposure.shards import StreamSpec, search_stream, window_edges
 from grokscope.exposure.stage import compute_exposure
@@ -345,8 +345,8 @@ def test_megatron_foreign_ids_and_truncated_files(tmp_path, megatron_dir, pythia
 def test_run_stage_from_config(tmp_path, gpt2):
     from grokscope.core.config import config_from_dict
     from grokscope.core.errors import MissingStageError
-    from grokscope.exposure.stage import run_stage
     from grokscope.core.store import Study
+    from grokscope.exposure.stage import run_stage
 
     study = Study(tmp_path / "study")
     cfg = config_from_dict({"data": {"rows_per_step": 2}, "score": {"checkpoints": ["0,1", "3"]},

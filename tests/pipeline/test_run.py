@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from grokscope import cli
-from grokscope.pipeline import run as pipeline
 from grokscope.core.config import load_config
 from grokscope.core.errors import ConfigError, MissingStageError
 from grokscope.core.store import Study
+from grokscope.pipeline import run as pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -96,7 +95,6 @@ def test_paused_collection_resumes_before_the_first_stage_with_its_libraries_in(
     import sys
 
     from grokscope.core import heap
-
     from grokscope.pipeline.registry import load_stage
 
     for stage in pipeline.STAGES:  # light stand-ins for torch & co.
@@ -313,7 +311,6 @@ def test_killed_runs_end_with_the_same_tables(tmp_path: Path) -> None:
     every final table with an uninterrupted run of the same config."""
     import random
     import threading
-    import time
 
     import pandas as pd
 
@@ -367,8 +364,8 @@ def test_demo_refuses_new_settings_for_an_existing_demo_directory(tmp_path: Path
 
     import tomli_w
 
-    from grokscope.pipeline import demo
     from grokscope.core.config import config_from_dict, dump_config
+    from grokscope.pipeline import demo
     from grokscope.pipeline.demo import settings_from_args
 
     parser = argparse.ArgumentParser()
@@ -391,8 +388,8 @@ def test_demo_refuses_new_settings_for_an_existing_demo_directory(tmp_path: Path
 
 
 def test_demo_document_count_gives_enough_rows() -> None:
-    from grokscope.pipeline import demo
     from grokscope.data.testbed import TestbedSettings, generate
+    from grokscope.pipeline import demo
 
     steps, batch, seq_len = 40, 8, 32
     n = demo.documents_for(steps, batch, seq_len, 8)

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from grokscope.stream import stage as prep
-from grokscope.stream.tokenize import encode_documents, split_text, splits_exactly
 from grokscope.cli import main
 from grokscope.core.errors import DataError
 from grokscope.core.tokenizer import load_tokenizer, tokenizer_fingerprint
+from grokscope.stream import stage as prep
+from grokscope.stream.tokenize import encode_documents, split_text, splits_exactly
 
 WORDS = ("the cat dog sketch sketches this these is are selling Raymond was were a an old new very "
          "red café naïve über — 1984 , . ! ? ( ) \" ' \n").split(" ")
@@ -385,12 +385,11 @@ def test_tokenizers_that_may_not_be_split_are_encoded_whole(small_tokenizer, tmp
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path, corpus_dir, gpt2_tokenizer_dir):
     """A real ``grokscope prepare`` killed with SIGKILL after its first source file, then re-run,
     ends with the same files as an uninterrupted run."""
+    import itertools
     import signal
     import subprocess
     import sys
     import time
-
-    import itertools
 
     files = []
     with gzip.open(corpus_dir / "wikipedia-001.jsonl.gz", "rt", encoding="utf-8") as f:

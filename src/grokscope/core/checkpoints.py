@@ -187,8 +187,8 @@ def _step_from_name(name: str) -> int | None:
 
 def _from_hub_id(spec: str, step: int | None, tokens_seen: int | None,
                  tokens_per_step: int | None) -> Checkpoint:
-    repo, _, revision = spec.partition("@")
-    revision = revision or None
+    repo, _, rev = spec.partition("@")
+    revision = rev or None
     resolved_step = step
     if resolved_step is None and revision:
         m = re.fullmatch(r"(?:global_?)?step[-_]?(\d+)(?:[-_].*)?", revision)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from grokscope.core.errors import ConfigError
 from grokscope.core.paths import resolve_path, resolve_spec

@@ -11,10 +11,11 @@ gives, validated the same way; the command then calls the stage's ``run(cfg, stu
 from __future__ import annotations
 
 import argparse
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from grokscope.core.config import (
     SECTIONS,

@@ -142,7 +142,8 @@ def check_value(info: SettingInfo, value: Any, where: str) -> None:
     if info.choices:
         bad = [v for v in (value if info.is_list else [value]) if v not in info.choices]
         if bad and info.is_list:
-            raise ConfigError(f"{where}: [{info.section}] key '{info.name}' has unknown {info.name.removesuffix('s')}(s) "
+            noun = info.name.removesuffix("s")
+            raise ConfigError(f"{where}: [{info.section}] key '{info.name}' has unknown {noun}(s) "
                               f"{sorted(bad)}; expected some of {list(info.choices)}")
         if bad:
             raise ConfigError(f"{where}: [{info.section}] key '{info.name}' must be one of "

@@ -116,9 +116,8 @@ def read_parquet_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
 
 
 def open_npy_for_writing(path: str | os.PathLike[str], shape: tuple[int, ...], dtype: Any) -> np.memmap:

@@ -188,14 +188,16 @@ def build_index_arrays(flat: np.ndarray, lengths: np.ndarray, tables: WordTables
         _kernels().fill(table, deep_keys, child[deep], np.int64(64 - bits), np.int64((1 << bits) - 1))
         with np.errstate(over="ignore"):
             bit = ((deep_keys * _FILTER_MULT) >> np.int64(64 - fbits)) & np.int64((1 << fbits) - 1)
-        np.bitwise_or.at(edge_filter.view(np.uint64), bit >> 6, np.left_shift(np.uint64(1), (bit & 63).astype(np.uint64)))
+        np.bitwise_or.at(edge_filter.view(np.uint64), bit >> 6,
+                         np.left_shift(np.uint64(1), (bit & 63).astype(np.uint64)))
     start_check = tables.continues_word[padded[:, 0]] if n else np.zeros(0, dtype=np.bool_)
     deep_token = np.zeros(vocab, dtype=np.bool_)
     deep_token[token[deep]] = True
     return PhraseIndex(
         flat=flat.astype(np.int32),
         lengths=lens, vocab_size=vocab, root_child=root_child, hash_table=table,
-        hash_bits=bits, deep_token=deep_token, edge_filter=edge_filter, filter_bits=fbits, node_seq=node_seq, node_has_child=has_child,
+        hash_bits=bits, deep_token=deep_token, edge_filter=edge_filter, filter_bits=fbits, node_seq=node_seq,
+        node_has_child=has_child,
         seq_start_check=np.ascontiguousarray(start_check, dtype=np.bool_), tables=tables,
     )
 
@@ -374,7 +376,7 @@ def empty_result(n_sequences: int) -> ScanResult:
 
 
 def scan_stream(index: PhraseIndex, read_rows: Callable[[int, int], np.ndarray], start: int, stop: int,
-                edges: Sequence[int], chunk_rows: int = 8192, check_words: bool = True,
+                edges: Sequence[int] | np.ndarray, chunk_rows: int = 8192, check_words: bool = True,
                 progress: Callable[[int], None] | None = None) -> ScanResult:
     """Scan rows ``[start, stop)`` read in chunks of ``chunk_rows`` with ``read_rows(a, b)``
     (``[b-a, row_len]``), counting per interval of the sorted row boundaries ``edges``

@@ -144,9 +144,8 @@ class _Parts:
             return
         from grokscope.core import store
 
-        with store.atomic_path(self._path(a, b)) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, first_row=res.first_row, interval=res.interval, seq=res.seq, count=res.count)
+        with store.atomic_path(self._path(a, b)) as tmp, open(tmp, "wb") as f:
+            np.savez(f, first_row=res.first_row, interval=res.interval, seq=res.seq, count=res.count)
 
     def remove(self) -> None:
         if self.root is not None:

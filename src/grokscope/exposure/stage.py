@@ -143,7 +143,7 @@ def compute_exposure(phrases_path: Path, spec: StreamSpec, steps: Sequence[int],
             f"{spec.path}: the token stream does not record rows per step; give --rows-per-step "
             "(the training batch size in rows; Pythia: 1024)"
         )
-    steps = sorted(set(int(s) for s in steps))
+    steps = sorted({int(s) for s in steps})
     window_edges(steps, B, stream.n_rows, spec.path)  # a step past the stream: said before any work
     tok = _load_study_tokenizer(tokenizer, stream)
     fp, n_vocab = _check_tokenizer(stream, tok)
@@ -192,7 +192,8 @@ def _print_summary(s: ExposureSummary, out: Path, steps: Sequence[int]) -> None:
     rate = s.tokens / s.search_seconds if s.search_seconds else float("nan")
     rows = [
         ("pairs", f"{s.pairs:,}"), ("distinct phrases", f"{s.phrases:,}"), ("token sequences", f"{s.sequences:,}"),
-        ("stream rows / tokens", f"{s.rows:,} / {s.tokens:,}"), ("checkpoints", f"{len(steps)} ({steps[0]}…{steps[-1]})"),
+        ("stream rows / tokens", f"{s.rows:,} / {s.tokens:,}"),
+        ("checkpoints", f"{len(steps)} ({steps[0]}…{steps[-1]})"),
         (f"good phrase seen by step {steps[-1]}", f"{s.good_seen_final:,} / {s.pairs:,}"),
         (f"bad phrase seen by step {steps[-1]}", f"{s.bad_seen_final:,} / {s.pairs:,}"),
         ("tokenize phrases + word tables", f"{s.tokenize_seconds:.1f} s"),

@@ -170,8 +170,8 @@ def token_bytes(tokenizer: Any) -> list[bytes | None]:
     added = getattr(tokenizer, "added_tokens_decoder", None) or {}
     special |= {int(i) for i in added}
     pieces: list[str | None] = [None] * n
-    for s, i in vocab.items():
-        pieces[i] = s
+    for piece, i in vocab.items():
+        pieces[i] = piece
     byte_level = sum(1 for s in vocab if s.startswith("Ġ")) > 100
     dec = _byte_decoder()
     out: list[bytes | None] = [None] * n

@@ -19,8 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from grokscope.data.testbed import FREQUENCY_WITHOUT_PLANTING, PARADIGMS, TestbedSettings
 from grokscope.core.errors import ConfigError
+from grokscope.data.testbed import FREQUENCY_WITHOUT_PLANTING, PARADIGMS, TestbedSettings
 
 MODEL_SIZES: dict[str, dict[str, int]] = {
     # name -> GPT shape
@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="rows per step (default %(default)s)")
     parser.add_argument("--seq-len", type=int, default=DEFAULT_SEQ_LEN, help="context length (default %(default)s)")
     parser.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="small",
-                        help="GPT shape: " + ", ".join(f"{k}={v['n_layer']}x{v['n_embd']}" for k, v in MODEL_SIZES.items()))
+                        help="GPT shape: " + ", ".join(f"{k}={v['n_layer']}x{v['n_embd']}"
+                                                       for k, v in MODEL_SIZES.items()))
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default %(default)s)")
     parser.add_argument("--checkpoint-every", type=int, default=25,
                         help="checkpoints every N steps after the log-spaced ones (default %(default)s)")
@@ -61,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = {"frequency": f"occurrences of each planted phrase (default {info.default} with planting on, "
                                   f"{FREQUENCY_WITHOUT_PLANTING} with planting off, so that unseen pairs remain "
                                   "while the model learns)",
-                     "n_documents": "documents in the corpus (default: enough for the training steps)"}.get(info.name, "")
+                     "n_documents": "documents in the corpus (default: enough for the training steps)",
+                     }.get(info.name, "")
         add_setting_flag(group, info, help=help_text, dest=flag_name(info)[2:].replace("-", "_"), default=default)
     add_set_flag(parser)
 
@@ -89,7 +91,7 @@ def settings_from_args(args: argparse.Namespace) -> TestbedSettings:
 def demo_config(args: argparse.Namespace, settings: TestbedSettings) -> dict[str, Any]:
     """The study config (as a TOML-ready dict) the demo runs."""
     size = MODEL_SIZES[args.model_size]
-    tb = {k: v for k, v in dataclasses.asdict(settings).items()}
+    tb = dict(dataclasses.asdict(settings))
     tb.update(enabled=True, out="testbed")
     return {
         "study": {"name": f"grokscope demo (planting {'on' if settings.planting else 'off'})", "out": "study",
@@ -260,12 +262,12 @@ def ground_truth_table(testbed_dir: Path, study: Any) -> str:
     sched = f"planted phrases occur {s['frequency']}x each, from {s['plant_start']:.0%} of the corpus on"
     if s["late_fraction"]:
         sched += f"; {s['late_fraction']:.0%} of them only from {s['late_start']:.0%}"
-    lines.append(f"* pairs whose critical phrase the exposure scan found by the last checkpoint "
-                 f"('!' = a withheld phrase was found: the planting leaked). n_train/n_val at the last checkpoint.")
+    lines.append("* pairs whose critical phrase the exposure scan found by the last checkpoint "
+                 "('!' = a withheld phrase was found: the planting leaked). n_train/n_val at the last checkpoint.")
     lines.append(f"  Planting {'on' if s['planting'] else 'off'}: {sched}.")
     if s["planting"]:
-        lines.append("  Expected: where the rule has to be inferred, proxy-train (planted phrases) reaches the criterion "
-                     "before proxy-val (withheld phrases): status 'delayed'.")
+        lines.append("  Expected: where the rule has to be inferred, proxy-train (planted phrases) reaches the "
+                     "criterion before proxy-val (withheld phrases): status 'delayed'.")
     else:
         lines.append("  Expected: no systematic gap: every unit is planted, so proxy-val holds only pairs not seen yet "
                      "(by chance of position), and it should track proxy-train.")

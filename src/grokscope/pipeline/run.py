@@ -12,7 +12,8 @@ Stages (each a package exporting ``STAGE``, listed in :mod:`grokscope.pipeline.r
     report    HTML report + summary table
 
 The config is copied into the study directory on the first run; a later run whose config
-differs in a key that changes results is refused, naming the keys (:mod:`grokscope.pipeline.saved`). ``--reset STAGE`` redoes a
+differs in a key that changes results is refused, naming the keys (:mod:`grokscope.pipeline.saved`).
+``--reset STAGE`` redoes a
 stage and every stage after it: their outputs are moved aside to ``STUDY/reset/<time>/`` (never
 deleted), and the config may then differ in the keys of those stages (e.g. a new ``[score]``
 or ``[analyse]`` setting, a larger ``[benchmark] pairs_per_paradigm`` with ``--reset phrases``). Every stage resumes its
@@ -69,7 +70,8 @@ def check_inputs(cfg: StudyConfig, eff: StudyConfig) -> None:
     if eff.data.tokens and not Path(eff.data.tokens).exists() and not Path(eff.data.tokens + ".bin").exists():
         raise ConfigError(f"{where}: [data] tokens path does not exist: {eff.data.tokens}")
     if eff.data.corpus and eff.data.tokens:
-        raise ConfigError(f"{where}: [data] give either 'corpus' (to prepare) or 'tokens' (an existing stream), not both")
+        raise ConfigError(f"{where}: [data] give either 'corpus' (to prepare) or 'tokens' (an existing stream), "
+                          "not both")
     if not eff.data.corpus and not eff.data.tokens:
         raise ConfigError(
             f"{where}: no token stream: the exposure stage needs [data] corpus (to prepare) or [data] tokens"
@@ -179,7 +181,6 @@ def _run_stages(eff: StudyConfig, study: Study, overrides: dict[str, Callable[[S
     results: list[StageResult] = []
     upstream_ran = False
     for i, name in enumerate(STAGES):
-        stage = records[name]
         if wanted[name]:
             results.append(StageResult(name, "skipped", 0.0, wanted[name]))
             echo(f"  {name:<9} skipped  ({wanted[name]})")

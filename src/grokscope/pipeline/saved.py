@@ -7,8 +7,9 @@ differ freely.
 """
 from __future__ import annotations
 
-import tomllib
 from typing import Any
+
+import tomllib
 
 from grokscope.core.config import StudyConfig, all_settings, config_from_dict, dump_config
 from grokscope.core.errors import ConfigError, GrokscopeError

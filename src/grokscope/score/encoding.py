@@ -90,7 +90,7 @@ def encode_pairs(tokenizer: Any, pairs: pd.DataFrame, convention: str = "lm_eval
         raise GrokscopeError(f"score: convention must be one of {list(CONVENTIONS)}, got {convention!r}")
     lead = " " if convention == "lm_eval" else ""
     prefix = prefix_token_id(tokenizer) if convention != "none" else None
-    encoded: dict[str, list[Any]] = {}
+    encoded: dict[str, list[tuple[list[int], list[tuple[int, int]], str]]] = {}
     for side in ("good", "bad"):
         texts = [lead + s for s in pairs[side].astype(str).tolist()]
         enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)

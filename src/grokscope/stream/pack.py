@@ -29,7 +29,7 @@ class _NpyStreamWriter:
         self.shape = tuple(shape)
         self.expected = int(np.prod(shape)) if shape else 1
         self.written = 0
-        self.f = open(self.partial, "wb")
+        self.f = open(self.partial, "wb")  # noqa: SIM115 - closed by close() or by the caller's finally
         header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
         np.lib.format.write_array_header_1_0(self.f, header)
         self.offset = self.f.tell()  # where the data starts

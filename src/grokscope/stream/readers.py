@@ -41,9 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from grokscope.core.errors import ConfigError, DataError
 from grokscope.core.config import FORMATS
-
+from grokscope.core.errors import ConfigError, DataError
 
 # suite defaults: (row_len, rows_per_step, eos_id, dtype)
 MEGATRON_DEFAULTS = (2049, 1024, 0, None)  # Pythia (GPT-NeoX tokenizer: <|endoftext|> = 0)
@@ -125,7 +124,8 @@ class TokenStream:
         assert self._read is not None
         return self._read(start, stop)
 
-    def iter_rows(self, chunk_rows: int = 4096, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    def iter_rows(self, chunk_rows: int = 4096, start: int = 0,
+                  stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
         """``(first_row, rows)`` chunks covering ``[start, stop)`` in order (for scans)."""
         stop = self.n_rows if stop is None else stop
         for a in range(start, stop, chunk_rows):
@@ -372,7 +372,8 @@ def _raw_tokens(path: Path, dtype: str | None, default: str) -> np.ndarray:
     dt = np.dtype(dtype or default)
     size = path.stat().st_size
     if size % dt.itemsize:
-        raise DataError(f"{path}: {size} bytes is not a whole number of {dt.name} tokens; wrong dtype or truncated file")
+        raise DataError(f"{path}: {size} bytes is not a whole number of {dt.name} tokens; "
+                        "wrong dtype or truncated file")
     if size == 0:
         return np.zeros(0, dtype=dt)
     return np.memmap(path, mode="r", dtype=dt)

@@ -202,8 +202,8 @@ def _finished_manifest(tokens_dir: Path, inputs: dict[str, Any]) -> dict[str, An
 def _tokenizer(opts: PrepareOptions, sources: list[str], tokens_dir: Path) -> tuple[Any, dict[str, Any] | None]:
     """The tokenizer, and for ``train-bpe`` the key of its training inputs. A BPE trained by an
     earlier (finished or interrupted) run with the same key is reused, not retrained."""
-    from grokscope.data.corpus import source_record
     from grokscope.core.tokenizer import load_tokenizer
+    from grokscope.data.corpus import source_record
 
     if opts.tokenizer != TRAIN_BPE:
         return load_tokenizer(opts.tokenizer), None
@@ -214,9 +214,9 @@ def _tokenizer(opts: PrepareOptions, sources: list[str], tokens_dir: Path) -> tu
     if trained.exists() and key_path.exists() and store.read_json(key_path) == key:
         return load_tokenizer(trained), key
     manifest_path = tokens_dir / "manifest.json"
-    if manifest_path.exists() and (tokens_dir / "tokenizer").exists():
-        if store.read_json(manifest_path).get("inputs", {}).get("train_bpe") == key:
-            return load_tokenizer(tokens_dir / "tokenizer"), key
+    if manifest_path.exists() and (tokens_dir / "tokenizer").exists() \
+            and store.read_json(manifest_path).get("inputs", {}).get("train_bpe") == key:
+        return load_tokenizer(tokens_dir / "tokenizer"), key
     tok = train_bpe(sources, opts.vocab_size, opts.text_field, opts.max_documents, opts.progress)
     _save_tokenizer(tok, trained)
     store.write_json(key_path, key)
@@ -301,7 +301,8 @@ def summary_table(result: PrepareResult) -> str:
     ]
     if not result.skipped:
         rate = m["document_tokens"] / max(result.tokenize_seconds, 1e-9)
-        rows.append(("time", f"{result.seconds:.1f} s (tokenize {result.tokenize_seconds:.1f} s, {rate:,.0f} tokens/s)"))
+        rows.append(("time", f"{result.seconds:.1f} s (tokenize {result.tokenize_seconds:.1f} s, "
+                             f"{rate:,.0f} tokens/s)"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 

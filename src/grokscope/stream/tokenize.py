@@ -40,7 +40,8 @@ def tokenize_to_work(tok: Any, sources: list[str], opts: PrepareOptions, work: P
 
     work.mkdir(parents=True, exist_ok=True)
     tokens_path, lengths_path, progress_path = work / "doc_tokens.bin", work / "doc_lengths.bin", work / PROGRESS_FILE
-    state = {"key": key, "sources_done": 0, "n_docs": 0, "n_tokens": 0, "per_source": [], "stopped": False}
+    state: dict[str, Any] = {"key": key, "sources_done": 0, "n_docs": 0, "n_tokens": 0, "per_source": [],
+                             "stopped": False}
     if progress_path.exists() and tokens_path.exists() and lengths_path.exists():
         saved = store.read_json(progress_path)
         if saved.get("key") == key:
@@ -158,14 +159,12 @@ def _document_batches(docs: Iterator[Any], batch_chars: int, budget: int) -> Ite
     texts: list[str] = []
     where: list[str] = []
     chars = 0
-    n = 0
-    for doc in docs:
+    for n, doc in enumerate(docs):
         if budget and n >= budget:
             break
         texts.append(doc.text)
         where.append(f"{doc.source}:{doc.line}")
         chars += len(doc.text)
-        n += 1
         if chars >= batch_chars:
             yield texts, where
             texts, where, chars = [], [], 0
