@@ -22,6 +22,7 @@ import tomllib
 from grokscope.core.errors import ConfigError
 from grokscope.core.paths import resolve_path, resolve_spec
 from grokscope.core.settings import SettingInfo, check_value, coerce, section_settings, setting, suggest
+from grokscope.core.store import Study
 from grokscope.data.testbed import TestbedSettings
 
 FORMATS = ("auto", "grokscope", "megatron", "nanogpt", "olmo")
@@ -255,7 +256,7 @@ class StudyConfig:
 
     @property
     def testbed_dir(self) -> Path:
-        return self.resolve_path(self.testbed.out) if self.testbed.out else self.study_dir / "testbed"
+        return self.resolve_path(self.testbed.out) if self.testbed.out else Study(self.study_dir).testbed_dir
 
     def to_dict(self) -> dict[str, Any]:
         return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}

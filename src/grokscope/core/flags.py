@@ -28,6 +28,7 @@ from grokscope.core.config import (
 from grokscope.core.errors import ConfigError
 from grokscope.core.settings import SettingInfo, coerce, section_settings, suggest
 from grokscope.core.stage import CommandLine, Flag, Stage
+from grokscope.core.store import Study
 
 DEST = "setting:"  # argparse dest prefix of a flag that sets a setting: "setting:score.batch_size"
 
@@ -201,7 +202,7 @@ def _base_config(stage: Stage, cli: CommandLine, args: argparse.Namespace) -> tu
         return (load_config(config), f"{config} + command line") if config else (StudyConfig(), "command line")
     if cli.config == "study":
         study = getattr(args, DEST + "study.out")
-        path = Path(config) if config else Path(study) / "study.toml"
+        path = Path(config) if config else Study(study).config_path
         if not path.exists():
             if config:
                 raise ConfigError(f"{path}: config file not found")

@@ -210,7 +210,7 @@ def _print_summary(s: ExposureSummary, out: Path, steps: Sequence[int]) -> None:
 # ---------------------------------------------------------------------------------------------
 def _phrases_path(p: str) -> Path:
     path = Path(p)
-    return path / "phrases.parquet" if path.is_dir() or path.suffix != ".parquet" else path
+    return Study(path).phrases_path if path.is_dir() or path.suffix != ".parquet" else path
 
 
 def run(cfg: StudyConfig, study: Study) -> None:
@@ -249,7 +249,7 @@ def _cli_defaults(raw: dict[str, Any]) -> None:
     if not out and phrases:
         raw["study"]["out"] = str(_phrases_path(phrases).parent)
     elif out.endswith(".parquet"):
-        if Path(out).name != "exposure.parquet":
+        if Path(out).name != Study(Path(out).parent).exposure_path.name:
             raise ConfigError(f"exposure --out {out}: expected a study directory (or its exposure.parquet)")
         raw["study"]["out"] = str(Path(out).parent)
 

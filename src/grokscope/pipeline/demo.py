@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from grokscope.core.errors import ConfigError
+from grokscope.core.store import Study
 from grokscope.data.testbed import FREQUENCY_WITHOUT_PLANTING, PARADIGMS, TestbedSettings
 
 MODEL_SIZES: dict[str, dict[str, int]] = {
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
     from grokscope.core.config import load_config
     from grokscope.core.flags import given_settings
-    from grokscope.core.store import Study, write_text
+    from grokscope.core.store import write_text
     from grokscope.pipeline.run import format_summary, run_study
 
     if args.steps <= 0 or args.batch_size <= 0 or args.seq_len <= 0:
@@ -176,7 +177,7 @@ def _refuse_if_study_differs(text: str, config_path: Path) -> None:
 
     new = config_from_dict(tomllib.loads(text), where=str(config_path))
     new.source = str(config_path.resolve())
-    saved = new.study_dir / "study.toml"
+    saved = Study(new.study_dir).config_path
     if not saved.exists():
         return
     old = config_from_dict(tomllib.loads(saved.read_text(encoding="utf-8")), where=str(saved))
@@ -195,7 +196,7 @@ def findings(study_root: Path) -> dict[str, dict[str, Any]]:
     """paradigm -> {fit_step, gen_step, delay_steps, status, n_train, n_val} (comparison "proxy")."""
     import pandas as pd
 
-    path = Path(study_root) / "analysis" / "timing.parquet"
+    path = Study(study_root).analysis_dir / "timing.parquet"
     if not path.exists():
         return {}
     t = pd.read_parquet(path)
@@ -216,7 +217,7 @@ def observed_exposure(study_root: Path, truth: list[dict[str, Any]]) -> dict[str
     seen_planted: how many of those were planted, withheld_seen: withheld pairs found (must be 0)}."""
     import pandas as pd
 
-    path = Path(study_root) / "exposure.parquet"
+    path = Study(study_root).exposure_path
     if not path.exists():
         return {}
     e = pd.read_parquet(path, columns=["uid", "pair_id", "good_first_step"])

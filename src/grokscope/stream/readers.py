@@ -43,6 +43,7 @@ import numpy as np
 
 from grokscope.core.config import FORMATS
 from grokscope.core.errors import ConfigError, DataError
+from grokscope.core.store import Study
 
 # suite defaults: (row_len, rows_per_step, eos_id, dtype)
 MEGATRON_DEFAULTS = (2049, 1024, 0, None)  # Pythia (GPT-NeoX tokenizer: <|endoftext|> = 0)
@@ -180,7 +181,7 @@ def detect_format(p: Path) -> str:
     if p.is_dir():
         if (p / "manifest.json").exists() and (p / "tokens.npy").exists():
             return "grokscope"
-        if (p / "tokens" / "manifest.json").exists():
+        if (Study(p).tokens_dir / "manifest.json").exists():
             return "grokscope"  # a study directory
         if (p / "global_indices.npy").exists():
             return "olmo"
@@ -200,8 +201,8 @@ def detect_format(p: Path) -> str:
 # grokscope prepared directory
 # ---------------------------------------------------------------------------------------------
 def _open_grokscope(p: Path, rows_per_step: int | None, row_len: int | None, eos_id: int | None) -> TokenStream:
-    if (p / "tokens" / "manifest.json").exists() and not (p / "manifest.json").exists():
-        p = p / "tokens"
+    if (Study(p).tokens_dir / "manifest.json").exists() and not (p / "manifest.json").exists():
+        p = Study(p).tokens_dir
     manifest_path, tokens_path = p / "manifest.json", p / "tokens.npy"
     if not manifest_path.exists() or not tokens_path.exists():
         from grokscope.core.errors import MissingStageError
