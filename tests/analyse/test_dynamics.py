@@ -10,6 +10,7 @@ import pytest
 
 from grokscope.analyse import dynamics as dy
 from grokscope.analyse.dynamics import Criterion
+from grokscope.analyse.resampling import lead_statistic_table
 
 
 # ---- onset detection ---------------------------------------------------------------------
@@ -178,7 +179,7 @@ def test_lead_statistic_is_mean_accuracy_gap():
     rng = np.random.default_rng(5)
     correct = rng.random((60, 9)) < 0.6
     entry = rng.integers(0, 10, size=60)
-    k = dy.lead_statistic_table(correct, entry, np.zeros(60, np.int64), min_pairs=5)
+    k = lead_statistic_table(correct, entry, np.zeros(60, np.int64), min_pairs=5)
     assert k[np.arange(60), entry].sum() == pytest.approx(_brute_lead_statistic(correct, entry, 5))
 
 

@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 
 from grokscope import cli
-from grokscope.report import style as FS
-from grokscope.report import model_figures as MF
-from grokscope.report import stage as R
-from grokscope.report import format as RF
-from grokscope.report import sections as RS
 from grokscope.core.errors import DataError, MissingStageError
 from grokscope.core.store import Study, write_parquet
+from grokscope.report import format as RF
+from grokscope.report import inputs as RS
+from grokscope.report import model_figures as MF
+from grokscope.report import stage as R
+from grokscope.report import style as FS
 
 STEPS = [0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 3000]
 ROWS_PER_STEP, ROW_LEN = 8, 129

@@ -122,8 +122,8 @@ def attention_output_projections(model: Any) -> tuple[list[Any], int, int]:
             "(supported: GPT-2 attn.c_proj, GPT-NeoX attention.dense, Llama self_attn.o_proj)"
         )
     cfg = model.config
-    n_head = getattr(cfg, "n_head", None) or getattr(cfg, "num_attention_heads")
-    d_model = getattr(cfg, "n_embd", None) or getattr(cfg, "hidden_size")
+    n_head = getattr(cfg, "n_head", None) or cfg.num_attention_heads
+    d_model = getattr(cfg, "n_embd", None) or cfg.hidden_size
     head_dim = getattr(cfg, "head_dim", None) or d_model // n_head
     return [found[i] for i in sorted(found)], int(n_head), int(head_dim)
 
@@ -201,8 +201,8 @@ def score_accuracy_fn(tokenizer: Any, pairs: pd.DataFrame, phrases: pd.DataFrame
     Parquet metadata), so ablated accuracies are comparable with them. The pairs are merged with
     their phrases and tokenized once; every call (one per ablated head set) reuses that encoding
     and runs only the forward passes."""
-    from grokscope.score.pairs import ScoreOptions, score_pairs
     from grokscope.score.encoding import encode_pairs, with_phrases
+    from grokscope.score.pairs import ScoreOptions, score_pairs
 
     same = {k: v for k, v in (scoring or {}).items() if k in ("convention", "reduction", "region") and v}
     options = ScoreOptions(capture_hidden=False, capture_attention=False, progress=False, **same)

@@ -173,7 +173,7 @@ class _Writer:
         path = self.root / "tables" / f"{name}.csv"
         # float32 columns (e.g. accuracy) as float64, so the CSV holds the stored value exactly
         f32 = [c for c in df.columns if str(df[c].dtype) == "float32"]
-        write_text(path, (df.astype({c: "float64" for c in f32}) if f32 else df).to_csv(index=False))
+        write_text(path, (df.astype(dict.fromkeys(f32, "float64")) if f32 else df).to_csv(index=False))
         self.tables.append(path)
         return f'<span class="files">table: tables/{_esc(name)}.csv</span>'
 

@@ -1,20 +1,13 @@
-"""The report's inputs (the analysis tables, exposure and the provenance the earlier stages
-recorded) and its sections: summary and delays, accuracy curves, exposure, concept-vector
-probes, attention heads, ablation, provenance. Each section degrades to a note naming the
-command that produces its table."""
+"""The report's sections on learning dynamics: summary and delays, accuracy curves (proxy, fixed,
+exposure bins, matched), and exposure. Each section degrades to a note naming the command that
+produces its table. Inputs: :mod:`grokscope.report.inputs`; the model's inside:
+:mod:`grokscope.report.model_sections`."""
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import math
-import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grokscope import __version__
-from grokscope.core.errors import DataError, MissingStageError
 from grokscope.report.format import (
     Section,
     _esc,
@@ -28,144 +21,17 @@ from grokscope.report.format import (
     html_table,
     missing_note,
 )
-from grokscope.core.store import Study, read_json, read_parquet_metadata
+from grokscope.report.inputs import (
+    ReportInputs,
+    criterion_level,
+    criterion_text,
+    exposure_steps,
+    min_pairs_of,
+    pooled_timing,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
-
-
-# name -> (file under analysis/, required columns)
-ANALYSIS_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "curves": ("curves.parquet", ("level", "group", "split", "step", "tokens", "n", "accuracy", "ci_low", "ci_high")),
-    "timing": ("timing.parquet", ("level", "group", "comparison", "fit_step", "gen_step", "fit_tokens", "gen_tokens",
-                                  "delay_steps", "delay_tokens", "delay_ci_low", "delay_ci_high", "p_lead", "status",
-                                  "n_train", "n_val")),
-    "probes": ("probes.parquet", ("step", "layer", "n_pairs", "logreg_acc", "meandiff_acc", "participation_ratio",
-                                  "n_components_90")),
-    "heads": ("heads.parquet", ("step", "layer", "head", "attention")),
-    "concentration": ("head_concentration.parquet", ("step", "topk_share", "gini", "entropy", "top_heads")),
-    "ablation": ("ablation.parquet", ("step", "condition", "repeat", "heads", "accuracy", "delta_accuracy")),
-}
-
-
-EXPOSURE_COLUMNS = ("uid", "pair_id", "good_first_step", "good_total_count")
-
-
-@dataclass
-class ReportInputs:
-    """Everything the report reads from a study (None = absent)."""
-
-    study: Study
-    tables: dict[str, pd.DataFrame | None]
-    metadata: dict[str, dict[str, Any]]
-    exposure: pd.DataFrame | None = None
-    exposure_meta: dict[str, Any] = field(default_factory=dict)
-    phrases: pd.DataFrame | None = None
-    phrases_meta: dict[str, Any] = field(default_factory=dict)
-    scores_meta: dict[str, Any] = field(default_factory=dict)
-    scored_steps: list[int] = field(default_factory=list)
-    config_text: str = ""
-    manifest: dict[str, Any] = field(default_factory=dict)
-    run_info: dict[str, Any] = field(default_factory=dict)
-
-
-def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    import pandas as pd
-
-    try:
-        df = pd.read_parquet(path)
-    except Exception as e:  # noqa: BLE001 - any reader failure is a data problem of this file
-        raise DataError(f"{path}: cannot read Parquet table ({type(e).__name__}: {e})") from None
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DataError(
-            f"{path}: missing column(s) {missing}; expected at least {list(columns)} "
-            f"(docs/CONTRACTS.md); found {list(df.columns)}"
-        )
-    return df
-
-
-def _meta(path: Path) -> dict[str, Any]:
-    try:
-        return read_parquet_metadata(path)
-    except Exception:  # noqa: BLE001 - metadata is optional provenance
-        return {}
-
-
-def load_inputs(study: Study) -> ReportInputs:
-    """Read every table the report can use; raise MissingStageError if no analysis exists."""
-    tables: dict[str, pd.DataFrame | None] = {}
-    metadata: dict[str, dict[str, Any]] = {}
-    for name, (fname, cols) in ANALYSIS_TABLES.items():
-        path = study.analysis_dir / fname
-        tables[name] = _read_table(path, cols) if path.exists() else None
-        metadata[name] = _meta(path) if path.exists() else {}
-    if all(t is None for t in tables.values()):
-        raise MissingStageError(
-            "analysis tables (" + ", ".join(f for f, _ in ANALYSIS_TABLES.values()) + ")",
-            str(study.analysis_dir), f"grokscope analyse {study.root}",
-        )
-    inputs = ReportInputs(study=study, tables=tables, metadata=metadata)
-    if study.exposure_path.exists():
-        inputs.exposure = _read_table(study.exposure_path, EXPOSURE_COLUMNS)
-        inputs.exposure_meta = _meta(study.exposure_path)
-    if study.phrases_path.exists():
-        import pandas as pd
-
-        inputs.phrases = pd.read_parquet(study.phrases_path, columns=None)
-        inputs.phrases_meta = _meta(study.phrases_path)
-    inputs.scored_steps = study.scored_steps()
-    if inputs.scored_steps:
-        inputs.scores_meta = _meta(study.score_path(inputs.scored_steps[-1]))
-    if study.config_path.exists():
-        inputs.config_text = study.config_path.read_text(encoding="utf-8")
-    for attr, path in (("manifest", study.tokens_dir / "manifest.json"), ("run_info", study.run_dir / "run.json")):
-        if path.exists():
-            try:
-                setattr(inputs, attr, read_json(path))
-            except (OSError, json.JSONDecodeError):
-                pass
-    return inputs
-
-
-def _criterion_level(meta: dict[str, Any]) -> float | None:
-    """The absolute accuracy criterion recorded in timing.parquet's metadata, if any."""
-    crit = meta.get("criterion", meta)
-    if isinstance(crit, dict):
-        kind = crit.get("mode", crit.get("criterion", crit.get("kind", "level")))
-        level = crit.get("criterion_level", crit.get("level"))
-        if level is not None and kind in ("level", "both"):
-            try:
-                return float(level)
-            except (TypeError, ValueError):
-                return None
-    return None
-
-
-def _min_pairs(meta: dict[str, Any]) -> int:
-    """Pairs a split needs at a checkpoint for its accuracy to count (timing metadata; else 1)."""
-    crit = meta.get("criterion", meta)
-    try:
-        return max(1, int(crit.get("min_pairs", 1))) if isinstance(crit, dict) else 1
-    except (TypeError, ValueError):
-        return 1
-
-
-def _criterion_text(meta: dict[str, Any]) -> str:
-    crit = meta.get("criterion", meta)
-    if isinstance(crit, dict) and crit:
-        keep = {k: v for k, v in crit.items() if not isinstance(v, (dict, list)) or k == "criterion"}
-        return ", ".join(f"{k} = {v}" for k, v in sorted(keep.items()))
-    if isinstance(crit, str):
-        return crit
-    return ""
-
-
-def _pooled_timing(timing: pd.DataFrame | None, comparison: str = "proxy") -> Any:
-    if timing is None:
-        return None
-    sel = timing[(timing["level"] == "all") & (timing["comparison"] == comparison)]
-    return None if sel.empty else sel.iloc[0]
 
 
 def delay_display(timing: pd.DataFrame, tokens_per_step: float | None) -> pd.DataFrame:
@@ -218,8 +84,8 @@ def section_summary(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
     if timing is None:
         return Section("delays", "Delayed generalisation", missing_note("analysis/timing.parquet (fit and generalisation steps)", cmd), "timing")
     parts = []
-    pooled = _pooled_timing(timing)
-    crit = _criterion_text(inp.metadata.get("timing", {}))
+    pooled = pooled_timing(timing)
+    crit = criterion_text(inp.metadata.get("timing", {}))
     if pooled is not None:
         status = str(pooled["status"])
         if status == "delayed":
@@ -261,12 +127,12 @@ def section_summary(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
 
 
 def section_curves(inp: ReportInputs, w: _Writer, axis: Any, family: str) -> Section:
-    from grokscope.report import style as FS
     from grokscope.report import figures as F
+    from grokscope.report import style as FS
 
     curves = inp.tables["curves"]
     timing = inp.tables["timing"]
-    crit = _criterion_level(inp.metadata.get("timing", {}))
+    crit = criterion_level(inp.metadata.get("timing", {}))
     cmd = f"grokscope analyse {inp.study.root}"
     spec = {
         "proxy": ("split-curves", "Proxy-train vs proxy-val accuracy over checkpoints",
@@ -300,7 +166,7 @@ def section_curves(inp: ReportInputs, w: _Writer, axis: Any, family: str) -> Sec
     cap = caption
     if n_groups + 1 > FS.MAX_PANELS:
         cap += f" Only the first {FS.MAX_PANELS - 1} of {n_groups} phenomena are drawn; the CSV has all."
-    min_n = _min_pairs(inp.metadata.get("timing", {}) or inp.metadata.get("curves", {}))
+    min_n = min_pairs_of(inp.metadata.get("timing", {}) or inp.metadata.get("curves", {}))
     if min_n > 1:
         cap += f" Points where a split has fewer than {min_n} pairs are not drawn."
     fig = F.split_curves_figure(curves, timing, family, "phenomenon", crit, min_n=min_n)
@@ -362,24 +228,9 @@ def _phenomenon_of(inp: ReportInputs) -> Any:
     return pd.Series(exp["uid"].astype(str).to_numpy(), index=exp.index)
 
 
-def exposure_steps(inp: ReportInputs) -> list[int]:
-    """Checkpoint steps of exposure.parquet (metadata ``steps``, else ``good_count_{t}`` columns)."""
-    steps = inp.exposure_meta.get("steps")
-    if steps:
-        return sorted(int(s) for s in steps)
-    out = []
-    for c in inp.exposure.columns:
-        if c.startswith("good_count_"):
-            try:
-                out.append(int(c[len("good_count_"):]))
-            except ValueError:
-                continue
-    return sorted(out)
-
-
 def section_exposure(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
-    from grokscope.report import style as FS
     from grokscope.report import figures as F
+    from grokscope.report import style as FS
 
     title = "Exposure: when and how often critical phrases occur in the token stream"
     if inp.exposure is None:
@@ -415,210 +266,3 @@ def section_exposure(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
     return Section("exposure", title, "\n".join(parts))
 
 
-def _proxy_steps(timing: pd.DataFrame | None) -> tuple[float | None, float | None]:
-    row = _pooled_timing(timing)
-    if row is None:
-        return None, None
-    fit, gen = _num(row["fit_step"]), _num(row["gen_step"])
-    return (None if math.isnan(fit) else fit), (None if math.isnan(gen) else gen)
-
-
-def section_probes(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
-    import pandas as pd
-
-    from grokscope.report import model_figures as MF
-
-    probes = inp.tables["probes"]
-    title = "Concept vectors: probe accuracy and dimensionality per layer"
-    if probes is None or probes.empty:
-        return Section("probes", title, missing_note(
-            "analysis/probes.parquet", f"grokscope analyse {inp.study.root}",
-            "It needs hidden states captured while scoring (<code>[score] capture_hidden = true</code>)."), "probes")
-    fit, gen = _proxy_steps(inp.tables["timing"])
-    parts = [w.figure(
-        "probes", MF.probes_figure(probes, gen, fit, axis), "Probe accuracy and dimensionality of the concept vectors over checkpoints",
-        "Concept vector = hidden state of the good minus the bad sentence at the critical token. Top: how well a "
-        "cross-validated logistic-regression probe (band: ± sd over folds) and the mean-difference direction "
-        "separate good from bad, per layer (dark = embeddings, yellow = last layer). Bottom: how many dimensions "
-        "the concept vectors span (participation ratio; components for 90% of variance). Look at what changes "
-        "around the generalisation step (vermillion dotted line; shaded after): rising probe accuracy with "
-        "falling dimensionality means the contrast becomes a compact, linearly readable feature.",
-    )]
-    parts.append(w.table("probes", probes))
-    if "phase" in probes and (probes["phase"].astype(str) != "").any():
-        ph = probes[probes["phase"].astype(str).isin(["before", "after"])]
-        agg = (ph.groupby(["layer", "phase"])[["logreg_acc", "meandiff_acc", "participation_ratio", "n_components_90"]]
-               .mean().unstack("phase"))
-        rows = []
-        for layer in agg.index:
-            r = {"layer": int(layer)}
-            for col in ("logreg_acc", "participation_ratio", "n_components_90"):
-                for phase in ("before", "after"):
-                    v = agg.get((col, phase), pd.Series(dtype=float)).get(layer, math.nan)
-                    r[f"{col} {phase}"] = f"{v:.3f}" if col != "n_components_90" and not math.isnan(v) else (
-                        f"{v:.1f}" if not math.isnan(v) else "–")
-            rows.append(r)
-        table = pd.DataFrame(rows)
-        parts.append("<p class=\"note\">Mean over checkpoints before vs after the pooled proxy generalisation step:</p>")
-        parts.append(html_table(table, "small", status_col=None))
-        parts.append(w.table("probes_phase", table))
-    return Section("probes", title, "\n".join(parts))
-
-
-def section_heads(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
-    from grokscope.report import model_figures as MF
-
-    heads, conc = inp.tables["heads"], inp.tables["concentration"]
-    title = "Attention heads: critical→context attention over checkpoints"
-    cmd = f"grokscope analyse {inp.study.root}"
-    extra = "It needs attention captured while scoring (<code>[score] capture_attention = true</code>)."
-    if (heads is None or heads.empty) and (conc is None or conc.empty):
-        return Section("heads", title, missing_note("analysis/heads.parquet and head_concentration.parquet", cmd, extra), "heads")
-    fit, gen = _proxy_steps(inp.tables["timing"])
-    parts = []
-    missing = []
-    if heads is not None and not heads.empty:
-        steps = MF.select_steps(heads["step"].unique(), (fit, gen), k=6)
-        parts.append(w.figure(
-            "head_maps", MF.head_maps_figure(heads, steps, conc, axis),
-            "Layer × head attention from the critical token to the context token",
-            "Mean attention weight (good sentences) at selected checkpoints: the first, those nearest the fit and "
-            "generalisation steps, and the last, on one colour scale. Cyan boxes: the top-k heads of that "
-            "checkpoint (from head_concentration.parquet). A bright cell appearing around the generalisation step "
-            "is a head that starts to carry the dependency.",
-        ))
-        sel = heads[heads["step"].isin(steps)].sort_values(["step", "layer", "head"])
-        parts.append(w.table("head_maps", sel.reset_index(drop=True)))
-        parts.append(w.figure(
-            "head_trajectories", MF.head_trajectories_figure(heads, 32, gen),
-            "Per-head attention over all checkpoints",
-            "One row per head (the heads with the highest peak attention), one column per checkpoint: when each "
-            "head starts to attend from the critical to the context token.",
-        ))
-        parts.append(w.table("heads", heads))
-    else:
-        missing.append("heads")
-        parts.append(missing_note("analysis/heads.parquet", cmd, extra))
-    if conc is not None and not conc.empty:
-        last = conc.sort_values("step").iloc[-1]
-        parts.append(w.figure(
-            "head_concentration", MF.head_concentration_figure(conc, gen, fit, axis),
-            "How concentrated the attention is across heads",
-            "Share of the total critical→context attention carried by the top-k heads, Gini coefficient (1 = one "
-            "head carries all) and entropy (low = concentrated). Concentration that rises around the "
-            f"generalisation step points to a dedicated circuit. Top heads at the last checkpoint: "
-            f"<b>{_esc(last['top_heads'])}</b>.",
-        ))
-        parts.append(w.table("head_concentration", conc))
-    else:
-        missing.append("concentration")
-        parts.append(missing_note("analysis/head_concentration.parquet", cmd, extra))
-    return Section("heads", title, "\n".join(parts), ",".join(missing))
-
-
-def section_ablation(inp: ReportInputs, w: _Writer) -> Section:
-    from grokscope.report import model_figures as MF
-
-    abl = inp.tables["ablation"]
-    title = "Causal check: head ablation"
-    if abl is None or abl.empty:
-        return Section("ablation", title, missing_note(
-            "analysis/ablation.parquet", f"grokscope analyse {inp.study.root}",
-            "Ablation re-scores checkpoints, so the checkpoints must be on disk."), "ablation")
-    summ = MF.ablation_summary(abl)
-    parts = [w.figure(
-        "ablation", MF.ablation_figure(abl), "Accuracy change when heads are ablated, per checkpoint",
-        "Accuracy change when the top-k heads by critical→context attention are zeroed (black diamonds) vs "
-        "as many randomly chosen heads (grey, one point per repeat). If the top heads carry the dependency, "
-        "black sits clearly below the grey cloud.",
-    )]
-    disp = summ.assign(
-        top_delta=summ["top_delta"].map(lambda v: f"{v:+.3f}"),
-        top_accuracy=summ["top_accuracy"].map(lambda v: f"{v:.3f}"),
-        random_delta_mean=summ["random_delta_mean"].map(lambda v: f"{v:+.3f}"),
-        random_delta_sd=summ["random_delta_sd"].map(lambda v: "–" if math.isnan(v) else f"{v:.3f}"),
-        p_random_le_top=[("–" if math.isnan(p) else f"{round(p * n)}/{n}")
-                         for p, n in zip(summ["p_random_le_top"], summ["n_random"])],
-        p_value=summ["p_value"].map(fmt_p),
-    ).rename(columns={"top_delta": "Δ acc top-k", "top_accuracy": "acc top-k ablated",
-                      "random_delta_mean": "Δ acc random (mean)", "random_delta_sd": "sd",
-                      "n_random": "repeats", "p_random_le_top": "random repeats ≤ top", "p_value": "p", "top_heads": "top heads"})
-    parts.append(html_table(disp, "small", status_col=None))
-    parts.append(w.table("ablation_summary", summ))
-    parts.append(w.table("ablation", abl))
-    return Section("ablation", title, "\n".join(parts))
-
-
-def _compact_steps(steps: list[int]) -> str:
-    if len(steps) <= 12:
-        return ", ".join(str(s) for s in steps)
-    return ", ".join(str(s) for s in steps[:7]) + ", …, " + ", ".join(str(s) for s in steps[-3:])
-
-
-def provenance_rows(inp: ReportInputs, axis: Any) -> list[tuple[str, str]]:
-    """(field, value) pairs describing where the study's numbers come from."""
-    cfg: dict[str, Any] = {}
-    if inp.config_text:
-        try:
-            cfg = tomllib.loads(inp.config_text)
-        except tomllib.TOMLDecodeError:
-            cfg = {}
-    sm, em, pm, man = inp.scores_meta, inp.exposure_meta, inp.phrases_meta, inp.manifest
-    rows: list[tuple[str, str]] = [("study", str(inp.study.root))]
-    model = sm.get("checkpoint") or ""
-    arch = ", ".join(f"{k} {sm[k]}" for k in ("model_type", "n_layer", "n_head", "d_model") if sm.get(k) is not None)
-    if sm.get("revision"):
-        model += f" (revision {sm['revision']})"
-    if model or arch:
-        rows.append(("model", f"{model} — {arch}" if model and arch else model or arch))
-    elif inp.run_info:
-        rows.append(("model", "trained by grokscope: " + json.dumps(inp.run_info.get("train", inp.run_info))[:300]))
-    tok = man.get("tokenizer") or cfg.get("data", {}).get("tokenizer", "")
-    fp = sm.get("tokenizer_fingerprint") or em.get("tokenizer_fingerprint") or man.get("tokenizer_fingerprint") or ""
-    if tok or fp:
-        rows.append(("tokenizer", " ".join(x for x in (str(tok), f"(fingerprint {str(fp)[:16]})" if fp else "") if x)))
-    bench = pm.get("benchmark") or cfg.get("benchmark", {}).get("path", "")
-    if inp.phrases is not None:
-        ph = inp.phrases
-        n_sup = int(ph["supported"].astype(bool).sum()) if "supported" in ph else len(ph)
-        n_phen = ph["phenomenon"].nunique() if "phenomenon" in ph else 0
-        n_par = ph["uid"].nunique() if "uid" in ph else 0
-        bench = (f"{bench} — " if bench else "") + (f"{len(ph)} pairs ({n_sup} with a critical phrase), "
-                                                     f"{n_par} paradigms, {n_phen} phenomena")
-    bfp = pm.get("benchmark_fingerprint") or sm.get("benchmark_fingerprint") or em.get("benchmark_fingerprint")
-    if bench or bfp:
-        rows.append(("benchmark", f"{bench}" + (f" (fingerprint {str(bfp)[:16]})" if bfp else "")))
-    stream = em.get("tokens_path") or cfg.get("data", {}).get("tokens", "") or (str(inp.study.tokens_dir) if man else "")
-    detail = []
-    if man.get("n_tokens"):
-        detail.append(f"{fmt_tokens(man['n_tokens'])} tokens")
-    if man.get("n_documents"):
-        detail.append(f"{fmt_tokens(man['n_documents'])} documents")
-    if em.get("rows_per_step") and em.get("row_len"):
-        detail.append(f"{em['rows_per_step']} rows × {em['row_len']} tokens per step")
-    if axis.tokens_per_step:
-        detail.append(f"{axis.tokens_per_step:.0f} tokens per step")
-    if em.get("variants"):
-        detail.append("phrase variants: " + ", ".join(map(str, em["variants"])))
-    if stream or detail:
-        rows.append(("token stream", f"{stream}" + (" — " if stream and detail else "") + "; ".join(detail)))
-    curves = inp.tables.get("curves")
-    if curves is not None:
-        steps, what = sorted(int(s) for s in curves["step"].unique()), "analysed"
-    elif inp.scored_steps:
-        steps, what = inp.scored_steps, "scored"
-    else:
-        steps, what = (exposure_steps(inp) if inp.exposure is not None else []), "in exposure.parquet"
-    if steps:
-        last_tok = f" (last: {fmt_tokens(axis.tokens(steps[-1]))} tokens)" if axis.tokens_per_step else ""
-        scored = (f"; {len(inp.scored_steps)} score file(s) in scores/"
-                  if inp.scored_steps and what != "scored" and len(inp.scored_steps) != len(steps) else "")
-        rows.append(("checkpoints", f"{len(steps)} {what}: {_compact_steps(steps)}{last_tok}{scored}"))
-    scoring = ", ".join(f"{k} {sm[k]}" for k in ("convention", "reduction", "region", "dtype") if sm.get(k))
-    if scoring:
-        rows.append(("scoring", scoring))
-    crit = _criterion_text(inp.metadata.get("timing", {}))
-    if crit:
-        rows.append(("analysis criterion", crit))
-    rows.append(("generated", f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M UTC} by grokscope {__version__}"))
-    return rows

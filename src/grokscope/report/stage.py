@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from grokscope.core.errors import GrokscopeError
 from grokscope.core.stage import CommandLine, Flag, Stage
+from grokscope.core.store import Study, write_text
 from grokscope.report.format import (
     SUMMARY_COLUMNS,
     Section,
@@ -34,17 +35,9 @@ from grokscope.report.format import (
     render_page,
     summary_rows,
 )
-from grokscope.report.sections import (
-    load_inputs,
-    provenance_rows,
-    section_ablation,
-    section_curves,
-    section_exposure,
-    section_heads,
-    section_probes,
-    section_summary,
-)
-from grokscope.core.store import Study, write_text
+from grokscope.report.inputs import load_inputs, provenance_rows
+from grokscope.report.model_sections import section_ablation, section_heads, section_probes
+from grokscope.report.sections import section_curves, section_exposure, section_summary
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

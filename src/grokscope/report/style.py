@@ -17,7 +17,6 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
-
 # ---- colours and labels ------------------------------------------------------------------
 SEEN = "#0072B2"  # blue: proxy-train, fixed seen, matched train
 UNSEEN = "#D55E00"  # vermillion: proxy-val, never seen, matched val
@@ -150,7 +149,7 @@ def setup_step_axis(ax: plt.Axes, steps: np.ndarray, axis: StepAxis, label: bool
 def step_ticks(lo: float, hi: float) -> list[float]:
     """Tick positions for a symlog step axis: 0 (if in range) and the powers of ten up to
     ``hi``; 1 is dropped when there are more than three decades (it would crowd 0)."""
-    powers = [10.0**k for k in range(0, int(math.floor(math.log10(max(hi, 1.0)))) + 1)]
+    powers = [10.0**k for k in range(int(math.floor(math.log10(max(hi, 1.0)))) + 1)]
     if len(powers) > 3:
         powers = powers[1:]
     if len(powers) > 4:  # keep labels apart in a small panel: every other decade, ending at the top one
@@ -174,7 +173,7 @@ def hide_unused_axes(axes: np.ndarray, used: int) -> None:
 def ordered_groups(df: pd.DataFrame, level: str) -> list[tuple[str, str]]:
     """(level, group) panels: the pooled 'all' first, then the groups of ``level`` sorted."""
     out: list[tuple[str, str]] = []
-    if ((df["level"] == "all")).any():
+    if (df["level"] == "all").any():
         out.append(("all", "all"))
     if level != "all":
         groups = sorted(str(g) for g in df.loc[df["level"] == level, "group"].unique())
