@@ -28,39 +28,35 @@ from which fraction of the corpus (= of training, since ``prepare`` keeps docume
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import random
-import re
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from grokscope.core.errors import ConfigError
 from grokscope.core.settings import check_value, section_settings, setting
-
 from grokscope.data.grammar import (  # noqa: F401 - re-exported: the testbed's vocabulary
-    OBJECT_NOUNS,
-    FILLER_NOUNS,
-    PEOPLE,
-    INTRANSITIVE,
-    TRANSITIVE_PAST,
-    REFLEXIVE_PAST,
     ADJECTIVES,
+    DET_NEUTRAL,
+    DET_PL,
+    DET_SG,
+    FILLER_NOUNS,
+    INTRANSITIVE,
+    OBJECT_NOUNS,
+    PARADIGMS,
+    PEOPLE,
     PEOPLE_ADJECTIVES,
     PLACES,
     PREPOSITIONS,
-    DET_SG,
-    DET_PL,
-    DET_NEUTRAL,
     REFLEXIVE,
-    PARADIGMS,
+    REFLEXIVE_PAST,
+    TRANSITIVE_PAST,
 )
+from grokscope.data.minimal_pairs import Pair, generate_pairs, phrase_key, sentence_text, word_ngrams
 
-_WORD = re.compile(r"[A-Za-z]+")
 # default frequency with planting off: every phrase is planted, thinly, so that its first occurrence
 # falls anywhere in training and proxy-val (not seen yet) stays populated while the model learns
 FREQUENCY_WITHOUT_PLANTING = 3
@@ -100,27 +96,6 @@ class TestbedSettings:
             raise ConfigError(f"{where}: [testbed] key 'paradigms': expected some of {list(PARADIGMS)}")
         for info in section_settings(TestbedSettings, "testbed"):
             check_value(info, getattr(self, info.name), where)
-
-
-@dataclass
-class Pair:
-    uid: str
-    pair_id: int
-    good: str
-    bad: str
-    critical: tuple[int, int]  # char span in good
-    context: tuple[int, int]
-    phrase: str  # critical phrase in good (context .. critical)
-    bad_phrase: str
-    unit: str  # planting unit
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "sentence_good": self.good, "sentence_bad": self.bad, "UID": self.uid,
-            "linguistics_term": PARADIGMS[self.uid], "pairID": self.pair_id,
-            "critical": list(self.critical), "context": list(self.context),
-            "critical_phrase": self.phrase, "bad_critical_phrase": self.bad_phrase, "unit": self.unit,
-        }
 
 
 @dataclass
@@ -184,22 +159,6 @@ class Testbed:
 # --------------------------------------------------------------------------------------
 # Sentences
 # --------------------------------------------------------------------------------------
-def _sentence(words: Iterable[str]) -> str:
-    text = " ".join(words)
-    return text[0].upper() + text[1:] + "."
-
-
-def _ngrams(sentence: str, n_max: int) -> Iterable[tuple[str, ...]]:
-    words = [w.lower() for w in _WORD.findall(sentence)]
-    for n in range(2, n_max + 1):
-        for i in range(len(words) - n + 1):
-            yield tuple(words[i:i + n])
-
-
-def _phrase_key(phrase: str) -> tuple[str, ...]:
-    return tuple(w.lower() for w in _WORD.findall(phrase))
-
-
 class _Grammar:
     """Random sentences of the background grammar."""
 
@@ -245,32 +204,32 @@ class _Grammar:
             adjs = ADJECTIVES if pool is self.objects else PEOPLE_ADJECTIVES
             np_ = self._np(pool, plural, adjs)
             aux = r.choice(("are", "were") if plural else ("is", "was"))
-            return _sentence(np_ + [aux, r.choice(adjs)] + self._place(0.3))
+            return sentence_text(np_ + [aux, r.choice(adjs)] + self._place(0.3))
         if kind < 0.34:  # transitive: "the farmer carried my basket"
             subj, _ = self._person(r.random() < 0.5)
             obj = self._np(self.objects, plural)
-            return _sentence(subj + [r.choice(TRANSITIVE_PAST)] + obj + self._place())
+            return sentence_text(subj + [r.choice(TRANSITIVE_PAST)] + obj + self._place())
         if kind < 0.50:  # intransitive, agreeing: "the bakers sleep at night"
             subj, _ = self._person(plural)
             verb = r.choice(INTRANSITIVE)[1 if plural else 0]
-            return _sentence(subj + [verb] + self._place(0.5))
+            return sentence_text(subj + [verb] + self._place(0.5))
         if kind < 0.60:  # agreement across a prepositional phrase
             subj, _ = self._person(plural)
             other_plural = r.random() < 0.5
             attractor = self._np(self.objects, other_plural) if r.random() < 0.5 else self._person(other_plural)[0]
             verb = r.choice(INTRANSITIVE)[1 if plural else 0]
-            return _sentence(subj + [r.choice(PREPOSITIONS)] + attractor + [verb] + self._place(0.3))
+            return sentence_text(subj + [r.choice(PREPOSITIONS)] + attractor + [verb] + self._place(0.3))
         if kind < 0.70:  # reflexive: "the queens blamed themselves"
             subj, person = self._person(plural)
             if not plural and not person[2]:
                 subj, person = self._person(True)
                 plural = True
             refl = REFLEXIVE["pl" if plural else person[2]]
-            return _sentence(subj + [r.choice(REFLEXIVE_PAST), refl] + self._place(0.3))
+            return sentence_text(subj + [r.choice(REFLEXIVE_PAST), refl] + self._place(0.3))
         if kind < 0.78:  # possession with an agreeing auxiliary: "the monks have two kettles"
             subj, _ = self._person(plural)
             aux = "have" if plural else "has"
-            return _sentence(subj + [aux] + self._np(self.objects, r.random() < 0.5))
+            return sentence_text(subj + [aux] + self._np(self.objects, r.random() < 0.5))
         if kind < 0.86:  # existential: "there are many lanterns in the kitchen"
             np_ = self._np(list(FILLER_NOUNS) if self.neutral else self.objects, plural)
             if plural and np_[0] in ("the", "my", "his", "her", "our", "their"):
@@ -279,130 +238,16 @@ class _Grammar:
                 np_[0] = "a"
                 if np_[1][0] in "aeiou":
                     np_[0] = "an"
-            return _sentence(["there", "are" if plural else "is"] + np_ + self._place(0.6))
+            return sentence_text(["there", "are" if plural else "is"] + np_ + self._place(0.6))
         if kind < 0.93 and self.filler:  # demonstratives with filler nouns: "the clerk sold these bottles"
             subj, _ = self._person(r.random() < 0.5)
             sg, pl = r.choice(FILLER_NOUNS)
-            return _sentence(subj + [r.choice(TRANSITIVE_PAST), "these" if plural else "this", pl if plural else sg]
+            return sentence_text(subj + [r.choice(TRANSITIVE_PAST), "these" if plural else "this", pl if plural else sg]
                              + self._place())
         # object as subject of a passive-like frame: "my kettle was lifted near the river"
         np_ = self._np(self.objects, plural)
         aux = "were" if plural else "was"
-        return _sentence(np_ + [aux, r.choice(("moved", "cleaned", "opened", "sold", "found", "fixed"))] + self._place(0.5))
-
-
-# --------------------------------------------------------------------------------------
-# Pairs
-# --------------------------------------------------------------------------------------
-def _span(text: str, word: str, start: int = 0) -> tuple[int, int]:
-    m = re.compile(rf"(?<![A-Za-z]){re.escape(word)}(?![A-Za-z])").search(text, start)
-    assert m is not None, (text, word)
-    return m.start(), m.end()
-
-
-def _make_pair(uid: str, good_words: list[str], bad_words: list[str], ctx_index: int, crit_index: int) -> tuple[str, str, tuple[int, int], tuple[int, int], str, str]:
-    good, bad = _sentence(good_words), _sentence(bad_words)
-    # character offsets of each word in good / bad
-    def offsets(words: list[str]) -> list[tuple[int, int]]:
-        out, pos = [], 0
-        for w in words:
-            out.append((pos, pos + len(w)))
-            pos += len(w) + 1
-        return out
-    go, bo = offsets(good_words), offsets(bad_words)
-    lo, hi = min(ctx_index, crit_index), max(ctx_index, crit_index)
-    phrase = good[go[lo][0]:go[hi][1]]
-    bad_phrase = bad[bo[lo][0]:bo[hi][1]]
-    return good, bad, go[crit_index], go[ctx_index], phrase, bad_phrase
-
-
-def _subject_np(rng: random.Random, person: tuple[str, str, str], plural: bool) -> list[str]:
-    return ["the", person[1] if plural else person[0]]
-
-
-def generate_pairs(settings: TestbedSettings, rng: random.Random) -> tuple[list[Pair], list[tuple[str, str]]]:
-    """The benchmark pairs (each paradigm's pairs, with no phrase of one pair inside another's)."""
-    det_nouns = list(OBJECT_NOUNS[: settings.n_nouns])
-    pairs: list[Pair] = []
-    keys: dict[tuple[str, ...], str] = {}  # phrase key (good or bad) -> the good phrase it belongs to
-    n_max = 8
-
-    def conflicts(phrase: str, bad_phrase: str) -> bool:
-        pk, bk = _phrase_key(phrase), _phrase_key(bad_phrase)
-        # the new good phrase must not contain a different known phrase ...
-        for g in _ngrams(phrase, n_max):
-            if g in keys and keys[g] != phrase:
-                return True
-        # ... and no known good phrase may contain the new good or bad phrase
-        for known in set(keys.values()):
-            if known == phrase:
-                continue
-            grams = set(_ngrams(known, n_max))
-            if pk in grams or bk in grams:
-                return True
-        return False
-
-    def add(uid: str, gw: list[str], bw: list[str], ci: int, ki: int, unit: str | None = None) -> bool:
-        good, bad, crit, ctx, phrase, bad_phrase = _make_pair(uid, gw, bw, ci, ki)
-        if conflicts(phrase, bad_phrase):
-            return False
-        keys[_phrase_key(phrase)] = phrase
-        keys[_phrase_key(bad_phrase)] = phrase
-        pid = sum(1 for p in pairs if p.uid == uid)
-        pairs.append(Pair(uid, pid, good, bad, crit, ctx, phrase, bad_phrase, unit or f"{uid}:{phrase.lower()}"))
-        return True
-
-    if "det_noun_agreement" in settings.paradigms:
-        for sg, pl in det_nouns:
-            verbs = rng.sample(TRANSITIVE_PAST, settings.frames_per_noun * 2)
-            for k in range(settings.frames_per_noun * 2):
-                plural = k % 2 == 1
-                person = rng.choice(PEOPLE)
-                subj = _subject_np(rng, person, rng.random() < 0.5)
-                det = "these" if plural else "this"
-                gw = subj + [verbs[k], det, pl if plural else sg]
-                bw = subj + [verbs[k], det, sg if plural else pl]
-                add("det_noun_agreement", gw, bw, len(gw) - 2, len(gw) - 1, unit=f"det_noun_agreement:{sg}")
-    n = settings.pairs_per_paradigm
-    attempts = 0
-    if "subject_verb_agreement" in settings.paradigms:
-        while sum(p.uid == "subject_verb_agreement" for p in pairs) < n and attempts < 100 * n:
-            attempts += 1
-            person, verb, plural = rng.choice(PEOPLE), rng.choice(INTRANSITIVE), rng.random() < 0.5
-            subj = _subject_np(rng, person, plural)
-            place = rng.choice(PLACES).split()
-            gw = subj + [verb[1 if plural else 0]] + place
-            bw = subj + [verb[0 if plural else 1]] + place
-            add("subject_verb_agreement", gw, bw, 1, 2)
-    attempts = 0
-    if "distractor_agreement" in settings.paradigms:
-        while sum(p.uid == "distractor_agreement" for p in pairs) < n and attempts < 100 * n:
-            attempts += 1
-            head, other = rng.sample(PEOPLE, 2)
-            verb, plural = rng.choice(INTRANSITIVE), rng.random() < 0.5
-            subj = _subject_np(rng, head, plural) + [rng.choice(PREPOSITIONS), "the", other[0] if plural else other[1]]
-            gw = subj + [verb[1 if plural else 0]]
-            bw = subj + [verb[0 if plural else 1]]
-            add("distractor_agreement", gw, bw, 1, len(gw) - 1)
-    attempts = 0
-    if "anaphor_agreement" in settings.paradigms:
-        gendered = [p for p in PEOPLE if p[2]]
-        while sum(p.uid == "anaphor_agreement" for p in pairs) < n and attempts < 100 * n:
-            attempts += 1
-            person, verb, plural = rng.choice(gendered), rng.choice(REFLEXIVE_PAST), rng.random() < 0.5
-            subj = _subject_np(rng, person, plural)
-            good_refl = REFLEXIVE["pl" if plural else person[2]]
-            bad_refl = REFLEXIVE[person[2]] if plural else REFLEXIVE["pl"]
-            gw = subj + [verb, good_refl]
-            bw = subj + [verb, bad_refl]
-            add("anaphor_agreement", gw, bw, 1, 3)
-    for uid in settings.paradigms:
-        if uid != "det_noun_agreement" and sum(p.uid == uid for p in pairs) < n:
-            raise ConfigError(
-                f"[testbed]: could only make {sum(p.uid == uid for p in pairs)} distinct pairs for {uid} "
-                f"(asked for pairs_per_paradigm = {n}); lower it"
-            )
-    return pairs, det_nouns
+        return sentence_text(np_ + [aux, r.choice(("moved", "cleaned", "opened", "sold", "found", "fixed"))] + self._place(0.5))
 
 
 def _units(pairs: list[Pair], settings: TestbedSettings, rng: random.Random) -> list[Unit]:
@@ -437,10 +282,10 @@ def _planting_frame(rng: random.Random, phrase: str, uid: str) -> str:
     if uid == "det_noun_agreement":
         person = rng.choice(PEOPLE)
         subj = ["the", person[1] if rng.random() < 0.5 else person[0]]
-        return _sentence(subj + [rng.choice(TRANSITIVE_PAST)] + phrase.split() + [w for w in _maybe_place(rng)])
+        return sentence_text(subj + [rng.choice(TRANSITIVE_PAST)] + phrase.split() + [w for w in _maybe_place(rng)])
     det = rng.choice(["the", "my", "our", "their"])
     tail = _maybe_place(rng) if uid != "distractor_agreement" or rng.random() < 0.5 else []
-    return _sentence([det] + phrase.split() + tail)
+    return sentence_text([det] + phrase.split() + tail)
 
 
 def _maybe_place(rng: random.Random) -> list[str]:
@@ -457,8 +302,8 @@ def generate(settings: TestbedSettings) -> Testbed:
     # every benchmark phrase, good and bad: background text never contains any of them
     forbidden: set[tuple[str, ...]] = set()
     for p in pairs:
-        forbidden.add(_phrase_key(p.phrase))
-        forbidden.add(_phrase_key(p.bad_phrase))
+        forbidden.add(phrase_key(p.phrase))
+        forbidden.add(phrase_key(p.bad_phrase))
     n_max = max(len(k) for k in forbidden) if forbidden else 2
 
     grammar = _Grammar(rng, det_nouns, settings.filler_demonstratives, settings.number_cues)
@@ -470,7 +315,7 @@ def generate(settings: TestbedSettings) -> Testbed:
         sentences: list[str] = []
         while len(sentences) < n_sent:
             s = grammar.sentence()
-            if any(g in forbidden for g in _ngrams(s, n_max)):
+            if any(g in forbidden for g in word_ngrams(s, n_max)):
                 continue
             sentences.append(s)
         documents.append(sentences)
@@ -484,11 +329,11 @@ def generate(settings: TestbedSettings) -> Testbed:
             continue
         lo = int(unit.start * n_docs)
         for phrase in unit.phrases:
-            own = _phrase_key(phrase)
+            own = phrase_key(phrase)
             placed = 0
             while placed < settings.frequency:
                 s = _planting_frame(rng, phrase, uid_of_unit[unit.name])
-                grams = list(_ngrams(s, n_max))
+                grams = list(word_ngrams(s, n_max))
                 if sum(g == own for g in grams) != 1 or any(g in forbidden and g != own for g in grams):
                     continue
                 doc = rng.randrange(lo, n_docs)

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from grokscope.core.errors import DataError, GrokscopeError
 from grokscope.core.config import CONVENTIONS
+from grokscope.core.errors import DataError, GrokscopeError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

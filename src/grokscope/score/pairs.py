@@ -9,9 +9,9 @@ throughout.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
-import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +20,7 @@ import numpy as np
 from grokscope.core.config import ScoringSettings
 from grokscope.core.errors import DataError, GrokscopeError
 from grokscope.core.settings import check_value, section_settings
+from grokscope.score.collect import BatchOutput, PairAccumulator, batch_targets
 from grokscope.score.encoding import EncodedSentence, PackedRow, encode_pairs, pack_rows, with_phrases
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -108,7 +109,6 @@ def score_pairs(
     a previous :func:`encode_pairs` (same tokenizer and convention); ``hidden_out`` is an
     array (e.g. a memmap) of the right shape to fill instead of allocating one.
     """
-    import pandas as pd
     import torch
 
     options = options or ScoreOptions()
@@ -122,66 +122,47 @@ def score_pairs(
     _check_ids_and_lengths(encoded, pairs, geometry)
 
     n = len(pairs)
-    capture_hidden = options.capture_hidden
-    capture_attention = options.capture_attention
-    hidden_row = _hidden_rows(encoded, options) if capture_hidden else np.full(n, -1, dtype=np.int32)
-    n_captured = int((hidden_row >= 0).sum())
-    hidden = None
-    if capture_hidden:
-        shape = (n_captured, 2, geometry.n_layer + 1, geometry.d_model)
-        if hidden_out is not None:
-            if tuple(hidden_out.shape) != shape:
-                raise GrokscopeError(f"score: hidden_out has shape {hidden_out.shape}, expected {shape}")
-            hidden = hidden_out
-        else:
-            hidden = np.zeros(shape, dtype=np.float16)
-    attention = None
-    if capture_attention:
-        attention = np.full((n, 2, geometry.n_layer, geometry.n_head), np.nan, dtype=np.float16)
-
+    hidden_row = _hidden_rows(encoded, options) if options.capture_hidden else np.full(n, -1, dtype=np.int32)
+    acc = PairAccumulator.allocate(n, hidden_row, geometry, options, hidden_out)
     sentences = [enc for pair in encoded for enc in pair]  # sentence 2*i + side
     per_row = max(1, min(options.sentences_per_row, 2 * options.batch_size))
     rows = pack_rows(sentences, per_row, options.pack_prefix)
     rows.sort(key=lambda r: -len(r.ids))  # longest first (an out-of-memory shows at once), similar lengths together
-    rows_per_batch = max(1, round(2 * options.batch_size / per_row))
-    sums = np.zeros((n, 2), dtype=np.float64)
-    counts = np.zeros((n, 2), dtype=np.int64)
-    crit = np.full((n, 2), np.nan, dtype=np.float64)
-    phrase_lps: list[list[np.ndarray]] = [[np.empty(0, np.float32), np.empty(0, np.float32)] for _ in range(n)]
     stats = ScoreStats(n_pairs=n)
-
     device = next(model.parameters()).device
-    previous_attn = _attention_for_run(model, rows, device, capture_attention)
+    previous_attn = _attention_for_run(model, rows, device, options.capture_attention)
     bar = _progress(n, options)
-    done_sentences = 0
     t0 = time.perf_counter()
     try:
         with torch.inference_mode():
-            for start in range(0, len(rows), rows_per_batch):
-                batch = rows[start : start + rows_per_batch]
-                flat_rows, targets, owner = _batch_targets(batch, sentences)
-                want_hidden = capture_hidden and any(hidden_row[s // 2] >= 0 for r in batch for s in r.sentences)
-                out = _forward_batch(model, batch, device, geometry, want_hidden=want_hidden,
-                                     want_attention=capture_attention, flat_rows=flat_rows, targets=targets)
-                stats.tokens_computed += out.n_tokens
-                stats.logit_rows += out.logit_rows
-                _collect_logprobs(out.logprobs, owner, sentences, sums, counts, crit, phrase_lps)
-                if out.hidden is not None and hidden is not None:
-                    _collect_hidden(out, batch, sentences, hidden_row, hidden)
-                if out.attention is not None and attention is not None:
-                    _collect_attention(out, batch, sentences, attention)
-                done_sentences += sum(len(r.sentences) for r in batch)
-                if bar is not None:
-                    bar.update(done_sentences // 2 - bar.n)
+            _run_batches(model, rows, sentences, max(1, round(2 * options.batch_size / per_row)), device, geometry,
+                         options, acc, stats, bar)
     finally:
         if bar is not None:
             bar.close()
         if previous_attn is not None:
             _set_attention_impl(model, previous_attn)
     stats.seconds = time.perf_counter() - t0
+    return ScoreResult(table=acc.table(pairs, encoded, options), hidden=acc.hidden, attention=acc.attention,
+                       stats=stats)
 
-    table = _result_table(pairs, encoded, sums, counts, crit, phrase_lps, hidden_row, options, pd)
-    return ScoreResult(table=table, hidden=hidden, attention=attention, stats=stats)
+
+def _run_batches(model: Any, rows: list[PackedRow], sentences: list[EncodedSentence], rows_per_batch: int,
+                 device: Any, geometry: ModelGeometry, options: ScoreOptions, acc: PairAccumulator,
+                 stats: ScoreStats, bar: Any) -> None:
+    """Forward every batch of rows and collect what it gives into ``acc``."""
+    done_sentences = 0
+    for start in range(0, len(rows), rows_per_batch):
+        batch = rows[start : start + rows_per_batch]
+        flat_rows, targets, owner = batch_targets(batch, sentences)
+        out = _forward_batch(model, batch, device, geometry, want_hidden=acc.wants_hidden(batch),
+                             want_attention=options.capture_attention, flat_rows=flat_rows, targets=targets)
+        stats.tokens_computed += out.n_tokens
+        stats.logit_rows += out.logit_rows
+        acc.add(out, owner, batch, sentences)
+        done_sentences += sum(len(r.sentences) for r in batch)
+        if bar is not None:
+            bar.update(done_sentences // 2 - bar.n)
 
 
 @dataclass
@@ -286,38 +267,9 @@ def _progress(n: int, options: ScoreOptions) -> Any:
     return tqdm(total=n, desc=options.desc, unit="pair", dynamic_ncols=True, leave=False, file=sys.stderr)
 
 
-@dataclass
-class _BatchOutput:
-    logprobs: np.ndarray  # [n_targets] float64: log p(target | row)
-    n_tokens: int  # positions run through the transformer body
-    logit_rows: int  # positions run through the output projection
-    hidden: Any = None  # tuple of [batch, T, d_model] tensors
-    attention: Any = None  # tuple of [batch, n_head, T, T] tensors
-
-
-def _batch_targets(batch: list[PackedRow], sentences: list[EncodedSentence]
-                   ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
-    """For every scored token of every sentence in the batch: the flat node (``k*T + node``)
-    whose output predicts it, and its id; plus ``(sentence, n_tokens)`` in the same order."""
-    width = max(len(r.ids) for r in batch)
-    flat_rows, targets, owner = [], [], []
-    for k, row in enumerate(batch):
-        for s, path in zip(row.sentences, row.paths):
-            enc = sentences[s]
-            m = len(enc.ids) - 1
-            if m <= 0:
-                continue
-            flat_rows.append(k * width + path[:m])  # position j-1 predicts token j
-            targets.append(np.asarray(enc.ids[1:], dtype=np.int64))
-            owner.append((s, m))
-    if not flat_rows:
-        return np.empty(0, np.int64), np.empty(0, np.int64), owner
-    return np.concatenate(flat_rows), np.concatenate(targets), owner
-
-
 def _forward_batch(model: Any, rows: list[PackedRow], device: Any, geometry: ModelGeometry,
                    want_hidden: bool, want_attention: bool, flat_rows: np.ndarray,
-                   targets: np.ndarray) -> _BatchOutput:
+                   targets: np.ndarray) -> BatchOutput:
     import torch
 
     batch = len(rows)
@@ -352,7 +304,7 @@ def _forward_batch(model: Any, rows: list[PackedRow], device: Any, geometry: Mod
         out = model(**kwargs)
         logits = out.logits.reshape(batch * width, -1)[needed_t]  # [n_needed, vocab]
         lp = _chunked_logprobs(lambda a, b: logits[a:b].float(), len(needed), target_row, targets, device)
-    return _BatchOutput(
+    return BatchOutput(
         logprobs=lp, n_tokens=int(sum(len(r.ids) for r in rows)), logit_rows=int(len(needed)),
         hidden=out.hidden_states if want_hidden else None,
         attention=out.attentions if want_attention else None,
@@ -445,83 +397,3 @@ def _logsumexp_inplace(x: torch.Tensor) -> torch.Tensor:
     return x.sum(dim=-1).log_() + m[:, 0]
 
 
-def _collect_logprobs(lp: np.ndarray, owner: list[tuple[int, int]], sentences: list[EncodedSentence],
-                      sums: np.ndarray, counts: np.ndarray, crit: np.ndarray,
-                      phrase_lps: list[list[np.ndarray]]) -> None:
-    at = 0
-    for s, m in owner:
-        token_lp = lp[at : at + m]  # log p(token j | < j) for j = 1..m
-        at += m
-        i, side = divmod(s, 2)
-        enc = sentences[s]
-        sums[i, side] = token_lp.sum()
-        counts[i, side] = m
-        if enc.phrase_tokens:
-            sel = token_lp[np.asarray(enc.phrase_tokens) - 1]
-            crit[i, side] = sel.sum()
-            phrase_lps[i][side] = sel.astype(np.float32)
-
-
-def _collect_hidden(out: _BatchOutput, batch: list[PackedRow], sentences: list[EncodedSentence],
-                    hidden_row: np.ndarray, hidden: np.ndarray) -> None:
-    import torch
-
-    picks = [(k, s, path) for k, row in enumerate(batch) for s, path in zip(row.sentences, row.paths)
-             if hidden_row[s // 2] >= 0]
-    if not picks:
-        return
-    stacked = torch.stack(out.hidden, dim=0)  # [n_layer+1, batch, T, d_model]
-    b_idx = torch.tensor([k for k, _, _ in picks])
-    t_idx = torch.tensor([int(path[sentences[s].critical_token]) for _, s, path in picks])
-    vecs = stacked[:, b_idx, t_idx, :].float().cpu().numpy().transpose(1, 0, 2)  # [picks, n_layer+1, d_model]
-    for (_, s, _), v in zip(picks, vecs):
-        hidden[hidden_row[s // 2], s % 2] = v.astype(np.float16)
-
-
-def _collect_attention(out: _BatchOutput, batch: list[PackedRow], sentences: list[EncodedSentence],
-                       attention: np.ndarray) -> None:
-    import torch
-
-    picks = [(k, s, path) for k, row in enumerate(batch) for s, path in zip(row.sentences, row.paths)
-             if sentences[s].attn_query >= 0]
-    if not picks:
-        return
-    stacked = torch.stack(out.attention, dim=0)  # [n_layer, batch, n_head, T, T]
-    width = stacked.shape[-1]
-    b_idx = torch.tensor([k for k, _, _ in picks])
-    q_idx = torch.tensor([int(path[sentences[s].attn_query]) for _, s, path in picks])
-    key_mask = torch.zeros(len(picks), width, dtype=torch.float32)  # [picks, T]: nodes of the earlier word
-    for p, (_, s, path) in enumerate(picks):
-        key_mask[p, path[sentences[s].attn_keys]] = 1.0
-    weights = stacked[:, b_idx, :, q_idx, :].float().cpu()  # [picks, n_layer, n_head, T]
-    summed = (weights * key_mask[:, None, None, :]).sum(-1).numpy()  # [picks, n_layer, n_head]
-    for (_, s, _), a in zip(picks, summed):
-        attention[s // 2, s % 2] = a.astype(np.float16)
-
-
-def _result_table(pairs: pd.DataFrame, encoded: list[tuple[EncodedSentence, EncodedSentence]], sums: np.ndarray,
-                  counts: np.ndarray, crit: np.ndarray, phrase_lps: list[list[np.ndarray]],
-                  hidden_row: np.ndarray, options: ScoreOptions, pd: Any) -> pd.DataFrame:
-    if options.region == "sentence":
-        value, ntok = sums.copy(), counts.copy()
-    else:
-        value = crit.copy()  # NaN where the pair has no critical phrase
-        ntok = np.array([[len(g.phrase_tokens), len(b.phrase_tokens)] for g, b in encoded], dtype=np.int64).reshape(-1, 2)
-    if options.reduction == "mean":
-        with np.errstate(invalid="ignore", divide="ignore"):
-            value = np.where(ntok > 0, value / np.maximum(ntok, 1), np.nan)
-    correct = value[:, 0] > value[:, 1]  # NaN compares False
-    return pd.DataFrame({
-        "uid": pairs["uid"].to_numpy(),
-        "pair_id": pairs["pair_id"].to_numpy(),
-        "good_logprob": value[:, 0].astype(np.float64),
-        "bad_logprob": value[:, 1].astype(np.float64),
-        "good_ntokens": ntok[:, 0].astype(np.int64),
-        "bad_ntokens": ntok[:, 1].astype(np.int64),
-        "correct": correct,
-        "good_critical_logprob": crit[:, 0],
-        "bad_critical_logprob": crit[:, 1],
-        "good_phrase_token_logprobs": [p[0] for p in phrase_lps],
-        "bad_phrase_token_logprobs": [p[1] for p in phrase_lps],
-        "hidden_row": hidden_row.astype(np.int32),
-    })

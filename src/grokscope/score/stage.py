@@ -29,18 +29,17 @@ from grokscope.core.checkpoints import (
 from grokscope.core.devices import resolve_device
 from grokscope.core.errors import DataError, GrokscopeError, MissingStageError
 from grokscope.core.stage import CommandLine, Flag, Stage
+from grokscope.score.encoding import (
+    EncodedSentence,
+    encode_pairs,
+    with_phrases,
+)
 from grokscope.score.pairs import (
     ScoreOptions,
     _hidden_rows,
     model_geometry,
     score_pairs,
 )
-from grokscope.score.encoding import (
-    EncodedSentence,
-    encode_pairs,
-    with_phrases,
-)
-
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import random
 import shutil
@@ -36,7 +35,7 @@ from grokscope.core import store
 from grokscope.core.checkpoints import quiet_transformers_progress
 from grokscope.core.config import TrainSection
 from grokscope.core.devices import resolve_device
-from grokscope.core.errors import ConfigError, DataError, MissingStageError
+from grokscope.core.errors import ConfigError, DataError
 from grokscope.core.store import step_name
 from grokscope.train.recipe import (
     batch_tensors,
@@ -50,14 +49,16 @@ from grokscope.train.recipe import (
     padded_vocab_size,
     seed_everything,
 )
-
+from grokscope.train.run_inputs import (
+    identity_differences,
+    load_run_tokenizer,
+    open_training_stream,
+    run_identity,
+    stream_fingerprint,
+)
 
 CHECKPOINT_JSON = "grokscope_checkpoint.json"
 STATE_FILE = "state.pt"
-# [train] keys that do not change the weights a run produces: a resume may change them.
-RESUMABLE_KEYS = frozenset({"enabled", "threads", "state_every", "state_seconds"})
-# stream fields recorded in run.json but not compared on resume (a study directory may move).
-_STREAM_INFO_ONLY = frozenset({"path"})
 LOG_EVERY = 10  # steps between loss read-backs (a device sync on GPU) and progress-bar updates
 
 
@@ -90,80 +91,6 @@ class TrainResult:
     n_params: int = 0
     device: str = "cpu"
     mfu: float | None = None
-
-
-@dataclass
-class _Stream:
-    """What the trainer needs from a token stream (grokscope.stream.readers.TokenStream) plus its path."""
-
-    stream: Any
-    path: Path
-    format: str
-
-
-# ---------------------------------------------------------------------------------------------
-# inputs: stream, tokenizer, run identity
-# ---------------------------------------------------------------------------------------------
-def open_training_stream(path: Path, fmt: str, rows_per_step: int, eos_id: int | None) -> _Stream:
-    from grokscope.stream.readers import open_stream
-
-    if not path.exists() and not Path(str(path) + ".bin").exists():
-        raise MissingStageError("token stream", str(path), "grokscope prepare")
-    stream = open_stream(path, format=fmt, rows_per_step=rows_per_step, eos_id=eos_id)
-    return _Stream(stream=stream, path=path, format=fmt)
-
-
-def load_run_tokenizer(s: _Stream, spec: str) -> Any | None:
-    """The tokenizer saved into every checkpoint: ``spec`` if given, else the tokenizer directory
-    recorded with the stream (a prepared stream's ``tokens/tokenizer/``), else None (checkpoints
-    then hold only the model)."""
-    from grokscope.core.tokenizer import load_tokenizer
-
-    if spec:
-        return load_tokenizer(spec)
-    recorded = getattr(s.stream, "tokenizer_dir", None)
-    if recorded is not None and Path(recorded).is_dir():
-        return load_tokenizer(recorded)
-    prepared = s.path / "tokenizer"
-    if s.path.is_dir() and prepared.is_dir():
-        return load_tokenizer(prepared)
-    return None
-
-
-def stream_fingerprint(s: _Stream) -> dict[str, Any]:
-    """Identity of the stream a run trains on: shape, ids, and a hash of its first and last rows."""
-    stream = s.stream
-    h = hashlib.sha256()
-    n = stream.n_rows
-    for start, stop in ((0, min(n, 64)), (max(0, n - 64), n)):
-        h.update(stream.rows(start, stop).astype("<u4").tobytes())
-    return {
-        "path": str(s.path.resolve()),
-        "n_rows": int(n),
-        "row_len": int(stream.row_len),
-        "eos_id": None if stream.eos_id is None else int(stream.eos_id),
-        "vocab_size": None if stream.vocab_size is None else int(stream.vocab_size),
-        "tokenizer": stream.tokenizer,
-        "rows_sha256": h.hexdigest(),
-    }
-
-
-def run_identity(cfg: TrainSection, device: str, fingerprint: dict[str, Any], model_info: dict[str, Any]) -> dict[str, Any]:
-    train = dataclasses.asdict(cfg)
-    train["device"] = device
-    return {"train": train, "stream": fingerprint, "model": model_info}
-
-
-def identity_differences(saved: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """``section.key: run has X, now Y`` for every key that would change the weights."""
-    diffs = []
-    for section, skip in (("train", RESUMABLE_KEYS), ("stream", _STREAM_INFO_ONLY), ("model", frozenset())):
-        old, cur = saved.get(section, {}), new.get(section, {})
-        for key in sorted(set(old) | set(cur)):
-            if key in skip or old.get(key) == cur.get(key):
-                continue
-            diffs.append(f"{section}.{key}: run has {old.get(key)!r}, now {cur.get(key)!r}")
-    return diffs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,6 +328,45 @@ class Trainer:
             self._build()
             return self._loop()
 
+    def _train_step(self, s: int, stream: Any, autocast: Any) -> tuple[Any, float]:
+        """One optimizer step on rows ``[s·B, (s+1)·B)``; the loss (on the device) and the lr used."""
+        import torch
+
+        B = self.B
+        rows = stream.rows(s * B, (s + 1) * B)  # [B, row_len] in training order
+        if int(rows.max()) >= self.vocab:
+            raise DataError(
+                f"{self.tokens_path}: rows {s * B}..{(s + 1) * B - 1} hold token id {int(rows.max())}, "
+                f"outside the model's vocabulary of {self.vocab}; the stream and tokenizer do not match"
+            )
+        inputs, targets = batch_tensors(rows, self.device)  # [B, seq_len] each
+        lr = self.optimizer.param_groups[0]["lr"]
+        with autocast:
+            loss = lm_loss(self.model, inputs, targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach(), lr
+
+    def _record(self, pending: list[tuple[int, Any, float]], history: list[LossRow], result: TrainResult,
+                interval: tuple[float, float], tokens_per_step: int, bar: Any) -> None:
+        """Read the pending losses back (one device sync) into ``history`` and the interval's time into ``result``."""
+        import torch
+
+        losses = torch.stack([p[1] for p in pending]).float().cpu().tolist()
+        dt = time.perf_counter() - interval[0]
+        rate = len(pending) * tokens_per_step / dt if dt > 0 else float("nan")
+        history.extend(LossRow(st, lo, lr_, st * self.B * self.row_len, rate)
+                       for (st, _, lr_), lo in zip(pending, losses))
+        result.steps_run += len(pending)
+        result.train_seconds += dt
+        result.train_cpu_seconds += time.process_time() - interval[1]
+        pending.clear()
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{rate:,.0f}", refresh=False)
+
     def _loop(self) -> TrainResult:
         import torch
         from tqdm.auto import tqdm
@@ -429,42 +395,18 @@ class Trainer:
         bar = tqdm(total=cfg.max_steps, initial=start, unit="step", disable=not self.progress,
                    dynamic_ncols=True, desc="train", file=sys.stderr, mininterval=1.0)
         last_state_time = time.monotonic()
-        interval_start, interval_cpu = time.perf_counter(), time.process_time()
+        interval = (time.perf_counter(), time.process_time())  # wall and CPU clock at the interval's start
         try:
             for s in range(start, cfg.max_steps):
-                rows = stream.rows(s * B, (s + 1) * B)  # [B, row_len] in training order
-                if int(rows.max()) >= self.vocab:
-                    raise DataError(
-                        f"{self.tokens_path}: rows {s * B}..{(s + 1) * B - 1} hold token id {int(rows.max())}, "
-                        f"outside the model's vocabulary of {self.vocab}; the stream and tokenizer do not match"
-                    )
-                inputs, targets = batch_tensors(rows, self.device)  # [B, seq_len] each
-                lr = self.optimizer.param_groups[0]["lr"]
-                with autocast:
-                    loss = lm_loss(self.model, inputs, targets)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
-                self.optimizer.step()
-                self.scheduler.step()
+                loss, lr = self._train_step(s, stream, autocast)
                 step = s + 1
-                pending.append((step, loss.detach(), lr))
+                pending.append((step, loss, lr))
                 bar.update(1)
                 due_ckpt = step in ckpt_steps
                 due_state = (step % cfg.state_every == 0 or step == cfg.max_steps or due_ckpt
                              or (cfg.state_seconds > 0 and time.monotonic() - last_state_time >= cfg.state_seconds))
                 if due_state or step % LOG_EVERY == 0:
-                    losses = torch.stack([p[1] for p in pending]).float().cpu().tolist()  # one device sync
-                    dt = time.perf_counter() - interval_start
-                    rate = len(pending) * tokens_per_step / dt if dt > 0 else float("nan")
-                    history.extend(LossRow(st, lo, lr_, st * B * self.row_len, rate)
-                                   for (st, _, lr_), lo in zip(pending, losses))
-                    result.steps_run += len(pending)
-                    result.train_seconds += dt
-                    result.train_cpu_seconds += time.process_time() - interval_cpu
-                    pending.clear()
-                    bar.set_postfix(loss=f"{losses[-1]:.3f}", tok_s=f"{rate:,.0f}", refresh=False)
+                    self._record(pending, history, result, interval, tokens_per_step, bar)
                     if due_state:
                         t0 = time.perf_counter()
                         self._write_loss(history)  # loss first: a kill between the two loses nothing
@@ -473,7 +415,7 @@ class Trainer:
                         self._save_state(step)
                         last_state_time = time.monotonic()
                         result.save_seconds += time.perf_counter() - t0
-                    interval_start, interval_cpu = time.perf_counter(), time.process_time()
+                    interval = (time.perf_counter(), time.process_time())
         finally:
             bar.close()
         result.final_step = cfg.max_steps
