@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from grokscope.core.config import AnalyseSection
 from grokscope.analyse.simulate import SimPhenomenon, simulate_study
+from grokscope.core.config import AnalyseSection
 from grokscope.core.store import Study
 
 REPO = Path(__file__).resolve().parents[1]

@@ -57,7 +57,7 @@ def rss_anon_kb() -> int:
 class PeakAnon:
     """Peak anonymous RSS growth (MB) while the block runs."""
 
-    def __enter__(self) -> "PeakAnon":
+    def __enter__(self) -> PeakAnon:
         self.base = rss_anon_kb()
         self.peak = self.base
         self._stop = threading.Event()
@@ -88,9 +88,9 @@ def cpu_seconds() -> float:
 def prepare_inputs(args: argparse.Namespace, work: Path) -> dict:
     import pandas as pd
 
+    from grokscope.core.tokenizer import load_tokenizer
     from grokscope.exposure.search import tokenize_phrases
     from grokscope.exposure.words import word_tables
-    from grokscope.core.tokenizer import load_tokenizer
     from grokscope.stream.readers import open_stream
 
     stream = open_stream(args.tokens)
@@ -246,8 +246,8 @@ def worker_numpy(args, work: Path) -> dict:
 def worker_dask(args, work: Path) -> dict:
     from dask.distributed import Client, LocalCluster
 
-    from grokscope.exposure.shards import StreamSpec, search_stream
     from grokscope.exposure.engine import build_index_arrays
+    from grokscope.exposure.shards import StreamSpec, search_stream
     from grokscope.stream.readers import open_stream
 
     stream = open_stream(args.tokens)

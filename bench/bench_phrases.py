@@ -17,8 +17,8 @@ import re
 import time
 from pathlib import Path
 
-from grokscope.phrases import stage as phrases
 from grokscope.data.benchmark import load_pairs
+from grokscope.phrases import stage as phrases
 
 WORD = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]")
 

@@ -99,7 +99,7 @@ def main() -> None:
               "--no-progress"]
 
     _, floor_rss, _, _ = child_peak_rss_mib([sys.executable, "-c", (
-        "from grokscope.core.tokenizer import load_tokenizer; load_tokenizer(%r)" % args.tokenizer)])
+        f"from grokscope.core.tokenizer import load_tokenizer; load_tokenizer({args.tokenizer!r})")])
     _, _, ref_out, _ = child_peak_rss_mib([sys.executable, __file__, "--reference-only", "--corpus", *args.corpus,
                                            "--tokenizer", args.tokenizer, "--batch-chars", str(args.batch_chars)])
     ref = json.loads(ref_out.strip().splitlines()[-1])

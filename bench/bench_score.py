@@ -62,7 +62,7 @@ class Launched:
     def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
         self.cmd = cmd
         self.t0 = time.perf_counter()
-        self.log = tempfile.TemporaryFile(mode="w+")
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - read and closed by wait()
         self.p = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT, text=True)
 
     def wait(self) -> Timed:
@@ -177,7 +177,7 @@ def lm_eval_job(venv: Path, model: Path, pairs: Path, batch_size: int) -> tuple[
         samples = sorted(out.rglob("samples_blimp_local_*.jsonl"))
         if not samples:
             raise RuntimeError(f"lm-eval wrote no samples under {out}")
-        docs = [json.loads(line) for line in open(samples[-1], encoding="utf-8")]
+        docs = [json.loads(line) for line in Path(samples[-1]).read_text(encoding="utf-8").splitlines()]
         docs.sort(key=lambda d: d["doc_id"])
         return np.array([[r[0][0] if isinstance(r[0], list) else r[0] for r in d["resps"]] for d in docs],
                         dtype=np.float64)  # lm-eval logs the numbers as strings
@@ -223,8 +223,8 @@ def achieved_gflops(model_dir: Path, pairs_path: Path, batch_size: int) -> dict[
     import torch
     from transformers import AutoModelForCausalLM
 
-    from grokscope.score.stage import ScoreOptions, load_benchmark, score_pairs
     from grokscope.core.tokenizer import load_tokenizer
+    from grokscope.score.stage import ScoreOptions, load_benchmark, score_pairs
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     tok = load_tokenizer(model_dir)
@@ -370,7 +370,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     WORK.mkdir(parents=True, exist_ok=True)
     pairs = write_pairs(args.pairs)
-    n_pairs = sum(1 for _ in open(pairs))
+    n_pairs = len(Path(pairs).read_text(encoding="utf-8").splitlines())
     print(f"CPU cores {os.cpu_count()}, load average {load_average()} (shared machine: ratios are measured "
           "in the same run; absolute times are noisy)")
     shapes = [s for s in args.models.split(",") if s]

@@ -153,8 +153,8 @@ def test_ablation_scorer_uses_the_studys_scoring(convention, gpt2_tokenizer_dir)
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from grokscope.score.stage import ScoreOptions, score_pairs
     from grokscope.core.tokenizer import load_tokenizer
+    from grokscope.score.stage import ScoreOptions, score_pairs
 
     tok = load_tokenizer(gpt2_tokenizer_dir)
     torch.manual_seed(0)

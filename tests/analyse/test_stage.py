@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from grokscope.core import store
+from grokscope.analyse.simulate import SimPhenomenon, simulate_study
 from grokscope.analyse.stage import analyse_study, load_inputs
 from grokscope.cli import main
+from grokscope.core import store
 from grokscope.core.config import AnalyseSection
 from grokscope.core.errors import DataError, MissingStageError
-from grokscope.analyse.simulate import SimPhenomenon, simulate_study
 
 FAST = dict(n_boot=200, n_perm=300, probe_pairs=300, probe_folds=3, ablation=False)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from grokscope.data.benchmark import benchmark_fingerprint, load_pairs
 from grokscope.core.errors import DataError, GrokscopeError
+from grokscope.data.benchmark import benchmark_fingerprint, load_pairs
 
 
 def _write_jsonl(path: Path, rows: list) -> Path:

@@ -9,10 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from grokscope.data.testbed import (
-    DET_PL, DET_SG, OBJECT_NOUNS, PARADIGMS, TestbedSettings, generate, settings_from_dict, write_testbed,
-)
 from grokscope.core.errors import ConfigError
+from grokscope.data.testbed import (
+    DET_PL,
+    DET_SG,
+    OBJECT_NOUNS,
+    PARADIGMS,
+    TestbedSettings,
+    generate,
+    settings_from_dict,
+    write_testbed,
+)
 
 SMALL = dict(n_documents=300, n_nouns=8, frames_per_noun=1, pairs_per_paradigm=16, frequency=5, planted_fraction=0.5)
 
@@ -111,9 +118,9 @@ def test_pairs_are_minimal_pairs_with_spans(written) -> None:
 
 def test_distractor_pairs_have_an_attractor_of_the_other_number(written) -> None:
     _, _, pairs, _ = written
-    people_pl = {p for p in ("kings queens uncles aunts nephews nieces monks nuns princes princesses dukes "
+    people_pl = set(("kings queens uncles aunts nephews nieces monks nuns princes princesses dukes "
                              "duchesses grooms brides waiters waitresses farmers sailors bakers pilots doctors "
-                             "painters students tailors dancers hunters miners clerks").split()}
+                             "painters students tailors dancers hunters miners clerks").split())
     for p in pairs:
         if p["UID"] != "distractor_agreement":
             continue

@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grokscope import cli
-from grokscope.phrases import words as phrase_words
-from grokscope.phrases import stage as phrases
 from grokscope.core import store
 from grokscope.data.benchmark import load_pairs
 from grokscope.data.lexicon import Lexicon
+from grokscope.phrases import stage as phrases
+from grokscope.phrases import words as phrase_words
 from grokscope.phrases.rules import RULES, Rule
 
 HANDCHECKED = Path(__file__).parents[1] / "fixtures" / "phrases_handchecked.jsonl"

@@ -15,10 +15,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from grokscope import cli  # noqa: E402
-from grokscope.score.stage import ScoreOptions, encode_pairs, score_pairs  # noqa: E402
-from grokscope.score.encoding import pack_rows  # noqa: E402
 from grokscope.core.store import Study, read_parquet_metadata  # noqa: E402
 from grokscope.core.tokenizer import load_tokenizer  # noqa: E402
+from grokscope.score.encoding import pack_rows  # noqa: E402
+from grokscope.score.stage import ScoreOptions, encode_pairs, score_pairs  # noqa: E402
 
 PARADIGMS = ("determiner_noun_agreement_1", "anaphor_gender_agreement", "regular_plural_subject_verb_agreement_1")
 PAIRS_PER_PARADIGM = 12

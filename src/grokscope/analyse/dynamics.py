@@ -227,7 +227,8 @@ class DynamicsResult:
 TIMING_INT_COLUMNS = ("fit_step", "gen_step", "fit_tokens", "gen_tokens", "delay_steps", "delay_tokens")
 
 
-def analyse_dynamics(table: PairTable, opts: DynamicsOptions, levels: tuple[str, ...] = ("all", "phenomenon", "paradigm"),
+def analyse_dynamics(table: PairTable, opts: DynamicsOptions,
+                     levels: tuple[str, ...] = ("all", "phenomenon", "paradigm"),
                      progress: bool = False) -> DynamicsResult:
     """Curves (every split) and timing (every comparison) for every level and group.
 
@@ -341,16 +342,16 @@ def timing_row(level: str, group: str, comp: str, acc_tr: np.ndarray, acc_va: np
     too_few = n_tr.max(initial=0) < crit.min_pairs or n_va.max(initial=0) < crit.min_pairs
     stat, p_lead, p_val = (np.nan, np.nan, np.nan) if too_few else lead
     alpha = 1.0 - opts.ci
-    delay = int(steps[gen] - steps[fit]) if fit >= 0 and gen >= 0 else None
+    delay: int | None = int(steps[gen] - steps[fit]) if fit >= 0 and gen >= 0 else None
     if too_few:
         status = "too few pairs"
     elif fit < 0 and gen >= 0:
         status = "val leads"
     elif fit < 0 or gen < 0:
         status = "not reached"
-    elif delay > 0 and p_lead < alpha and ci_lo > 0:
+    elif delay is not None and delay > 0 and p_lead < alpha and ci_lo > 0:
         status = "delayed"
-    elif delay < 0 and p_val < alpha and ci_hi < 0:
+    elif delay is not None and delay < 0 and p_val < alpha and ci_hi < 0:
         status = "val leads"
     else:
         status = "no delay"

@@ -68,7 +68,7 @@ def top_heads(head_values: np.ndarray, k: int) -> list[Head]:
 
 
 def format_heads(heads: Sequence[Head]) -> str:
-    return ",".join(f"L{l}H{h}" for l, h in heads)
+    return ",".join(f"L{layer}H{h}" for layer, h in heads)
 
 
 def parse_heads(text: str) -> list[Head]:
@@ -159,7 +159,8 @@ def ablate_heads(model: Any, heads: Sequence[Head]) -> Iterator[None]:
 def random_head_sets(n_layer: int, n_head: int, k: int, exclude: Sequence[Head], repeats: int,
                      rng: np.random.Generator) -> list[list[Head]]:
     """``repeats`` sets of k distinct heads drawn uniformly from the heads not in ``exclude``."""
-    pool = [(l, h) for l in range(n_layer) for h in range(n_head) if (l, h) not in set(exclude)]
+    excluded = set(exclude)
+    pool = [(layer, h) for layer in range(n_layer) for h in range(n_head) if (layer, h) not in excluded]
     k = min(k, len(pool))
     return [[pool[i] for i in sorted(rng.choice(len(pool), k, replace=False))] for _ in range(repeats)]
 

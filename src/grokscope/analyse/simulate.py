@@ -116,7 +116,8 @@ def simulate_study(
     pairs = _pairs_frame(uid, pair_id, [phenomena[p].name for p in ph_of_pair], words[word_of_pair])
     bench_fp = hashlib.sha256(pd.util.hash_pandas_object(pairs[["uid", "pair_id", "good", "bad"]],
                                                          index=False).values.tobytes()).hexdigest()[:16]
-    store.write_parquet(study.phrases_path, pairs, metadata={"benchmark": "simulated", "benchmark_fingerprint": bench_fp})
+    store.write_parquet(study.phrases_path, pairs,
+                        metadata={"benchmark": "simulated", "benchmark_fingerprint": bench_fp})
     _write_exposure(study, pairs, first_step, counts, steps, rows_per_step, row_len, tokenizer_fingerprint, bench_fp)
     if write_tokens:
         _write_tokens(study, words, word_count, row_len, rng)
@@ -127,7 +128,8 @@ def simulate_study(
     for ph in phenomena:
         gen = ph.fit_step + ph.delay
         truth.append({"phenomenon": ph.name, "fit_step": ph.fit_step, "gen_step": gen, "delay": ph.delay,
-                      "fit_index": int(np.searchsorted(steps, ph.fit_step)), "gen_index": int(np.searchsorted(steps, gen))})
+                      "fit_index": int(np.searchsorted(steps, ph.fit_step)),
+                      "gen_index": int(np.searchsorted(steps, gen))})
     return SimulatedStudy(study, steps, pd.DataFrame(truth))
 
 

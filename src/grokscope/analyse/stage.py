@@ -78,12 +78,14 @@ def load_inputs(study: Study) -> StudyInputs:
     steps = study.scored_steps()
     if not steps:
         raise MissingStageError("checkpoint scores (scores/step_*.parquet)", str(study.scores_dir),
-                                f"grokscope score --checkpoints CHECKPOINTS --out {root}  (or: grokscope run STUDY.toml)")
+                                f"grokscope score --checkpoints CHECKPOINTS --out {root}  "
+                                "(or: grokscope run STUDY.toml)")
     phrases = pd.read_parquet(study.phrases_path)
     exposure = pd.read_parquet(study.exposure_path)
     p_meta = store.read_parquet_metadata(study.phrases_path)
     e_meta = store.read_parquet_metadata(study.exposure_path)
-    _check_columns(phrases, ("uid", "pair_id", "phenomenon", "critical_phrase", "critical_word", "supported"), study.phrases_path)
+    _check_columns(phrases, ("uid", "pair_id", "phenomenon", "critical_phrase", "critical_word", "supported"),
+                   study.phrases_path)
     _check_columns(exposure, ("uid", "pair_id", "supported", "good_first_step"), study.exposure_path)
     _check_alignment(phrases, exposure, study.exposure_path, study.phrases_path)
 
@@ -103,7 +105,8 @@ def load_inputs(study: Study) -> StudyInputs:
             tok = s * int(e_meta.get("rows_per_step", 0)) * int(e_meta.get("row_len", 0))
         tokens.append(int(tok))
     return StudyInputs(phrases, exposure, np.array(steps, np.int64), np.array(tokens, np.int64), correct,
-                       hidden_rows, metas, [study.phrases_path, study.exposure_path] + [study.score_path(s) for s in steps])
+                       hidden_rows, metas,
+                       [study.phrases_path, study.exposure_path] + [study.score_path(s) for s in steps])
 
 
 def _check_columns(df: pd.DataFrame, cols: tuple[str, ...], path: Path) -> None:
@@ -137,7 +140,9 @@ def _check_fingerprints(study: Study, steps: list[int], metas: list[dict[str, An
             raise DataError(f"{study.scores_dir}: checkpoints were scored with different {what} ({parts}); "
                             f"refusing to mix them -- re-score every checkpoint with the same {what[:-1]}")
         (value,) = values
-        refs = [("exposure.parquet", e_meta)] + ([("phrases.parquet", p_meta)] if key == "benchmark_fingerprint" else [])
+        refs = [(study.exposure_path.name, e_meta)]
+        if key == "benchmark_fingerprint":
+            refs.append((study.phrases_path.name, p_meta))
         for name, meta in refs:
             other = meta.get(key)
             if other and value and other != value:  # "" or None = not recorded
@@ -264,7 +269,7 @@ def _analyse_study(study: Study, a: AnalyseSection, force: bool, progress: bool)
             notes.append("probes: no hidden states captured (score with capture_hidden = true)")
     if a.heads:
         heads_df, conc = head_tables(study, inputs, keep, a.top_k_heads, progress)
-        if heads_df is not None:
+        if heads_df is not None and conc is not None:
             store.write_parquet(out / "heads.parquet", heads_df, metadata={"top_k": a.top_k_heads})
             store.write_parquet(out / "head_concentration.parquet", conc, metadata={"top_k": a.top_k_heads})
             first, last = conc.iloc[0], conc.iloc[-1]
@@ -358,7 +363,8 @@ def run_ablation(study: Study, inputs: StudyInputs, keep: np.ndarray, conc: pd.D
 
     step = int(inputs.steps[-1]) if a.ablation_step < 0 else a.ablation_step
     if step not in set(inputs.steps.tolist()):
-        raise DataError(f"[analyse] ablation_step = {step} is not a scored step (scored: {inputs.steps.tolist()[:8]} …)")
+        raise DataError(f"[analyse] ablation_step = {step} is not a scored step "
+                        f"(scored: {inputs.steps.tolist()[:8]} …)")
     j = int(np.searchsorted(inputs.steps, step))
     ckpt = inputs.score_meta[j].get("checkpoint") or ""
     if not ckpt or not Path(ckpt).is_dir():
@@ -384,7 +390,8 @@ def run_ablation(study: Study, inputs: StudyInputs, keep: np.ndarray, conc: pd.D
                         metadata={"step": step, "n_pairs": int(subset.size), "checkpoint": ckpt})
     top_row = table[table["condition"] == "top"].iloc[0]
     rnd = table.loc[table["condition"] == "random", "delta_accuracy"]
-    return (f"ablation at step {step}: top heads {top_row['heads']} change accuracy by {top_row['delta_accuracy']:+.3f}; "
+    return (f"ablation at step {step}: top heads {top_row['heads']} change accuracy by "
+            f"{top_row['delta_accuracy']:+.3f}; "
             f"random heads {rnd.mean():+.3f} on average (p = {hd.ablation_p_value(table):.3f})")
 
 
@@ -410,7 +417,8 @@ def probe_summary(probes: pd.DataFrame) -> str:
 def summary_table(timing: pd.DataFrame, max_rows: int = 40) -> str:
     """Terminal summary: one line per level all/phenomenon group and comparison."""
     sub = timing[timing["level"].isin(["all", "phenomenon"])]
-    header = f"{'group':<28} {'comparison':<9} {'fit':>8} {'gen':>8} {'delay':>8} {'delay CI':>19} {'p_lead':>7}  status"
+    header = (f"{'group':<28} {'comparison':<9} {'fit':>8} {'gen':>8} {'delay':>8} {'delay CI':>19} "
+              f"{'p_lead':>7}  status")
     lines = [header, "-" * len(header)]
 
     def fmt(v: Any) -> str:
@@ -427,7 +435,8 @@ def summary_table(timing: pd.DataFrame, max_rows: int = 40) -> str:
     for _, r in sub.head(max_rows).iterrows():
         p = "—" if pd.isna(r["p_lead"]) else f"{r['p_lead']:.3f}"
         lines.append(f"{str(r['group'])[:28]:<28} {r['comparison']:<9} {fmt(r['fit_step']):>8} {fmt(r['gen_step']):>8} "
-                     f"{fmt(r['delay_steps']):>8} {fci(r['delay_ci_low'], r['delay_ci_high']):>19} {p:>7}  {r['status']}")
+                     f"{fmt(r['delay_steps']):>8} {fci(r['delay_ci_low'], r['delay_ci_high']):>19} {p:>7}  "
+                     f"{r['status']}")
     if len(sub) > max_rows:
         lines.append(f"… {len(sub) - max_rows} more rows in analysis/timing.parquet")
     return "\n".join(lines)

@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -140,34 +140,35 @@ def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+class At:
+    """A path below a layout's ``root``, declared once: ``phrases_path = At("phrases.parquet")``."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> At: ...
+    @overload
+    def __get__(self, obj: Any, owner: type) -> Path: ...
+
+    def __get__(self, obj: Any, owner: type) -> Any:
+        return self if obj is None else obj.root.joinpath(*self.parts)
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """Paths of one training run directory (``STUDY/run/``, see :mod:`grokscope.train.trainer`)."""
 
     root: Path
 
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.root / "checkpoints"
+    checkpoints_dir = At("checkpoints")  # step_XXXXXXXX/: Hugging Face model dirs
+    state_dir = At("state")  # resume state: state.pt (model, optimizer, scheduler, RNG), state.json
+    state_json = At("state", "state.json")
+    loss_path = At("loss.parquet")
+    run_json = At("run.json")  # train config + stream fingerprint (a resume must match it)
 
     def checkpoint_dir(self, step: int) -> Path:
         return self.checkpoints_dir / step_name(step)
-
-    @property
-    def state_dir(self) -> Path:
-        return self.root / "state"
-
-    @property
-    def state_json(self) -> Path:
-        return self.state_dir / "state.json"
-
-    @property
-    def loss_path(self) -> Path:
-        return self.root / "loss.parquet"
-
-    @property
-    def run_json(self) -> Path:
-        return self.root / "run.json"
 
 
 TESTBED_FILES = ("corpus.jsonl", "pairs.jsonl", "ground_truth.json")
@@ -196,19 +197,17 @@ class Study:
         return cls(cfg.study_dir, cfg.testbed_dir if cfg.testbed.out else None)
 
     # ---- paths -------------------------------------------------------------------------
-    @property
-    def config_path(self) -> Path:
-        return self.root / "study.toml"
-
-    @property
-    def pipeline_state_path(self) -> Path:
-        """What ``grokscope run`` records of the stages it finished."""
-        return self.root / "pipeline.json"
-
-    @property
-    def reset_dir(self) -> Path:
-        """Where ``grokscope run --reset`` moves outputs aside."""
-        return self.root / "reset"
+    config_path = At("study.toml")  # the config the study was run with
+    pipeline_state_path = At("pipeline.json")  # what `grokscope run` records of the stages it finished
+    reset_dir = At("reset")  # where `grokscope run --reset` moves outputs aside
+    tokens_dir = At("tokens")
+    run_dir = At("run")
+    phrases_path = At("phrases.parquet")
+    exposure_path = At("exposure.parquet")
+    scores_dir = At("scores")
+    analysis_dir = At("analysis")
+    report_dir = At("report")
+    report_path = At("report", "index.html")
 
     @property
     def testbed_dir(self) -> Path:
@@ -219,14 +218,6 @@ class Study:
         return self.testbed_dir / name
 
     @property
-    def tokens_dir(self) -> Path:
-        return self.root / "tokens"
-
-    @property
-    def run_dir(self) -> Path:
-        return self.root / "run"
-
-    @property
     def run(self) -> RunLayout:
         return RunLayout(self.run_dir)
 
@@ -234,18 +225,6 @@ class Study:
     def checkpoints_dir(self) -> Path:
         """``run/checkpoints/step_XXXXXXXX/``: the training run's Hugging Face checkpoint directories."""
         return self.run.checkpoints_dir
-
-    @property
-    def phrases_path(self) -> Path:
-        return self.root / "phrases.parquet"
-
-    @property
-    def exposure_path(self) -> Path:
-        return self.root / "exposure.parquet"
-
-    @property
-    def scores_dir(self) -> Path:
-        return self.root / "scores"
 
     def score_path(self, step: int) -> Path:
         return self.scores_dir / f"{step_name(step)}.parquet"
@@ -255,18 +234,6 @@ class Study:
 
     def attention_path(self, step: int) -> Path:
         return self.scores_dir / f"{step_name(step)}.attention.npy"
-
-    @property
-    def analysis_dir(self) -> Path:
-        return self.root / "analysis"
-
-    @property
-    def report_dir(self) -> Path:
-        return self.root / "report"
-
-    @property
-    def report_path(self) -> Path:
-        return self.report_dir / "index.html"
 
     # ---- what is there -----------------------------------------------------------------
     def has_testbed(self) -> bool:

@@ -207,7 +207,8 @@ def _normalise(raw: Any, src: Source, default_uid: str) -> dict[str, Any]:
         if not isinstance(value, str) or not value.strip():
             raise _Invalid(f"{src}: '{name}' must be a non-empty string, got {value!r}")
     if good == bad:
-        raise _Invalid(f"{src}: good and bad sentences are identical ({good!r}); a minimal pair must differ (use --skip-invalid to skip such pairs)")
+        raise _Invalid(f"{src}: good and bad sentences are identical ({good!r}); a minimal pair must differ "
+                       "(use --skip-invalid to skip such pairs)")
     uid = _pick(raw, "uid")
     uid = str(uid) if uid is not None else default_uid
     pid = _pick(raw, "pair_id")

@@ -101,8 +101,7 @@ def iter_documents(source: str, text_field: str = "text") -> Iterator[Document]:
 def _lines(path: str) -> Iterator[tuple[int, str]]:
     try:
         with _open_text(path) as f:
-            for lineno, line in enumerate(f, start=1):
-                yield lineno, line
+            yield from enumerate(f, start=1)
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start} of a line)") from None
     except (gzip.BadGzipFile, EOFError, OSError) as e:
@@ -118,7 +117,8 @@ def _iter_jsonl(path: str, text_field: str) -> Iterator[Document]:
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(obj, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object with a '{text_field}' field, got {type(obj).__name__}")
+            raise DataError(f"{path}:{lineno}: expected a JSON object with a '{text_field}' field, "
+                            f"got {type(obj).__name__}")
         if text_field not in obj:
             keys = ", ".join(sorted(obj)[:10]) or "none"
             raise DataError(f"{path}:{lineno}: document has no '{text_field}' field (keys: {keys}); "

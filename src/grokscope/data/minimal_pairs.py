@@ -71,7 +71,8 @@ def _span(text: str, word: str, start: int = 0) -> tuple[int, int]:
     return m.start(), m.end()
 
 
-def _make_pair(uid: str, good_words: list[str], bad_words: list[str], ctx_index: int, crit_index: int) -> tuple[str, str, tuple[int, int], tuple[int, int], str, str]:
+def _make_pair(uid: str, good_words: list[str], bad_words: list[str], ctx_index: int, crit_index: int,
+               ) -> tuple[str, str, tuple[int, int], tuple[int, int], str, str]:
     good, bad = sentence_text(good_words), sentence_text(bad_words)
     # character offsets of each word in good / bad
     def offsets(words: list[str]) -> list[tuple[int, int]]:

@@ -128,7 +128,8 @@ class Testbed:
                 "planted": u.planted, "count": self.phrase_counts.get(p.phrase, 0),
                 "start_fraction": u.start if u.planted else None,
                 "first_document": self.phrase_first_doc.get(p.phrase),
-                "first_fraction": (self.phrase_first_doc[p.phrase] / n_docs) if p.phrase in self.phrase_first_doc else None,
+                "first_fraction": (self.phrase_first_doc[p.phrase] / n_docs)
+                if p.phrase in self.phrase_first_doc else None,
             })
         return {
             "settings": dataclasses.asdict(self.settings),
@@ -168,7 +169,8 @@ class _Grammar:
         self.filler = filler
         self.neutral = set() if cues else {sg for sg, _ in det_nouns}
 
-    def _np(self, pool: list[tuple[str, str]] | tuple, plural: bool, adj_pool: tuple[str, ...] = ADJECTIVES) -> list[str]:
+    def _np(self, pool: list[tuple[str, str]] | tuple, plural: bool,
+            adj_pool: tuple[str, ...] = ADJECTIVES) -> list[str]:
         r = self.rng
         sg, pl = r.choice(pool)[:2]
         det = r.choice(DET_NEUTRAL if sg in self.neutral else DET_PL if plural else DET_SG)
@@ -247,7 +249,8 @@ class _Grammar:
         # object as subject of a passive-like frame: "my kettle was lifted near the river"
         np_ = self._np(self.objects, plural)
         aux = "were" if plural else "was"
-        return sentence_text(np_ + [aux, r.choice(("moved", "cleaned", "opened", "sold", "found", "fixed"))] + self._place(0.5))
+        verb = r.choice(("moved", "cleaned", "opened", "sold", "found", "fixed"))
+        return sentence_text(np_ + [aux, verb] + self._place(0.5))
 
 
 def _units(pairs: list[Pair], settings: TestbedSettings, rng: random.Random) -> list[Unit]:
@@ -282,7 +285,7 @@ def _planting_frame(rng: random.Random, phrase: str, uid: str) -> str:
     if uid == "det_noun_agreement":
         person = rng.choice(PEOPLE)
         subj = ["the", person[1] if rng.random() < 0.5 else person[0]]
-        return sentence_text(subj + [rng.choice(TRANSITIVE_PAST)] + phrase.split() + [w for w in _maybe_place(rng)])
+        return sentence_text(subj + [rng.choice(TRANSITIVE_PAST)] + phrase.split() + list(_maybe_place(rng)))
     det = rng.choice(["the", "my", "our", "their"])
     tail = _maybe_place(rng) if uid != "distractor_agreement" or rng.random() < 0.5 else []
     return sentence_text([det] + phrase.split() + tail)

@@ -170,12 +170,7 @@ class PhraseSearch:
         window(t) = rows ``[0, t·B)``, B = the stream's rows per step). ``parts_dir``/``parts_key``:
         keep finished shards there so a killed search resumes."""
         opened = stream.open()
-        rows_per_step = opened.rows_per_step
-        if not rows_per_step:
-            raise ConfigError(
-                f"{stream.path}: the token stream does not record rows per step; give --rows-per-step "
-                "(the training batch size in rows; Pythia: 1024)"
-            )
+        rows_per_step = stream.rows_per_step_of(opened)
         steps = sorted({int(s) for s in steps})
         edges = window_edges(steps, rows_per_step, opened.n_rows, stream.path)
         result = search_stream(stream, self.index, opened.n_rows, edges, workers=workers, scheduler=scheduler,

@@ -49,6 +49,15 @@ class StreamSpec:
     row_len: int | None = None
     eos_id: int | None = None
 
+    def rows_per_step_of(self, opened: Any) -> int:
+        """The schedule of the opened stream: rows per optimizer step, which exposure needs."""
+        if not opened.rows_per_step:
+            raise ConfigError(
+                f"{self.path}: the token stream does not record rows per step; give --rows-per-step "
+                "(the training batch size in rows; Pythia: 1024)"
+            )
+        return int(opened.rows_per_step)
+
     def open(self) -> Any:
         from grokscope.stream.readers import open_stream
 

@@ -137,12 +137,7 @@ def compute_exposure(phrases_path: Path, spec: StreamSpec, steps: Sequence[int],
         raise ConfigError(f"exposure: variants {variants} invalid; expected a non-empty subset of {list(VARIANTS)}")
     pairs, pmeta = _read_phrases(phrases_path)
     stream = spec.open()
-    B = stream.rows_per_step
-    if not B:
-        raise ConfigError(
-            f"{spec.path}: the token stream does not record rows per step; give --rows-per-step "
-            "(the training batch size in rows; Pythia: 1024)"
-        )
+    B = spec.rows_per_step_of(stream)
     steps = sorted({int(s) for s in steps})
     window_edges(steps, B, stream.n_rows, spec.path)  # a step past the stream: said before any work
     tok = _load_study_tokenizer(tokenizer, stream)

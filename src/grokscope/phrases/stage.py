@@ -4,16 +4,18 @@ acceptability is decided) and the **context word** (what it depends on).
 
 How a pair is annotated:
 
-1. Both sentences are split into words (:mod:`grokscope.phrases.words`) with exact character spans (punctuation split off;
-   contractions such as "hasn't" and possessives such as "Lucille's" stay one word).
+1. Both sentences are split into words (:mod:`grokscope.phrases.words`) with exact character
+   spans (punctuation split off; contractions such as "hasn't" and possessives such as
+   "Lucille's" stay one word).
 2. The word sequences are aligned by a longest common subsequence (case-folded, so a
    capitalised sentence-initial word matches its lower-case self; among equally long ones,
    the one whose words move least). Words outside it are the *differing words*; for a
    reordered (lexically identical) pair they are the words out of place.
 3. The paradigm's rule (:mod:`grokscope.phrases.rules`) names a selector
-   (:mod:`grokscope.phrases.selectors`) for the critical and the context word, read from BLiMP's lexicon classes (:mod:`grokscope.data.lexicon`) and the
-   pair's ``one_prefix_*`` / ``two_prefix_*`` metadata. Explicit ``critical`` / ``context``
-   spans of a user benchmark override the rule.
+   (:mod:`grokscope.phrases.selectors`) for the critical and the context word, read from
+   BLiMP's lexicon classes (:mod:`grokscope.data.lexicon`) and the pair's ``one_prefix_*`` /
+   ``two_prefix_*`` metadata. Explicit ``critical`` / ``context`` spans of a user benchmark
+   override the rule.
 4. Phrase (good) = span from the first to the last of {differing words, critical, context}.
    The bad phrase covers the bad sentence's differing words, its critical and context words
    and the bad-sentence positions of every shared word of the good phrase.
@@ -25,19 +27,18 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grokscope.data import lexicon as lx
 from grokscope.core.config import StudyConfig
-from grokscope.core.errors import DataError, GrokscopeError, MissingStageError
+from grokscope.core.errors import DataError, MissingStageError
 from grokscope.core.stage import CommandLine, Flag, Stage
 from grokscope.core.store import Study
+from grokscope.data import lexicon as lx
 from grokscope.phrases.rules import GENERIC_RULE, RULES, Rule
 from grokscope.phrases.selectors import NotFound, run_selector
 from grokscope.phrases.words import WORD_RE, Alignment, Side, Span, align, make_side
-
 
 RULES_VERSION = "2"  # bump when a rule or selector changes: stale phrases.parquet is redone
 
@@ -53,30 +54,48 @@ COLUMNS = [
 ]
 
 
+# span name -> the column holding its text (None: only the span is recorded); spans are the
+# character ranges [NAME_start, NAME_end) of the good sentence, or of the bad one for bad_*
+_SPANS: dict[str, str | None] = {
+    "phrase": "critical_phrase", "bad_phrase": "bad_phrase", "critical": "critical_word",
+    "bad_critical": "bad_critical_word", "context": "context_word", "bad_context": None,
+}
+
+
 @dataclass
 class PhraseRecord:
-    """The annotation of one pair (character spans ``[start, end)``; -1 where absent)."""
+    """The annotation of one pair: its columns of :data:`COLUMNS` beyond the pair's own (character
+    spans ``[start, end)``; -1 and "" where absent)."""
 
     supported: bool = False
     reason: str = ""
     rule: str = ""
-    critical_phrase: str = ""
-    phrase_start: int = -1
-    phrase_end: int = -1
-    bad_phrase: str = ""
-    bad_phrase_start: int = -1
-    bad_phrase_end: int = -1
-    critical_word: str = ""
-    critical_start: int = -1
-    critical_end: int = -1
-    bad_critical_word: str = ""
-    bad_critical_start: int = -1
-    bad_critical_end: int = -1
-    context_word: str = ""
-    context_start: int = -1
-    context_end: int = -1
-    bad_context_start: int = -1
-    bad_context_end: int = -1
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def put(self, name: str, side: Side, span: Span) -> None:
+        """Record span ``name`` (see :data:`_SPANS`) of ``side``: its characters and its text."""
+        self.values[f"{name}_start"], self.values[f"{name}_end"] = side.char_span(span)
+        text_column = _SPANS[name]
+        if text_column:
+            self.values[text_column] = side.text_of(span)
+
+    def row(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"supported": self.supported, "reason": self.reason, "rule": self.rule}
+        for name, text_column in _SPANS.items():
+            if text_column:
+                out[text_column] = ""
+            out[f"{name}_start"] = out[f"{name}_end"] = -1
+        out.update(self.values)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        """A column by name (``rec.critical_phrase``), as in the table."""
+        if name.startswith("__") or name == "values":
+            raise AttributeError(name)
+        row = self.row()
+        if name in row:
+            return row[name]
+        raise AttributeError(name)
 
 
 def _explicit_span(side: Side, start: int, end: int) -> Span | None:
@@ -187,18 +206,13 @@ def annotate_pair(
         return rec
     g_phrase, b_phrase = phrase_spans(good, bad, al, sel)
     rec.supported = True
-    rec.phrase_start, rec.phrase_end = good.char_span(g_phrase)
-    rec.critical_phrase = good.text_of(g_phrase)
-    rec.bad_phrase_start, rec.bad_phrase_end = bad.char_span(b_phrase)
-    rec.bad_phrase = bad.text_of(b_phrase)
-    rec.critical_start, rec.critical_end = good.char_span(g_crit)
-    rec.critical_word = good.text_of(g_crit)
-    rec.bad_critical_start, rec.bad_critical_end = bad.char_span(sel.bad_critical)
-    rec.bad_critical_word = bad.text_of(sel.bad_critical)
+    rec.put("phrase", good, g_phrase)
+    rec.put("bad_phrase", bad, b_phrase)
+    rec.put("critical", good, g_crit)
+    rec.put("bad_critical", bad, sel.bad_critical)
     if g_ctx is not None and sel.bad_context is not None:
-        rec.context_start, rec.context_end = good.char_span(g_ctx)
-        rec.context_word = good.text_of(g_ctx)
-        rec.bad_context_start, rec.bad_context_end = bad.char_span(sel.bad_context)
+        rec.put("context", good, g_ctx)
+        rec.put("bad_context", bad, sel.bad_context)
     return rec
 
 
@@ -237,7 +251,7 @@ def extract_phrases(pairs: Any, lexicon: lx.Lexicon, progress: bool = False) -> 
             (int(spans["explicit_critical_start"][i]), int(spans["explicit_critical_end"][i])),
             (int(spans["explicit_context_start"][i]), int(spans["explicit_context_end"][i])),
         ))
-    df = pd.DataFrame.from_records([r.__dict__ for r in out])
+    df = pd.DataFrame.from_records([r.row() for r in out])
     for key in ("uid", "pair_id", "phenomenon", "good", "bad"):
         df[key] = pairs[key].to_numpy()
     df = df[COLUMNS]

@@ -13,7 +13,6 @@ from typing import Any
 
 from grokscope.data import lexicon as lx
 
-
 WORD_RE = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]")
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 
@@ -211,18 +212,26 @@ def delay_figure(timing: pd.DataFrame, level: str = "phenomenon", axis: StepAxis
     left = min(0.0, float(np.nanmin(xs)))
     right = max(1.0, float(np.nanmax(xs))) * 1.12
     ax.set_xlim(left - 0.04 * (right - left), right)
-    for y, d, colour in open_right:  # CI upper bound infinite: val not reached in some resamples
-        ax.annotate("", xy=(1.0, y), xycoords=("axes fraction", "data"), xytext=(d, y), textcoords="data",
+    for y_arrow, d, colour in open_right:  # CI upper bound infinite: val not reached in some resamples
+        ax.annotate("", xy=(1.0, y_arrow), xycoords=("axes fraction", "data"), xytext=(d, y_arrow), textcoords="data",
                     arrowprops=dict(arrowstyle="->", color=colour, lw=1.1), annotation_clip=False)
-    for y, text in not_reached:
-        ax.text(0, y, "  " + text, ha="left", va="center", fontsize=7.5, color="#777777", style="italic")
+    for y_text, text in not_reached:
+        ax.text(0, y_text, "  " + text, ha="left", va="center", fontsize=7.5, color="#777777", style="italic")
     ax.axvline(0, color=CHANCE, lw=0.9)
     ax.set_yticks(range(len(panels)))
     ax.set_yticklabels([group_title(lvl, g) for lvl, g in reversed(panels)])
     ax.set_ylim(-0.6, len(panels) - 0.4)
     ax.set_xlabel("delay = generalisation step − fit step (checkpoint steps, bootstrap CI)")
     if axis is not None and axis.tokens_per_step:
-        sec = ax.secondary_xaxis("top", functions=(lambda s: s * axis.tokens_per_step, lambda t: t / axis.tokens_per_step))
+        tps = float(axis.tokens_per_step)
+
+        def to_tokens(s: Any) -> Any:
+            return s * tps
+
+        def to_steps(t: Any) -> Any:
+            return t / tps
+
+        sec = ax.secondary_xaxis("top", functions=(to_tokens, to_steps))
         sec.set_xlabel("delay in tokens")
         sec.xaxis.set_major_formatter(FuncFormatter(lambda x, _p: format_count(x)))
     handles, labels = ax.get_legend_handles_labels()
@@ -299,7 +308,8 @@ def exposure_first_step_figure(first_table: pd.DataFrame, axis: StepAxis) -> Fig
     cmap = plt.get_cmap("tab20" if len(groups) > 10 else "tab10")
     for i, g in enumerate(["all"] + groups):
         s = first_table[(first_table["group"] == g) & (first_table["step"] >= 0)]
-        kw = dict(color="black", lw=2.4, label="all pairs") if g == "all" else dict(color=cmap(i % cmap.N), lw=1.3, label=str(g).replace("_", " "))
+        kw = ({"color": "black", "lw": 2.4, "label": "all pairs"} if g == "all"
+              else {"color": cmap(i % cmap.N), "lw": 1.3, "label": str(g).replace("_", " ")})
         ax1.plot(floats(s["step"]), floats(s["fraction_seen"]), marker=".", ms=3, **kw)
     setup_step_axis(ax1, floats(first_table.loc[first_table["step"] >= 0, "step"]), axis)
     ax1.set_ylim(-0.02, 1.02)

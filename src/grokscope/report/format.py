@@ -106,21 +106,18 @@ def summary_rows(timing: pd.DataFrame) -> pd.DataFrame:
         p = proxy[(proxy["level"] == level) & (proxy["group"].astype(str) == group)].iloc[0]
         m = matched[(matched["level"] == level) & (matched["group"].astype(str) == group)]
         m = m.iloc[0] if len(m) else None
-        rows.append({
-            "group": "ALL" if level == "all" else group,
-            "n_train": fmt_int(p["n_train"]),
-            "n_val": fmt_int(p["n_val"]),
-            "fit_step": fmt_step(p["fit_step"]),
-            "gen_step": fmt_step(p["gen_step"]),
-            "delay_steps": fmt_int(p["delay_steps"]),
-            "delay_ci": fmt_ci(p["delay_ci_low"], p["delay_ci_high"]),
-            "delay_tokens": fmt_tokens(p["delay_tokens"]),
-            "p_lead": fmt_p(p["p_lead"]),
-            "status": str(p["status"]),
-            "matched_delay": fmt_int(m["delay_steps"]) if m is not None else "–",
-            "matched_status": str(m["status"]) if m is not None else "–",
-        })
+        rows.append({"group": "ALL" if level == "all" else group, **timing_cells(p),
+                     "matched_delay": fmt_int(m["delay_steps"]) if m is not None else "–",
+                     "matched_status": str(m["status"]) if m is not None else "–"})
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+def timing_cells(r: Any) -> dict[str, str]:
+    """The formatted cells of one timing.parquet row that every delay table shows."""
+    return {"n_train": fmt_int(r["n_train"]), "n_val": fmt_int(r["n_val"]), "fit_step": fmt_step(r["fit_step"]),
+            "gen_step": fmt_step(r["gen_step"]), "delay_steps": fmt_int(r["delay_steps"]),
+            "delay_ci": fmt_ci(r["delay_ci_low"], r["delay_ci_high"]), "delay_tokens": fmt_tokens(r["delay_tokens"]),
+            "p_lead": fmt_p(r["p_lead"]), "status": str(r["status"])}
 
 
 def format_text_table(df: pd.DataFrame) -> str:
@@ -251,7 +248,8 @@ def render_page(title: str, provenance: list[tuple[str, str]], sections: list[Se
 <style>{CSS}</style></head>
 <body><main>
 <header id="provenance"><h1>{_esc(title)}</h1>
-<p class="subtitle">Memorisation of seen critical phrases vs generalisation to unseen ones, over pre-training checkpoints.
+<p class="subtitle">Memorisation of seen critical phrases vs generalisation to unseen ones, over pre-training
+checkpoints.
 <span class="key" style="background:var(--seen)"></span> proxy-train / seen &nbsp;
 <span class="key" style="background:var(--unseen)"></span> proxy-val / unseen</p>
 <table class="prov">{prov}</table>{cfg}

@@ -160,6 +160,7 @@ def exposure_steps(inp: ReportInputs) -> list[int]:
     if steps:
         return sorted(int(s) for s in steps)
     out = []
+    assert inp.exposure is not None
     for c in inp.exposure.columns:
         if c.startswith("good_count_"):
             try:
@@ -208,7 +209,8 @@ def provenance_rows(inp: ReportInputs, axis: Any) -> list[tuple[str, str]]:
     bfp = pm.get("benchmark_fingerprint") or sm.get("benchmark_fingerprint") or em.get("benchmark_fingerprint")
     if bench or bfp:
         rows.append(("benchmark", f"{bench}" + (f" (fingerprint {str(bfp)[:16]})" if bfp else "")))
-    stream = em.get("tokens_path") or cfg.get("data", {}).get("tokens", "") or (str(inp.study.tokens_dir) if man else "")
+    stream = (em.get("tokens_path") or cfg.get("data", {}).get("tokens", "")
+              or (str(inp.study.tokens_dir) if man else ""))
     detail = []
     if man.get("n_tokens"):
         detail.append(f"{fmt_tokens(man['n_tokens'])} tokens")

@@ -54,7 +54,8 @@ def probes_figure(probes: pd.DataFrame, gen_step: float | None = None, fit_step:
         for layer in layers:
             s = probes[probes["layer"] == layer].sort_values("step")
             x, y = floats(s["step"]), floats(s[col])
-            ax.plot(x, y, color=colour[layer], lw=1.4, marker="o", ms=2, label=f"layer {layer}" + (" (emb.)" if layer == 0 else ""))
+            ax.plot(x, y, color=colour[layer], lw=1.4, marker="o", ms=2,
+                    label=f"layer {layer}" + (" (emb.)" if layer == 0 else ""))
             if col == "logreg_acc" and "logreg_acc_std" in s:
                 sd = floats(s["logreg_acc_std"])
                 ax.fill_between(x, y - sd, y + sd, color=colour[layer], alpha=0.12, lw=0)
@@ -153,7 +154,8 @@ def head_maps_figure(heads: pd.DataFrame, steps: Sequence[int], concentration: p
     for ax, step, m in zip(axes[0], steps, mats):
         im = ax.imshow(m, cmap="magma", vmin=0, vmax=vmax, aspect="equal", origin="upper")
         tokens = axis.tokens(step)
-        ax.set_title(f"step {format_count(step)}" + (f"\n{format_count(tokens)} tokens" if is_finite_number(tokens) else ""), fontsize=9)
+        tokens_line = f"\n{format_count(tokens)} tokens" if is_finite_number(tokens) else ""
+        ax.set_title(f"step {format_count(step)}" + tokens_line, fontsize=9)
         for layer, head in _top_heads_at(concentration, step):
             ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, ec="#00E5FF", lw=1.6))
         ax.set_xlabel("head")
@@ -162,6 +164,7 @@ def head_maps_figure(heads: pd.DataFrame, steps: Sequence[int], concentration: p
         ax.tick_params(labelsize=7)
         ax.grid(False)
     axes[0, 0].set_ylabel("layer")
+    assert im is not None  # at least one checkpoint
     fig.colorbar(im, ax=list(axes[0]), label="attention critical→context", fraction=0.025, pad=0.02)
     return fig
 
@@ -248,7 +251,8 @@ def ablation_summary(ablation: pd.DataFrame) -> pd.DataFrame:
             "n_random": int(rd.size),
             "p_random_le_top": float(np.mean(rd <= top_delta)) if rd.size and is_finite_number(top_delta) else math.nan,
             # permutation-style p-value with +1 smoothing (as grokscope.analyse.heads.ablation_p_value)
-            "p_value": float((1 + np.sum(rd <= top_delta)) / (1 + rd.size)) if is_finite_number(top_delta) else math.nan,
+            "p_value": (float((1 + np.sum(rd <= top_delta)) / (1 + rd.size)) if is_finite_number(top_delta)
+                        else math.nan),
         })
     return pd.DataFrame(rows)
 

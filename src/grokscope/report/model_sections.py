@@ -13,6 +13,12 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 
+def _missing(inp: ReportInputs, table: str, title: str, why: str) -> Section:
+    """The section of an analysis table that is not there: a note naming the command that makes it."""
+    return Section(table, title, missing_note(f"analysis/{table}.parquet", f"grokscope analyse {inp.study.root}", why),
+                   table)
+
+
 def _proxy_steps(timing: pd.DataFrame | None) -> tuple[float | None, float | None]:
     row = pooled_timing(timing)
     if row is None:
@@ -29,12 +35,12 @@ def section_probes(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
     probes = inp.tables["probes"]
     title = "Concept vectors: probe accuracy and dimensionality per layer"
     if probes is None or probes.empty:
-        return Section("probes", title, missing_note(
-            "analysis/probes.parquet", f"grokscope analyse {inp.study.root}",
-            "It needs hidden states captured while scoring (<code>[score] capture_hidden = true</code>)."), "probes")
+        return _missing(inp, "probes", title, "It needs hidden states captured while scoring "
+                        "(<code>[score] capture_hidden = true</code>).")
     fit, gen = _proxy_steps(inp.tables["timing"])
     parts = [w.figure(
-        "probes", MF.probes_figure(probes, gen, fit, axis), "Probe accuracy and dimensionality of the concept vectors over checkpoints",
+        "probes", MF.probes_figure(probes, gen, fit, axis),
+        "Probe accuracy and dimensionality of the concept vectors over checkpoints",
         "Concept vector = hidden state of the good minus the bad sentence at the critical token. Top: how well a "
         "cross-validated logistic-regression probe (band: ± sd over folds) and the mean-difference direction "
         "separate good from bad, per layer (dark = embeddings, yellow = last layer). Bottom: how many dimensions "
@@ -49,7 +55,7 @@ def section_probes(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
                .mean().unstack("phase"))
         rows = []
         for layer in agg.index:
-            r = {"layer": int(layer)}
+            r: dict[str, Any] = {"layer": int(layer)}
             for col in ("logreg_acc", "participation_ratio", "n_components_90"):
                 for phase in ("before", "after"):
                     v = agg.get((col, phase), pd.Series(dtype=float)).get(layer, math.nan)
@@ -57,7 +63,8 @@ def section_probes(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
                         f"{v:.1f}" if not math.isnan(v) else "–")
             rows.append(r)
         table = pd.DataFrame(rows)
-        parts.append("<p class=\"note\">Mean over checkpoints before vs after the pooled proxy generalisation step:</p>")
+        parts.append("<p class=\"note\">Mean over checkpoints before vs after the pooled proxy generalisation "
+                     "step:</p>")
         parts.append(html_table(table, "small", status_col=None))
         parts.append(w.table("probes_phase", table))
     return Section("probes", title, "\n".join(parts))
@@ -71,7 +78,8 @@ def section_heads(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
     cmd = f"grokscope analyse {inp.study.root}"
     extra = "It needs attention captured while scoring (<code>[score] capture_attention = true</code>)."
     if (heads is None or heads.empty) and (conc is None or conc.empty):
-        return Section("heads", title, missing_note("analysis/heads.parquet and head_concentration.parquet", cmd, extra), "heads")
+        note = missing_note("analysis/heads.parquet and head_concentration.parquet", cmd, extra)
+        return Section("heads", title, note, "heads")
     fit, gen = _proxy_steps(inp.tables["timing"])
     parts = []
     missing = []
@@ -120,9 +128,7 @@ def section_ablation(inp: ReportInputs, w: _Writer) -> Section:
     abl = inp.tables["ablation"]
     title = "Causal check: head ablation"
     if abl is None or abl.empty:
-        return Section("ablation", title, missing_note(
-            "analysis/ablation.parquet", f"grokscope analyse {inp.study.root}",
-            "Ablation re-scores checkpoints, so the checkpoints must be on disk."), "ablation")
+        return _missing(inp, "ablation", title, "Ablation re-scores checkpoints, so the checkpoints must be on disk.")
     summ = MF.ablation_summary(abl)
     parts = [w.figure(
         "ablation", MF.ablation_figure(abl), "Accuracy change when heads are ablated, per checkpoint",
@@ -140,7 +146,8 @@ def section_ablation(inp: ReportInputs, w: _Writer) -> Section:
         p_value=summ["p_value"].map(fmt_p),
     ).rename(columns={"top_delta": "Δ acc top-k", "top_accuracy": "acc top-k ablated",
                       "random_delta_mean": "Δ acc random (mean)", "random_delta_sd": "sd",
-                      "n_random": "repeats", "p_random_le_top": "random repeats ≤ top", "p_value": "p", "top_heads": "top heads"})
+                      "n_random": "repeats", "p_random_le_top": "random repeats ≤ top", "p_value": "p",
+                      "top_heads": "top heads"})
     parts.append(html_table(disp, "small", status_col=None))
     parts.append(w.table("ablation_summary", summ))
     parts.append(w.table("ablation", abl))

@@ -20,6 +20,7 @@ from grokscope.report.format import (
     fmt_tokens,
     html_table,
     missing_note,
+    timing_cells,
 )
 from grokscope.report.inputs import (
     ReportInputs,
@@ -42,20 +43,13 @@ def delay_display(timing: pd.DataFrame, tokens_per_step: float | None) -> pd.Dat
     for _, r in timing.iterrows():
         tlo = _num(r["delay_ci_low"]) * tokens_per_step if tokens_per_step else math.nan
         thi = _num(r["delay_ci_high"]) * tokens_per_step if tokens_per_step else math.nan
+        c = timing_cells(r)
         out.append({
-            "group": "all pairs" if r["level"] == "all" else str(r["group"]),
-            "comparison": str(r["comparison"]),
-            "n train / val": f"{fmt_int(r['n_train'])} / {fmt_int(r['n_val'])}",
-            "fit step": fmt_step(r["fit_step"]),
-            "gen. step": fmt_step(r["gen_step"]),
-            "fit tokens": fmt_tokens(r["fit_tokens"]),
-            "gen. tokens": fmt_tokens(r["gen_tokens"]),
-            "delay (steps)": fmt_int(r["delay_steps"]),
-            "95% CI (steps)": fmt_ci(r["delay_ci_low"], r["delay_ci_high"]),
-            "delay (tokens)": fmt_tokens(r["delay_tokens"]),
-            "CI (tokens)": fmt_ci(tlo, thi, fmt_tokens),
-            "p (train leads)": fmt_p(r["p_lead"]),
-            "status": str(r["status"]),
+            "group": "all pairs" if r["level"] == "all" else str(r["group"]), "comparison": str(r["comparison"]),
+            "n train / val": f"{c['n_train']} / {c['n_val']}", "fit step": c["fit_step"], "gen. step": c["gen_step"],
+            "fit tokens": fmt_tokens(r["fit_tokens"]), "gen. tokens": fmt_tokens(r["gen_tokens"]),
+            "delay (steps)": c["delay_steps"], "95% CI (steps)": c["delay_ci"], "delay (tokens)": c["delay_tokens"],
+            "CI (tokens)": fmt_ci(tlo, thi, fmt_tokens), "p (train leads)": c["p_lead"], "status": c["status"],
         })
     df = pd.DataFrame(out)
     if len(df) and df["comparison"].nunique() == 1:  # one comparison: say it in the text, not in every row
@@ -82,21 +76,24 @@ def section_summary(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
     timing = inp.tables["timing"]
     cmd = f"grokscope analyse {inp.study.root}"
     if timing is None:
-        return Section("delays", "Delayed generalisation", missing_note("analysis/timing.parquet (fit and generalisation steps)", cmd), "timing")
+        note = missing_note("analysis/timing.parquet (fit and generalisation steps)", cmd)
+        return Section("delays", "Delayed generalisation", note, "timing")
     parts = []
     pooled = pooled_timing(timing)
     crit = criterion_text(inp.metadata.get("timing", {}))
     if pooled is not None:
         status = str(pooled["status"])
         if status == "delayed":
-            lead = (f"Pooled over all pairs, proxy-train reaches the criterion at step <b>{fmt_step(pooled['fit_step'])}</b> "
+            lead = (f"Pooled over all pairs, proxy-train reaches the criterion at step "
+                    f"<b>{fmt_step(pooled['fit_step'])}</b> "
                     f"and proxy-val at step <b>{fmt_step(pooled['gen_step'])}</b>: generalisation lags fitting by "
                     f"<b>{fmt_int(pooled['delay_steps'])} steps</b> ({fmt_tokens(pooled['delay_tokens'])} tokens; "
                     f"95% CI {fmt_ci(pooled['delay_ci_low'], pooled['delay_ci_high'])} steps; "
                     f"p = {fmt_p(pooled['p_lead'])} that train leads).")
         else:
             lead = (f"Pooled over all pairs: status <b>{_esc(status)}</b> (fit step {fmt_step(pooled['fit_step'])}, "
-                    f"generalisation step {fmt_step(pooled['gen_step'])}, delay {fmt_int(pooled['delay_steps'])} steps, "
+                    f"generalisation step {fmt_step(pooled['gen_step'])}, "
+                    f"delay {fmt_int(pooled['delay_steps'])} steps, "
                     f"p = {fmt_p(pooled['p_lead'])}).")
         parts.append(f'<p class="lead">{lead}</p>')
     if crit:
@@ -156,11 +153,13 @@ def section_curves(inp: ReportInputs, w: _Writer, axis: Any, family: str) -> Sec
     }[family]
     sid, title, caption = spec
     if curves is None:
-        return Section(sid, title, missing_note("analysis/curves.parquet (accuracy per split per checkpoint)", cmd), "curves")
+        note = missing_note("analysis/curves.parquet (accuracy per split per checkpoint)", cmd)
+        return Section(sid, title, note, "curves")
     splits = FS.SPLIT_FAMILIES[family]
     have = curves[curves["split"].isin(splits)]
     if have.empty:
-        return Section(sid, title, missing_note(f"curves.parquet has no rows for splits {', '.join(splits)}", cmd), "splits")
+        note = missing_note(f"curves.parquet has no rows for splits {', '.join(splits)}", cmd)
+        return Section(sid, title, note, "splits")
     parts = []
     n_groups = have.loc[have["level"] == "phenomenon", "group"].nunique()
     cap = caption
@@ -219,6 +218,7 @@ def _phenomenon_of(inp: ReportInputs) -> Any:
     import pandas as pd
 
     exp = inp.exposure
+    assert exp is not None  # the caller checked
     if "phenomenon" in exp:
         return exp["phenomenon"].astype(str)
     if inp.phrases is not None and {"uid", "pair_id", "phenomenon"} <= set(inp.phrases.columns):
@@ -234,7 +234,8 @@ def section_exposure(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
 
     title = "Exposure: when and how often critical phrases occur in the token stream"
     if inp.exposure is None:
-        return Section("exposure", title, missing_note("exposure.parquet", f"grokscope exposure {inp.study.root}"), "exposure")
+        note = missing_note(inp.study.exposure_path.name, f"grokscope exposure {inp.study.root}")
+        return Section("exposure", title, note, "exposure")
     groups = _phenomenon_of(inp)
     steps = exposure_steps(inp)
     exp = inp.exposure

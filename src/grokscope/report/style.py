@@ -185,7 +185,8 @@ def timing_row(timing: pd.DataFrame | None, level: str, group: str, comparison: 
     """The row of ``timing.parquet`` for one (level, group, comparison), or None."""
     if timing is None or timing.empty:
         return None
-    sel = timing[(timing["level"] == level) & (timing["group"].astype(str) == group) & (timing["comparison"] == comparison)]
+    sel = timing[(timing["level"] == level) & (timing["group"].astype(str) == group)
+                 & (timing["comparison"] == comparison)]
     return None if sel.empty else sel.iloc[0]
 
 

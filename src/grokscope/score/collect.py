@@ -156,7 +156,8 @@ def _result_table(pairs: pd.DataFrame, encoded: list[tuple[EncodedSentence, Enco
         value, ntok = sums.copy(), counts.copy()
     else:
         value = crit.copy()  # NaN where the pair has no critical phrase
-        ntok = np.array([[len(g.phrase_tokens), len(b.phrase_tokens)] for g, b in encoded], dtype=np.int64).reshape(-1, 2)
+        ntok = np.array([[len(g.phrase_tokens), len(b.phrase_tokens)] for g, b in encoded],
+                        dtype=np.int64).reshape(-1, 2)
     if options.reduction == "mean":
         with np.errstate(invalid="ignore", divide="ignore"):
             value = np.where(ntok > 0, value / np.maximum(ntok, 1), np.nan)

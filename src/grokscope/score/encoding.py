@@ -82,7 +82,8 @@ def prefix_token_id(tokenizer: Any) -> int:
     raise DataError("the tokenizer has neither a BOS nor an EOS token; use --convention none")
 
 
-def encode_pairs(tokenizer: Any, pairs: pd.DataFrame, convention: str = "lm_eval") -> list[tuple[EncodedSentence, EncodedSentence]]:
+def encode_pairs(tokenizer: Any, pairs: pd.DataFrame,
+                 convention: str = "lm_eval") -> list[tuple[EncodedSentence, EncodedSentence]]:
     """Tokenise every pair under ``convention`` and map the critical phrase / word / context
     word character spans (columns of ``pairs`` when present, see CONTRACTS "Phrases") to token
     positions."""

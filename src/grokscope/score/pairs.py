@@ -204,7 +204,8 @@ def _check_ids_and_lengths(encoded: list[tuple[EncodedSentence, EncodedSentence]
     for i, (g, b) in enumerate(encoded):
         for side, enc in (("good", g), ("bad", b)):
             if not enc.ids:
-                raise DataError(f"pair ({pairs['uid'].iat[i]}, {pairs['pair_id'].iat[i]}): the {side} sentence is empty")
+                raise DataError(f"pair ({pairs['uid'].iat[i]}, {pairs['pair_id'].iat[i]}): "
+                                f"the {side} sentence is empty")
             top = max(enc.ids)
             if top >= geometry.vocab_rows:
                 raise DataError(
@@ -240,7 +241,8 @@ def _set_attention_impl(model: Any, impl: str) -> str | None:
     try:
         model.set_attn_implementation(impl)
     except Exception as e:  # noqa: BLE001
-        raise GrokscopeError(f"score: cannot switch the model to {impl} attention (needed for attention weights): {e}") from None
+        raise GrokscopeError(f"score: cannot switch the model to {impl} attention (needed for attention "
+                             f"weights): {e}") from None
     return previous
 
 

@@ -117,11 +117,9 @@ def _already_scored(study: Study, ckpt: Checkpoint, expected: dict[str, Any], op
         detail = ", ".join(f"{k}: {a!r} on disk vs {b!r} now" for k, (a, b) in differing.items())
         raise DataError(f"{path}: already scored with different settings ({detail}); "
                         "use another --out or --force to re-score")
-    if options.capture_hidden and not study.hidden_path(ckpt.step).exists():
-        return False
-    if options.capture_attention and not study.attention_path(ckpt.step).exists():
-        return False
-    return True
+    missing_hidden = options.capture_hidden and not study.hidden_path(ckpt.step).exists()
+    missing_attention = options.capture_attention and not study.attention_path(ckpt.step).exists()
+    return not (missing_hidden or missing_attention)
 
 
 def _summary_from_disk(study: Study, ckpt: Checkpoint) -> CheckpointSummary:
@@ -304,7 +302,8 @@ def _print_summary(summaries: list[CheckpointSummary], n_pairs: int) -> None:
 STAGE = Stage(
     name="score", sections=("score", "benchmark"), run=run,
     inputs=("checkpoints_dir", "phrases_path"), outputs=lambda s: [s.scores_dir],
-    done=lambda s: bool(s.scored_steps()), libraries=("pandas", "pyarrow.parquet", "torch", "transformers.modeling_utils"),
+    done=lambda s: bool(s.scored_steps()),
+    libraries=("pandas", "pyarrow.parquet", "torch", "transformers.modeling_utils"),
     settles_heap=True,  # load_model settles once the architecture is imported: 0.9 s of a 9.5 s run on 2,000 pairs
     cli=CommandLine(
         flags=(Flag("score.checkpoints", required=True), Flag("benchmark.path", "--benchmark",

@@ -71,7 +71,8 @@ def stream_fingerprint(s: TrainingStream) -> dict[str, Any]:
     }
 
 
-def run_identity(cfg: TrainSection, device: str, fingerprint: dict[str, Any], model_info: dict[str, Any]) -> dict[str, Any]:
+def run_identity(cfg: TrainSection, device: str, fingerprint: dict[str, Any],
+                 model_info: dict[str, Any]) -> dict[str, Any]:
     train = dataclasses.asdict(cfg)
     train["device"] = device
     return {"train": train, "stream": fingerprint, "model": model_info}

@@ -29,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from grokscope.core import store
 from grokscope.core.checkpoints import quiet_transformers_progress
@@ -121,26 +121,6 @@ class Trainer:
         self.peak_tflops = peak_tflops
         self.progress = progress
 
-    # ---- paths (store.RunLayout) -----------------------------------------------------------
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.layout.checkpoints_dir
-
-    @property
-    def state_dir(self) -> Path:
-        return self.layout.state_dir
-
-    @property
-    def loss_path(self) -> Path:
-        return self.layout.loss_path
-
-    @property
-    def run_json(self) -> Path:
-        return self.layout.run_json
-
-    def checkpoint_dir(self, step: int) -> Path:
-        return self.layout.checkpoint_dir(step)
-
     # ---- setup --------------------------------------------------------------------------
     def _prepare(self) -> None:
         cfg = self.cfg
@@ -191,19 +171,19 @@ class Trainer:
         self._check_or_write_identity()
 
     def _check_or_write_identity(self) -> None:
-        if self.run_json.exists():
-            saved = store.read_json(self.run_json)
+        if self.layout.run_json.exists():
+            saved = store.read_json(self.layout.run_json)
             diffs = identity_differences(saved, self.identity)
             if diffs:
                 raise ConfigError(
-                    f"{self.run_json}: refusing to resume: this run was started with a different config or "
+                    f"{self.layout.run_json}: refusing to resume: this run was started with a different config or "
                     "stream; differing keys:\n  " + "\n  ".join(diffs)
                     + "\nUse a new run directory, or restore the original settings to resume."
                 )
         else:
             from grokscope import __version__
 
-            store.write_json(self.run_json, {**self.identity, "grokscope_version": __version__,
+            store.write_json(self.layout.run_json, {**self.identity, "grokscope_version": __version__,
                                              "tokens_path": str(self.tokens_path.resolve())})
 
     def _build(self) -> None:
@@ -228,7 +208,7 @@ class Trainer:
         import numpy as np
         import torch
 
-        np_state = np.random.get_state()
+        np_state = cast(tuple[Any, ...], np.random.get_state())  # the legacy tuple (MT19937 key and position)
         state = {
             "step": step,
             "model": self.model.state_dict(),
@@ -239,7 +219,7 @@ class Trainer:
             "rng_numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
             "rng_python": random.getstate(),
         }
-        with store.atomic_path(self.state_dir / STATE_FILE) as tmp:
+        with store.atomic_path(self.layout.state_dir / STATE_FILE) as tmp:
             torch.save(state, tmp)
         store.write_json(self.layout.state_json, {"step": step, "saved_at": time.time()})
 
@@ -247,13 +227,13 @@ class Trainer:
         import numpy as np
         import torch
 
-        path = self.state_dir / STATE_FILE
+        path = self.layout.state_dir / STATE_FILE
         if not path.exists():
             return 0
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - written atomically, so this is not a half-written file
-            raise DataError(f"{path}: could not read the resume state ({e}); delete {self.state_dir} "
+            raise DataError(f"{path}: could not read the resume state ({e}); delete {self.layout.state_dir} "
                             "to restart the run from step 0") from None
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -275,15 +255,15 @@ class Trainer:
                           columns=[f.name for f in dataclasses.fields(LossRow)])
         df = df.astype({"step": "int64", "loss": "float64", "lr": "float64", "tokens_seen": "int64",
                         "tokens_per_s": "float64"})
-        store.write_parquet(self.loss_path, df, metadata={"rows_per_step": self.B, "row_len": self.row_len,
+        store.write_parquet(self.layout.loss_path, df, metadata={"rows_per_step": self.B, "row_len": self.row_len,
                                                           "seq_len": self.seq_len})
 
     def _read_loss(self, upto: int) -> list[LossRow]:
         import pandas as pd
 
-        if not self.loss_path.exists() or upto == 0:
+        if not self.layout.loss_path.exists() or upto == 0:
             return []
-        df = pd.read_parquet(self.loss_path)
+        df = pd.read_parquet(self.layout.loss_path)
         df = df[df["step"] <= upto]
         return [LossRow(int(r.step), float(r.loss), float(r.lr), int(r.tokens_seen), float(r.tokens_per_s))
                 for r in df.itertuples(index=False)]
@@ -291,10 +271,10 @@ class Trainer:
     def _save_checkpoint(self, step: int, loss: float | None) -> bool:
         """Write checkpoint ``step`` atomically; False if it is already there (a resumed run
         re-reaching a checkpoint writes identical weights, so the existing one is kept)."""
-        final = self.checkpoint_dir(step)
+        final = self.layout.checkpoint_dir(step)
         if (final / CHECKPOINT_JSON).exists():
             return False
-        tmp = self.checkpoints_dir / f".{step_name(step)}.tmp-{os.getpid()}"
+        tmp = self.layout.checkpoints_dir / f".{step_name(step)}.tmp-{os.getpid()}"
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
@@ -317,8 +297,8 @@ class Trainer:
         return True
 
     def _remove_stale_temps(self) -> None:
-        if self.checkpoints_dir.exists():
-            for p in self.checkpoints_dir.glob(".step_*.tmp-*"):
+        if self.layout.checkpoints_dir.exists():
+            for p in self.layout.checkpoints_dir.glob(".step_*.tmp-*"):
                 shutil.rmtree(p, ignore_errors=True)
 
     # ---- the loop -----------------------------------------------------------------------
@@ -384,7 +364,7 @@ class Trainer:
             t0 = time.perf_counter()
             if self._save_checkpoint(start, result.final_loss):
                 result.checkpoints_written.append(start)
-            if start == 0 and not (self.state_dir / STATE_FILE).exists():
+            if start == 0 and not (self.layout.state_dir / STATE_FILE).exists():
                 self._save_state(0)
             result.save_seconds += time.perf_counter() - t0
         stream = self.source.stream
@@ -427,7 +407,8 @@ class Trainer:
         return result
 
 
-def train(cfg: TrainSection, tokens_path: str | os.PathLike[str], run_dir: str | os.PathLike[str], **kwargs: Any) -> TrainResult:
+def train(cfg: TrainSection, tokens_path: str | os.PathLike[str], run_dir: str | os.PathLike[str],
+          **kwargs: Any) -> TrainResult:
     """Train (or resume) a run; see :class:`Trainer` for the keyword arguments."""
     return Trainer(cfg, tokens_path, run_dir, **kwargs).fit()
 
