@@ -404,3 +404,51 @@ def test_every_stream_format_gives_the_same_exposure(tmp_path, gpt2, gpt2_tokeni
     got = run("olmo", StreamSpec(str(olmo), rows_per_step=2, row_len=9, eos_id=50256))
     pd.testing.assert_frame_equal(got, want_perm)
     assert not want_perm.equals(want)  # the permutation does change first steps / windows
+
+
+@pytest.mark.parametrize("layout", ["row_per_entry", "documents", "fixture_sizes"])
+def test_sharded_megatron_gives_the_merged_exposure(tmp_path, gpt2, gpt2_tokenizer_dir, layout, request, capsys):
+    """Pythia's data as Hugging Face serves it: the merged .bin cut into shards at byte offsets
+    inside tokens, one document.idx; the exposure table equals the merged file's. Layouts: one
+    row per index entry (Pythia), one entry per document, and the shared fixture's entry sizes
+    filled with real GPT-2 tokens. A truncated shard stops the stage before any scan."""
+    from grokscope.stream.readers import read_megatron_index
+    from tests.stream.test_megatron_shards import cut_into_shards
+    from tests.stream.test_readers import write_megatron
+
+    rows = np.load(write_stream(tmp_path / "tokens", gpt2, random_documents(np.random.default_rng(12), 250),
+                                row_len=9) / "tokens.npy")
+    flat = rows.reshape(-1)
+    if layout == "row_per_entry":
+        seqs = list(rows)
+    else:
+        rng = np.random.default_rng(0)
+        sizes = (read_megatron_index(request.getfixturevalue("megatron_dir") / "test_text_document.idx").sizes
+                 if layout == "fixture_sizes" else rng.integers(1, 40, size=flat.size))
+        ends = np.cumsum(sizes)
+        ends = ends[ends < flat.size]
+        seqs = np.split(flat, ends)
+    (tmp_path / "merged").mkdir()
+    write_megatron(tmp_path / "merged" / "document", seqs, np.uint16)
+    shard = Path(tmp_path / "merged" / "document.bin").stat().st_size // 4 + 1  # odd: cuts inside tokens
+    hf = cut_into_shards(tmp_path / "merged" / "document", tmp_path / "hf", [shard, 2 * shard, 3 * shard])
+    study = write_phrases(tmp_path / "study", PAIRS)
+    steps = [0, 1, 4, 20, rows.shape[0] // 4]
+
+    def run(path: Path) -> pd.DataFrame:
+        out = tmp_path / f"{path.parent.name}.parquet"
+        spec = StreamSpec(str(path), rows_per_step=2, row_len=9, eos_id=50256)
+        compute_exposure(study / "phrases.parquet", spec, steps, out, tokenizer=str(gpt2_tokenizer_dir), progress=False)
+        return pd.read_parquet(out)
+
+    want = run(tmp_path / "merged" / "document")
+    assert want["good_total_count"].sum() > 0
+    pd.testing.assert_frame_equal(run(hf.parent), want)  # the directory Hugging Face downloads
+    pd.testing.assert_frame_equal(run(hf), want)  # the prefix DIR/document
+    shard = hf.parent / "document-00001-of-00003.bin"
+    shard.write_bytes(shard.read_bytes()[:-3])
+    assert main(["exposure", "--phrases", str(study), "--checkpoints", "1", "--rows-per-step", "2",
+                 "--tokens", str(hf.parent), "--row-len", "9", "--tokenizer", str(gpt2_tokenizer_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "document-00001-of-00003.bin: short (truncated) shard" in err and "expected" in err
+    assert not (study / "exposure.parquet").exists()

@@ -5,6 +5,7 @@ source text; truncated files give errors naming the file."""
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -233,11 +234,48 @@ def test_olmo_round_trip(prepared, tmp_path):
     assert o.format == "olmo" and o.n_rows == s.n_rows and o.eos_id == 50279
     np.testing.assert_array_equal(o.rows(0, o.n_rows), rows[perm])
     np.testing.assert_array_equal(o.rows(2, 4), rows[perm[2:4]])
-    # an index beyond the token files is a clear error
-    np.append(perm, np.uint32(10**6)).tofile(olmo / "global_indices.npy")
-    o = open_stream(olmo, row_len=16)
-    with pytest.raises(DataError, match="global_indices.npy: instance id 1000000"):
-        o.rows(o.n_rows - 1, o.n_rows)
+    # an index beyond the token files is a clear error when the stream is opened (before any scan)
+    bad = perm.copy()
+    bad[5] = 10**6
+    bad.tofile(olmo / "global_indices.npy")
+    with pytest.raises(DataError, match=r"global_indices.npy: entry 5 is instance id 1000000, out of range"):
+        open_stream(olmo, row_len=16)
+
+
+def test_olmo_global_indices_checked_at_open(tmp_path):
+    """global_indices.npy against the token files before any scan: more ids than instances, an id
+    past the last instance or a negative one is a DataError naming the file and the value."""
+    olmo = tmp_path / "olmo"
+    olmo.mkdir()
+    np.arange(10 * 4 + 3, dtype=np.uint16).tofile(olmo / "part-0.npy")  # 10 instances of 4 (+ a dropped tail)
+    ids = np.random.default_rng(0).permutation(10).astype(np.uint32)
+    ids.tofile(olmo / "global_indices.npy")
+    o = open_stream(olmo, row_len=4)
+    assert o.n_rows == 10 and np.array_equal(o.rows(0, 10), np.arange(40).reshape(10, 4)[ids])
+    np.append(ids, ids[:1]).tofile(olmo / "global_indices.npy")
+    with pytest.raises(DataError, match=r"global_indices.npy: 11 instance ids, more than the instances available: "
+                                        r"the 1 token file\(s\) hold 10 instances of 4 tokens"):
+        open_stream(olmo, row_len=4)
+    with pytest.raises(DataError, match=r"20 instance ids, more than .* hold 5 instances of 8 tokens"):
+        np.append(ids, ids).tofile(olmo / "global_indices.npy")
+        open_stream(olmo, row_len=8)  # a wrong row_len shows up as too few instances
+    # the same file size rewritten with a bad id: the memo of the range check keys on size and mtime
+    ids.tofile(olmo / "global_indices.npy")
+    open_stream(olmo, row_len=4)
+    bad = ids.copy()
+    bad[7] = 10
+    bad.tofile(olmo / "global_indices.npy")
+    st = (olmo / "global_indices.npy").stat()
+    os.utime(olmo / "global_indices.npy", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(DataError, match=r"global_indices.npy: entry 7 is instance id 10, out of range: .*ids 0..9"):
+        open_stream(olmo, row_len=4)
+    (olmo / "global_indices.npy").unlink()
+    np.save(olmo / "global_indices.npy", np.array([0, 3, -2, 1], dtype=np.int64))
+    with pytest.raises(DataError, match=r"entry 2 is instance id -2, out of range"):
+        open_stream(olmo, row_len=4)
+    np.save(olmo / "global_indices.npy", np.array([0.0, 1.0]))
+    with pytest.raises(DataError, match=r"holds float64 values, expected integer instance ids"):
+        open_stream(olmo, row_len=4)
 
 
 def test_olmo_npy_files_with_header(tmp_path):

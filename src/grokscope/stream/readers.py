@@ -13,8 +13,9 @@ format        what                                                    defaults (
 grokscope     ``STUDY/tokens/`` from ``grokscope prepare``             from manifest.json;
                                                                       rows_per_step: given
 megatron      Megatron-LM / GPT-NeoX ``MMapIndexedDataset`` prefix     Pythia: row_len 2049,
-              (``NAME.bin`` + ``NAME.idx``); sequences in index        rows_per_step 1024,
-              order, concatenated and cut into rows                    eos_id 0
+              (``NAME.idx`` + ``NAME.bin`` or its shards               rows_per_step 1024,
+              ``NAME-NNNNN-of-MMMMM.bin``, or their directory);        eos_id 0
+              sequences in index order, concatenated, cut into rows
 nanogpt       flat token file (``train.bin``), raw uint16              nanoGPT GPT-2: row_len
                                                                       1025, rows_per_step 480,
                                                                       eos_id 50256
@@ -24,17 +25,19 @@ olmo          directory of OLMo token files (raw ``.npy`` memmaps,     OLMo-1: r
 ============  =====================================================  =========================
 
 Megatron: Pythia's preshuffled Pile stores one 2049-token training sequence per index entry,
-so "concatenate, cut every 2049" is exactly its per-step batches. OLMo: instances are
-``row_len`` consecutive tokens of one file (a file's tail shorter than a row is dropped), the
-``i``-th row of the stream is instance ``global_indices[i]``.
+so "concatenate, cut every 2049" is exactly its per-step batches; Hugging Face serves it as shards
+of the ``.bin``, read in place as one stream (:mod:`grokscope.stream.megatron`). OLMo: instances
+are ``row_len`` consecutive tokens of one file (a file's tail shorter than a row is dropped), the
+``i``-th row of the stream is instance ``global_indices[i]``; its length and range are checked
+against the token files when the stream is opened.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
-import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,20 +47,25 @@ import numpy as np
 from grokscope.core.config import FORMATS
 from grokscope.core.errors import ConfigError, DataError
 from grokscope.core.store import Study
+from grokscope.stream.megatron import (
+    MEGATRON_DEFAULTS,
+    MEGATRON_DTYPES,
+    MEGATRON_MAGIC,
+    MegatronIndex,
+    RowReader,
+    flat_reader,
+    megatron_prefix,
+    open_megatron,
+    read_megatron_index,
+)
 
-# suite defaults: (row_len, rows_per_step, eos_id, dtype)
-MEGATRON_DEFAULTS = (2049, 1024, 0, None)  # Pythia (GPT-NeoX tokenizer: <|endoftext|> = 0)
+__all__ = ["MEGATRON_DEFAULTS", "MEGATRON_DTYPES", "MEGATRON_MAGIC", "MegatronIndex", "TokenStream", "detect_format",
+           "olmo_token_files", "open_stream", "read_megatron_index"]
+
+# suite defaults: (row_len, rows_per_step, eos_id, dtype); Megatron's (Pythia) in grokscope.stream.megatron
 NANOGPT_DEFAULTS = (1025, 480, 50256, "uint16")  # nanoGPT GPT-2 124M: block 1024, 12 x 40 rows/step
 OLMO_DEFAULTS = (2048, 2048, 50279, "uint16")  # OLMo-1 (1B/7B): seq 2048, batch 2048 instances
-
-MEGATRON_MAGIC = b"MMIDIDX\x00\x00"
-MEGATRON_DTYPES: dict[int, np.dtype] = {
-    1: np.dtype(np.uint8), 2: np.dtype(np.int8), 3: np.dtype(np.int16), 4: np.dtype(np.int32),
-    5: np.dtype(np.int64), 8: np.dtype(np.uint16), 9: np.dtype(np.uint32), 10: np.dtype(np.uint64),
-}  # 6/7 are floating point (never token ids)
 NPY_MAGIC = b"\x93NUMPY"
-
-RowReader = Callable[[int, int], np.ndarray]
 
 
 @dataclass
@@ -185,14 +193,16 @@ def detect_format(p: Path) -> str:
             return "grokscope"  # a study directory
         if (p / "global_indices.npy").exists():
             return "olmo"
+        if megatron_prefix(p) is not None:
+            return "megatron"  # e.g. Hugging Face's Pythia dir: document.idx + document-NNNNN-of-MMMMM.bin
         raise DataError(f"{p}: not a token stream (expected a grokscope tokens/ dir with manifest.json + tokens.npy, "
-                        "or an OLMo dir with global_indices.npy)")
-    prefix = _megatron_prefix(p)
-    if Path(str(prefix) + ".idx").exists() and Path(str(prefix) + ".bin").exists():
+                        "an OLMo dir with global_indices.npy, or a Megatron dir with NAME.idx + NAME.bin or shards "
+                        "NAME-NNNNN-of-MMMMM.bin)")
+    if megatron_prefix(p) is not None:
         return "megatron"
     if p.is_file() and p.suffix == ".bin":
         return "nanogpt"
-    if not p.exists() and not Path(str(prefix) + ".bin").exists():
+    if not p.exists() and not Path(str(p.with_suffix("") if p.suffix in (".bin", ".idx") else p) + ".bin").exists():
         raise DataError(f"token stream '{p}' does not exist")
     raise DataError(f"{p}: cannot tell the token-stream format; pass format= one of {', '.join(FORMATS[1:])}")
 
@@ -240,120 +250,16 @@ def _open_grokscope(p: Path, rows_per_step: int | None, row_len: int | None, eos
 
 
 # ---------------------------------------------------------------------------------------------
-# Megatron / GPT-NeoX MMapIndexedDataset
+# Megatron / GPT-NeoX MMapIndexedDataset, merged or in shards (grokscope.stream.megatron)
 # ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class MegatronIndex:
-    """The parsed ``.idx`` file: sequence sizes (tokens), byte pointers into ``.bin``, doc_idx."""
-
-    dtype: np.dtype
-    sizes: np.ndarray  # int32 [n_sequences]
-    pointers: np.ndarray  # int64 [n_sequences], byte offsets
-    doc_idx: np.ndarray  # int64 [n_documents + 1], sequence index where each document starts
-
-
-def _megatron_prefix(p: Path) -> Path:
-    return p.with_suffix("") if p.suffix in (".bin", ".idx") else p
-
-
-def read_megatron_index(idx_path: str | os.PathLike[str]) -> MegatronIndex:
-    """Parse a Megatron ``MMIDIDX`` index (version 1) and check it is complete."""
-    idx_path = Path(idx_path)
-    size = idx_path.stat().st_size
-    head_len = len(MEGATRON_MAGIC) + 8 + 1 + 8 + 8
-    with open(idx_path, "rb") as f:
-        head = f.read(head_len)
-    if len(head) < head_len:
-        raise DataError(f"{idx_path}: truncated index ({size} bytes, the header alone needs {head_len})")
-    if head[: len(MEGATRON_MAGIC)] != MEGATRON_MAGIC:
-        raise DataError(f"{idx_path}: not a Megatron MMapIndexedDataset index (header {head[:9]!r}, "
-                        f"expected {MEGATRON_MAGIC!r})")
-    off = len(MEGATRON_MAGIC)
-    (version,) = struct.unpack_from("<Q", head, off)
-    (code,) = struct.unpack_from("<B", head, off + 8)
-    n_seq, n_doc = struct.unpack_from("<QQ", head, off + 9)
-    if version != 1:
-        raise DataError(f"{idx_path}: index version {version}, only version 1 is supported")
-    if code not in MEGATRON_DTYPES:
-        raise DataError(f"{idx_path}: dtype code {code} is not an integer token type "
-                        f"(expected one of {sorted(MEGATRON_DTYPES)})")
-    need = head_len + 4 * n_seq + 8 * n_seq + 8 * n_doc
-    if size < need:
-        raise DataError(f"{idx_path}: truncated index: {n_seq} sequences and {n_doc} document entries need "
-                        f"{need} bytes, the file has {size}")
-    mm = np.memmap(idx_path, mode="r", dtype=np.uint8)
-    sizes = np.frombuffer(mm, dtype="<i4", count=n_seq, offset=head_len)
-    pointers = np.frombuffer(mm, dtype="<i8", count=n_seq, offset=head_len + 4 * n_seq)
-    doc_idx = np.frombuffer(mm, dtype="<i8", count=n_doc, offset=head_len + 12 * n_seq)
-    if n_seq and int(sizes.min()) < 0:
-        raise DataError(f"{idx_path}: negative sequence size at entry {int(np.argmin(sizes))}")
-    return MegatronIndex(MEGATRON_DTYPES[code], sizes, pointers, doc_idx)
-
-
 def _open_megatron(p: Path, rows_per_step: int | None, row_len: int | None, eos_id: int | None) -> TokenStream:
-    prefix = _megatron_prefix(p)
-    idx_path, bin_path = Path(str(prefix) + ".idx"), Path(str(prefix) + ".bin")
-    for q in (idx_path, bin_path):
-        if not q.exists():
-            raise DataError(f"Megatron dataset '{prefix}': {q} does not exist (expected {prefix}.bin + {prefix}.idx)")
-    index = read_megatron_index(idx_path)
-    bin_size = bin_path.stat().st_size
-    item = index.dtype.itemsize
-    n_seq = index.sizes.size
-    if n_seq:
-        ends = index.pointers + index.sizes.astype(np.int64) * item
-        worst = int(np.argmax(ends))
-        if int(index.pointers.min()) < 0 or int(ends[worst]) > bin_size:
-            raise DataError(f"{bin_path}: truncated data file: sequence {worst} of {idx_path.name} ends at byte "
-                            f"{int(ends[worst])}, the file has {bin_size} bytes")
-    row_len = row_len or MEGATRON_DEFAULTS[0]
-    total = int(index.sizes.sum(dtype=np.int64))
-    n_rows = total // row_len
-    contiguous = n_seq == 0 or (
-        int(index.pointers[0]) == 0
-        and bool(np.array_equal(index.pointers[1:], np.cumsum(index.sizes[:-1].astype(np.int64)) * item))
-    )
-    if contiguous:
-        flat = np.memmap(bin_path, mode="r", dtype=index.dtype, shape=(total,)) if total else np.zeros(0, index.dtype)
-        read = _flat_reader(flat, row_len)
-    else:
-        read = _segment_reader(bin_path, index, row_len)
+    layout = open_megatron(p, row_len or MEGATRON_DEFAULTS[0])
     return TokenStream(
-        path=prefix, format="megatron", n_rows=n_rows, row_len=row_len,
+        path=layout.prefix, format="megatron", n_rows=layout.n_rows, row_len=row_len or MEGATRON_DEFAULTS[0],
         rows_per_step=rows_per_step or MEGATRON_DEFAULTS[1],
         eos_id=MEGATRON_DEFAULTS[2] if eos_id is None else eos_id, vocab_size=None, tokenizer=None,
-        dtype=index.dtype, manifest={"n_sequences": int(n_seq), "n_documents": max(int(index.doc_idx.size) - 1, 0),
-                                     "contiguous": contiguous, "tokens": total},
-        _read=read,
+        dtype=layout.dtype, manifest=layout.manifest, _read=layout.read,
     )
-
-
-def _flat_reader(flat: np.ndarray, row_len: int) -> RowReader:
-    return lambda a, b: np.asarray(flat[a * row_len : b * row_len]).reshape(b - a, row_len)
-
-
-def _segment_reader(bin_path: Path, index: MegatronIndex, row_len: int) -> RowReader:
-    """Rows of a ``.bin`` whose sequences are not stored back to back: gather the pieces."""
-    mm = np.memmap(bin_path, mode="r", dtype=np.uint8)
-    item = index.dtype.itemsize
-    starts = np.zeros(index.sizes.size + 1, dtype=np.int64)  # logical token offset of each sequence
-    np.cumsum(index.sizes, out=starts[1:])
-
-    def read(a: int, b: int) -> np.ndarray:
-        lo, hi = a * row_len, b * row_len
-        out = np.empty(hi - lo, dtype=index.dtype)
-        seq = int(np.searchsorted(starts, lo, side="right")) - 1
-        pos = lo
-        while pos < hi:
-            take = min(hi, int(starts[seq + 1])) - pos
-            if take > 0:
-                byte = int(index.pointers[seq]) + (pos - int(starts[seq])) * item
-                out[pos - lo : pos - lo + take] = np.frombuffer(mm, dtype=index.dtype, count=take, offset=byte)
-                pos += take
-            seq += 1
-        return out.reshape(b - a, row_len)
-
-    return read
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,7 +296,7 @@ def _open_nanogpt(p: Path, rows_per_step: int | None, row_len: int | None, eos_i
         path=p, format="nanogpt", n_rows=flat.size // row_len, row_len=row_len,
         rows_per_step=rows_per_step or NANOGPT_DEFAULTS[1],
         eos_id=NANOGPT_DEFAULTS[2] if eos_id is None else eos_id, vocab_size=None, tokenizer=None,
-        dtype=flat.dtype, manifest={"tokens": int(flat.size)}, _read=_flat_reader(flat, row_len),
+        dtype=flat.dtype, manifest={"tokens": int(flat.size)}, _read=flat_reader(flat, row_len),
     )
 
 
@@ -427,15 +333,12 @@ def _open_olmo(p: Path, rows_per_step: int | None, row_len: int | None, eos_id: 
     n_instances = int(first[-1])
     gi_path = p / "global_indices.npy"
     indices = _raw_tokens(gi_path, None, "uint32")
+    _check_global_indices(gi_path, indices, n_instances, row_len, len(files))
     names = [str(f) for f in files]
 
     def read(a: int, b: int) -> np.ndarray:
-        ids = np.asarray(indices[a:b]).astype(np.int64)
+        ids = np.asarray(indices[a:b]).astype(np.int64)  # checked at open: all in [0, n_instances)
         out = np.empty((b - a, row_len), dtype=arrays[0].dtype)
-        if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= n_instances):
-            bad = int(ids[(ids < 0) | (ids >= n_instances)][0])
-            raise DataError(f"{gi_path}: instance id {bad} (stream rows {a}..{b}) is out of range: the token files "
-                            f"hold {n_instances} instances of {row_len} tokens")
         which = np.searchsorted(first, ids, side="right") - 1
         for j, (f, inst) in enumerate(zip(which, ids - first[which])):
             out[j] = arrays[f][inst * row_len : (inst + 1) * row_len]
@@ -447,3 +350,39 @@ def _open_olmo(p: Path, rows_per_step: int | None, row_len: int | None, eos_id: 
         eos_id=OLMO_DEFAULTS[2] if eos_id is None else eos_id, vocab_size=None, tokenizer=None,
         dtype=arrays[0].dtype, manifest={"files": names, "instances": n_instances}, _read=read,
     )
+
+
+_RANGE_CHUNK = 1 << 24  # global_indices entries per step of the range check
+
+
+@functools.lru_cache(maxsize=8)
+def _id_range(path: str, size: int, mtime_ns: int) -> tuple[int, int]:
+    """``(min, max)`` of an OLMo ``global_indices.npy``, in chunks (flat memory). ``size`` and
+    ``mtime_ns`` key the memo, so Dask workers that reopen the stream per shard pay the pass once."""
+    ids = _raw_tokens(Path(path), None, "uint32")
+    chunks = [np.asarray(ids[a : a + _RANGE_CHUNK]) for a in range(0, ids.size, _RANGE_CHUNK)]  # views
+    return min((int(c.min()) for c in chunks), default=0), max((int(c.max()) for c in chunks), default=-1)
+
+
+def _check_global_indices(gi_path: Path, indices: np.ndarray, n_instances: int, row_len: int, n_files: int) -> None:
+    """``global_indices.npy`` against the token files: no more entries than instances, every id
+    in ``[0, n_instances)``; else a DataError naming the file and the offending value."""
+    where = f"the {n_files} token file(s) hold {n_instances} instances of {row_len} tokens"
+    if indices.dtype.kind not in "iu":
+        raise DataError(f"{gi_path}: holds {indices.dtype} values, expected integer instance ids")
+    if indices.size > n_instances:
+        raise DataError(f"{gi_path}: {indices.size} instance ids, more than the instances available: {where} "
+                        "(a wrong row_len, or token files missing from the directory or paths.txt?)")
+    if not indices.size:
+        return
+    st = gi_path.stat()
+    lo, hi = _id_range(str(gi_path.resolve()), st.st_size, st.st_mtime_ns)
+    if lo >= 0 and hi < n_instances:
+        return
+    for a in range(0, indices.size, _RANGE_CHUNK):
+        chunk = np.asarray(indices[a : a + _RANGE_CHUNK]).astype(np.int64)
+        bad = np.flatnonzero((chunk < 0) | (chunk >= n_instances))
+        if bad.size:
+            j = int(bad[0])
+            raise DataError(f"{gi_path}: entry {a + j} is instance id {int(chunk[j])}, out of range: {where} "
+                            f"(ids 0..{n_instances - 1})")
