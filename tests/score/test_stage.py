@@ -562,3 +562,28 @@ def test_run_stage_scores_the_study_run_and_needs_phrases(scored_study, pairs):
     assert study.scored_steps() == [0, 4]
     assert np.load(study.hidden_path(0)).shape == (3, 2, 3, 64)
     assert not study.attention_path(0).exists()
+
+
+def test_prefetch_gives_the_files_of_a_sequential_run(scored_study, gpt2_tok, pairs):
+    """Loading one checkpoint ahead ([score] prefetch = 1, the default) writes exactly the tables
+    and arrays of loading each on its turn (prefetch = 0); a corrupt checkpoint in the middle fails
+    alone."""
+    ckpts = scored_study / "study" / "run" / "checkpoints"
+    for step in (8, 12):
+        _save_checkpoint(_gpt2_model(), gpt2_tok, ckpts / f"step_{step:08d}", step)
+    (ckpts / "step_00000008" / "model.safetensors").write_bytes(b"not a safetensors file")
+    outs = {}
+    for prefetch in (0, 1):
+        out = scored_study / f"out{prefetch}"
+        argv = ["score", "--checkpoints", str(scored_study / "study"), "--phrases", str(scored_study / "phrases.parquet"),
+                "--out", str(out), "--batch-size", "16", "--hidden-pairs", "5", "--quiet", "--threads", "1",
+                "--set", f"score.prefetch={prefetch}"]
+        assert cli.main(argv) == 2  # step 8 is corrupt
+        study = Study(out)
+        assert study.scored_steps() == [0, 4, 12]
+        outs[prefetch] = study
+    for step in (0, 4, 12):
+        a, b = outs[0], outs[1]
+        pd.testing.assert_frame_equal(pd.read_parquet(a.score_path(step)), pd.read_parquet(b.score_path(step)))
+        np.testing.assert_array_equal(np.load(a.hidden_path(step)), np.load(b.hidden_path(step)))
+        np.testing.assert_array_equal(np.load(a.attention_path(step)), np.load(b.attention_path(step)))

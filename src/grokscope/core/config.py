@@ -164,6 +164,8 @@ class ScoreSection(ScoringSettings):
     dtype: str = setting("auto", "auto: bf16 on GPU, float32 on CPU", choices=("auto", "float32", "bfloat16",
                                                                                "float16"))
     threads: int = setting(0, "torch CPU threads (0 = torch's default)", ge=0, harmless=True)
+    prefetch: int = setting(1, "checkpoints loaded in the background ahead of the one being scored "
+                               "(0 = load each on its turn)", ge=0, le=4, harmless=True)
 
 
 @dataclass

@@ -34,6 +34,7 @@ from grokscope.score.encoding import (
     encode_pairs,
     with_phrases,
 )
+from grokscope.score.loading import Ahead
 from grokscope.score.pairs import (
     ScoreOptions,
     _hidden_rows,
@@ -64,6 +65,7 @@ class ScoreJob:
     dtype: str = "auto"
     threads: int = 0
     force: bool = False
+    prefetch: int = 1  # checkpoints loaded ahead of the one being scored (0: load each on its turn)
 
 
 @dataclass
@@ -89,20 +91,41 @@ def score_checkpoints(job: ScoreJob, study: Study, errors: list[str] | None = No
         torch.set_num_threads(job.threads)
     errors = [] if errors is None else errors
     device = resolve_device(job.device, "score --device")
-    summaries = []
-    encode_cache: dict[tuple[str, str], list[tuple[EncodedSentence, EncodedSentence]]] = {}
-    for ckpt in job.checkpoints:
-        meta_expected = {"convention": job.options.convention, "reduction": job.options.reduction,
-                         "region": job.options.region, "benchmark_fingerprint": job.benchmark_fingerprint}
+    meta_expected = {"convention": job.options.convention, "reduction": job.options.reduction,
+                     "region": job.options.region, "benchmark_fingerprint": job.benchmark_fingerprint}
+    done: dict[int, CheckpointSummary] = {}
+    todo = []
+    for i, ckpt in enumerate(job.checkpoints):
         try:
             if not job.force and _already_scored(study, ckpt, meta_expected, job.options):
-                summaries.append(_summary_from_disk(study, ckpt))
-                continue
-            summaries.append(_score_one(job, study, ckpt, device, encode_cache))
+                done[i] = _summary_from_disk(study, ckpt)
+            else:
+                todo.append((i, ckpt))
         except GrokscopeError as e:
-            errors.append(f"{ckpt.label} (step {ckpt.step}): {e}")
-            summaries.append(CheckpointSummary(ckpt.step, ckpt.tokens_seen, ckpt.label, "failed"))
-    return summaries
+            done[i] = _failed(ckpt, e, errors)
+    encode_cache: dict[tuple[str, str], list[tuple[EncodedSentence, EncodedSentence]]] = {}
+    loads = Ahead(todo, lambda item: _load(job, item[1], device), ahead=job.prefetch)
+    for (i, ckpt), loaded in loads:
+        try:
+            t0 = time.perf_counter()
+            done[i] = _score_one(job, study, ckpt, loaded(), encode_cache, t0)
+        except GrokscopeError as e:
+            done[i] = _failed(ckpt, e, errors)
+    return [done[i] for i in range(len(job.checkpoints))]
+
+
+def _failed(ckpt: Checkpoint, e: GrokscopeError, errors: list[str]) -> CheckpointSummary:
+    errors.append(f"{ckpt.label} (step {ckpt.step}): {e}")
+    return CheckpointSummary(ckpt.step, ckpt.tokens_seen, ckpt.label, "failed")
+
+
+def _load(job: ScoreJob, ckpt: Checkpoint, device: str) -> tuple[Any, Any]:
+    """The checkpoint's tokenizer and model, checked against each other (runs one checkpoint ahead)."""
+    tokenizer = load_checkpoint_tokenizer(ckpt, job.tokenizer)
+    model = load_model(ckpt, device, job.dtype, attention=job.options.capture_attention,
+                       progress=job.options.progress and not job.prefetch)
+    check_tokenizer_matches(tokenizer, model, ckpt.label)
+    return tokenizer, model
 
 
 def _already_scored(study: Study, ckpt: Checkpoint, expected: dict[str, Any], options: ScoreOptions) -> bool:
@@ -130,16 +153,13 @@ def _summary_from_disk(study: Study, ckpt: Checkpoint) -> CheckpointSummary:
     return CheckpointSummary(ckpt.step, ckpt.tokens_seen, ckpt.label, "skipped (done)", acc)
 
 
-def _score_one(job: ScoreJob, study: Study, ckpt: Checkpoint, device: str,
-               encode_cache: dict[tuple[str, str], list[tuple[EncodedSentence, EncodedSentence]]]) -> CheckpointSummary:
+def _score_one(job: ScoreJob, study: Study, ckpt: Checkpoint, loaded: tuple[Any, Any],
+               encode_cache: dict[tuple[str, str], list[tuple[EncodedSentence, EncodedSentence]]],
+               t0: float) -> CheckpointSummary:
     from grokscope.core.store import commit_npy, open_npy_for_writing, write_npy, write_parquet
     from grokscope.core.tokenizer import tokenizer_fingerprint
 
-    t0 = time.perf_counter()
-    tokenizer = load_checkpoint_tokenizer(ckpt, job.tokenizer)
-    model = load_model(ckpt, device, job.dtype, attention=job.options.capture_attention,
-                       progress=job.options.progress)
-    check_tokenizer_matches(tokenizer, model, ckpt.label)
+    tokenizer, model = loaded
     fingerprint = tokenizer_fingerprint(tokenizer)
     key = (fingerprint, job.options.convention)
     if key not in encode_cache:
@@ -224,7 +244,7 @@ def run(cfg: StudyConfig, study: Study) -> None:
                                        tokens_per_step=sc.tokens_per_step or None, errors=errors)
     job = ScoreJob(checkpoints=checkpoints, pairs=pairs, benchmark=benchmark, benchmark_fingerprint=fingerprint,
                    options=options, tokenizer=sc.tokenizer, device=sc.device, dtype=sc.dtype, threads=sc.threads,
-                   force=cfg.options.force)
+                   force=cfg.options.force, prefetch=sc.prefetch)
     summaries = score_checkpoints(job, study, errors)
     _print_summary(summaries, len(pairs))
     if errors:
