@@ -640,3 +640,17 @@ def test_support_sections_show_their_tables(full_report):
     assert "delay k=1" in page and "delay k=20" in page
     ks = pd.read_csv(study.report_dir / "tables" / "k_sensitivity.csv")
     assert sorted(set(ks["min_count"])) == [1, 5, 20]
+
+
+def test_support_figure_with_perfect_accuracy():
+    """Wilson bounds at accuracy 1 can fall a rounding error below it: the error bars are clipped."""
+    from grokscope.analyse import support as sp
+    from grokscope.report.support_sections import support_figure
+
+    good = np.array([[0, 3], [1, 7], [2, 2], [0, 0]] * 5)
+    bad = np.zeros_like(good)
+    correct = np.ones(good.shape, dtype=bool)
+    steps = np.array([1, 2])
+    fig = support_figure(sp.support_splits(correct, good, bad, steps), sp.dose_response(correct, good, bad, steps),
+                         FS.StepAxis(None))
+    assert len(fig.axes) == 3

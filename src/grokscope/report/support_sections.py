@@ -48,7 +48,8 @@ def support_figure(splits: pd.DataFrame, dose: pd.DataFrame, axis: StepAxis) -> 
         d = last[(last["axis"] == kind) & (last["n"] > 0)]
         x = np.arange(len(d))
         acc, lo, hi = floats(d["accuracy"]), floats(d["ci_lo"]), floats(d["ci_hi"])
-        ax.errorbar(x, acc, yerr=[acc - lo, hi - acc], fmt="o-", color="#0072B2", capsize=3)
+        yerr = np.clip([acc - lo, hi - acc], 0, None)  # Wilson bounds can miss 0 / 1 by a rounding error
+        ax.errorbar(x, acc, yerr=yerr, fmt="o-", color="#0072B2", capsize=3)
         ax.set_xticks(x)
         ax.set_xticklabels([f"{b}\n(n={n})" for b, n in zip(d["bin"], d["n"])], fontsize=7)
         ax.set_ylim(-0.02, 1.02)
