@@ -647,7 +647,7 @@ def test_support_figure_with_perfect_accuracy():
     from grokscope.analyse import support as sp
     from grokscope.report.support_sections import support_figure
 
-    good = np.array([[0, 3], [1, 7], [2, 2], [0, 0]] * 5)
+    good = np.array([[0, 3], [1, 7], [2, 2], [0, 0]] * 20)  # 20 pairs per bin: Wilson upper bound 1 - 1e-16
     bad = np.zeros_like(good)
     correct = np.ones(good.shape, dtype=bool)
     steps = np.array([1, 2])
