@@ -95,10 +95,13 @@ def prepare_inputs(args: argparse.Namespace, work: Path) -> dict:
 
     stream = open_stream(args.tokens)
     tok = load_tokenizer(stream.tokenizer_dir) if stream.tokenizer_dir else load_tokenizer(args.tokenizer)
-    df = pd.read_parquet(args.phrases, columns=["critical_phrase", "bad_phrase"])
+    df = pd.read_parquet(args.phrases)
     phrases = df["critical_phrase"].tolist() + df["bad_phrase"].tolist()
+    forms = None  # every surface form the phrases table records (mid-text lower-cased first words too)
+    if "good_forms" in df.columns and not args.no_forms:
+        forms = [list(f) or None for f in df["good_forms"]] + [list(f) or None for f in df["bad_forms"]]
     t0 = time.perf_counter()
-    seqs = tokenize_phrases(tok, phrases, ["mid", "sentence_start"], eos_id=stream.eos_id)
+    seqs = tokenize_phrases(tok, phrases, ["mid", "sentence_start"], eos_id=stream.eos_id, forms=forms)
     t_tok = time.perf_counter() - t0
     tables = word_tables(tok)
     flat = np.array([t for s in seqs.sequences for t in s], dtype=np.int64)
@@ -394,6 +397,8 @@ def main() -> int:
     ap.add_argument("--rows-per-step", type=int, default=32, help="B for the checkpoint windows (default 32)")
     ap.add_argument("--skip", default="", help="comma list of: numpy,infini,scale,dask")
     ap.add_argument("--quick", action="store_true", help="10M tokens only")
+    ap.add_argument("--no-forms", action="store_true", help="ignore the phrases table's good_forms/bad_forms (each "
+                                                            "phrase as given is its mid-text form: the old search)")
     ap.add_argument("--infini-sample", type=int, default=5000, help="infini-gram queries timed (extrapolated)")
     ap.add_argument("--dask-repeats", type=int, default=7, help="timed Dask searches per worker count (median)")
     ap.add_argument("--dask-copies", type=int, default=1,

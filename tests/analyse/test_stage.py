@@ -15,7 +15,7 @@ from grokscope.core import store
 from grokscope.core.config import AnalyseSection
 from grokscope.core.errors import DataError, MissingStageError
 
-FAST = dict(n_boot=200, n_perm=300, probe_pairs=300, probe_folds=3, ablation=False)
+FAST = dict(n_boot=200, n_perm=300, probe_pairs=300, probe_folds=3, ablation=False, min_distinct_phrases=10)
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +245,7 @@ def test_run_stage_and_unsupported_pairs(sim, tmp_path, capsys):
     phrases.loc[:9, "supported"] = False
     store.write_parquet(st.phrases_path, phrases, metadata=store.read_parquet_metadata(st.phrases_path))
     cfg = config_from_dict({"analyse": {"n_boot": 50, "n_perm": 50, "probes": False, "heads": False,
-                                        "criterion": "fraction", "match_on": "phrase_length"}})
+                                        "criterion": "fraction", "match_on": "phrase_length", "min_distinct_phrases": 10}})
     run_stage(cfg, st)
     assert "comparison" in capsys.readouterr().out
     meta = store.read_parquet_metadata(dst / "analysis" / "timing.parquet")

@@ -28,6 +28,8 @@ def _other_value(info: SettingInfo) -> tuple[str, Any]:
     if info.choices and not info.is_list:
         v = next(c for c in info.choices if c != d)
         return f'"{v}"', v
+    if info.is_list and info.item_type is int:
+        return "[2, 3]", [2, 3]
     if info.is_list:
         items = [c for c in info.choices if c not in d][:1] or list(info.choices[:1]) or ["a", "b"]
         return "[" + ", ".join(f'"{v}"' for v in items) + "]", items

@@ -35,6 +35,21 @@ PHENOMENA = {
 N_LAYER, N_HEAD = 3, 4
 
 
+def support_tables(exp: pd.DataFrame, phrases: pd.DataFrame, timing: pd.DataFrame, rng) -> dict[str, pd.DataFrame]:
+    """The support, dose-response, paradigm and k-sensitivity tables of the synthetic study, made
+    by the analysis' own functions (bad counts planted here: the exposure table has none)."""
+    from grokscope.analyse import support as sp
+
+    good = exp[[f"good_count_{t}" for t in STEPS]].to_numpy()
+    bad = (good * rng.uniform(0, 1.5, (len(exp), 1))).astype(np.int64)
+    correct = rng.random(good.shape) < 0.5 + 0.4 * (good > bad)
+    info = sp.paradigm_information(phrases.assign(critical_phrase=phrases["good"], context_word="this"), good, 1, 50)
+    ks = pd.concat([timing.assign(min_count=k) for k in (1, 5, 20)], ignore_index=True)
+    return {"support_splits": sp.support_splits(correct, good, bad, np.asarray(STEPS)),
+            "dose_response": sp.dose_response(correct, good, bad, np.asarray(STEPS)), "paradigms": info,
+            "k_sensitivity": ks[ks["level"].isin(["all", "phenomenon"])]}
+
+
 # ---- a synthetic study, written per docs/CONTRACTS.md --------------------------------------
 def _sigmoid(steps: np.ndarray, mid: float, lo: float = 0.5, hi: float = 0.95) -> np.ndarray:
     x = np.log1p(steps) - np.log1p(mid)
@@ -42,7 +57,8 @@ def _sigmoid(steps: np.ndarray, mid: float, lo: float = 0.5, hi: float = 0.95) -
 
 
 def make_study(root: Path, seed: int = 0, tables: tuple[str, ...] = ("curves", "timing", "probes", "heads",
-               "concentration", "ablation"), exposure: bool = True) -> Study:
+               "concentration", "ablation", "support_splits", "dose_response", "paradigms", "k_sensitivity"),
+               exposure: bool = True) -> Study:
     """A small study: phrases, exposure, one score file (metadata) and the analysis tables."""
     rng = np.random.default_rng(seed)
     study = Study(root)
@@ -154,7 +170,7 @@ def make_study(root: Path, seed: int = 0, tables: tuple[str, ...] = ("curves", "
     ablation = pd.DataFrame(abl_rows)
     crit = {"criterion": {"mode": "level", "level": 0.8, "fraction": 0.9, "min_pairs": 10}}
     all_tables = {"curves": curves, "timing": timing, "probes": probes, "heads": heads, "concentration": conc,
-                  "ablation": ablation}
+                  "ablation": ablation, **support_tables(pd.DataFrame(exp_rows), phrases, timing, rng)}
     for name in tables:
         write_parquet(study.analysis_dir / RS.ANALYSIS_TABLES[name][0], all_tables[name], crit)
     return study
@@ -174,8 +190,8 @@ def full_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Study, R.Repo
 
 
 # ---- the page --------------------------------------------------------------------------
-EXPECTED_SECTIONS = ["delays", "split-curves", "fixed-split", "exposure-bins", "matched", "exposure", "probes",
-                     "heads", "ablation"]
+EXPECTED_SECTIONS = ["delays", "split-curves", "fixed-split", "exposure-bins", "matched", "exposure", "support",
+                     "informative", "k-sensitivity", "probes", "heads", "ablation"]
 
 
 def test_page_is_self_contained_with_every_section(full_report):
@@ -185,7 +201,7 @@ def test_page_is_self_contained_with_every_section(full_report):
     assert [i for i, _ in ids] == EXPECTED_SECTIONS
     assert all(m == "" for _, m in ids), ids  # nothing missing in the full study
     srcs = re.findall(r'<img[^>]*\ssrc="([^"]+)"', page)
-    assert len(srcs) == 12
+    assert len(srcs) == 13
     assert all(s.startswith("data:image/png;base64,") for s in srcs)
     for s in srcs:  # every embedded image is a decodable PNG
         import base64
@@ -205,7 +221,7 @@ def test_figure_and_table_files(full_report):
     study, res, _ = full_report
     names = {p.name for p in (study.report_dir / "figures").iterdir()}
     stems = {"delays", "curves_proxy", "curves_fixed", "curves_bins", "curves_matched", "exposure_first_step",
-             "exposure_counts", "probes", "head_maps", "head_trajectories", "head_concentration", "ablation"}
+             "exposure_counts", "probes", "head_maps", "head_trajectories", "head_concentration", "ablation", "support"}
     assert names == {f"{s}.{e}" for s in stems for e in ("png", "svg")}
     svg = (study.report_dir / "figures" / "curves_proxy.svg").read_text()
     assert svg.lstrip().startswith("<?xml") and "proxy-train" in svg
@@ -532,7 +548,7 @@ def test_page_loads_in_headless_chromium(full_report, tmp_path):
     study, _, _ = full_report
     res, console = browser_check(study.report_path, tmp_path)
     assert res["errors"] == [] and console == []
-    assert res["n_img"] == 12 and res["bad_img"] == [] and min(res["widths"]) > 300
+    assert res["n_img"] == 13 and res["bad_img"] == [] and min(res["widths"]) > 300
     assert [s[0] for s in res["sections"]] == EXPECTED_SECTIONS
     assert all(s[2] > 50 for s in res["sections"])  # every section is rendered with content
     assert res["resources"] == [] and res["external"] == []  # nothing fetched: the page is self-contained
@@ -607,3 +623,34 @@ def test_confidence_intervals_of_censored_delays_read_as_words():
     assert RF.fmt_ci(100, inf) == "[100, ∞]"
     assert RF.fmt_ci(-25.0, 175.4) == "[-25, 175]"
     assert RF.fmt_ci(math.nan, 3) == "–"
+
+
+def test_support_sections_show_their_tables(full_report):
+    study, _, _ = full_report
+    page = study.report_path.read_text(encoding="utf-8")
+    splits = pd.read_csv(study.report_dir / "tables" / "support_splits.csv")
+    assert set(splits["split"]) == {"good_only", "bad_only", "both", "neither"}
+    assert splits.groupby("step")["n"].sum().nunique() == 1  # every pair in one split per checkpoint
+    dose = pd.read_csv(study.report_dir / "tables" / "dose_response.csv")
+    assert set(dose["axis"]) == {"good_count", "support_share"}
+    info = pd.read_csv(study.report_dir / "tables" / "paradigms.csv")
+    assert len(info) == 6 and (info["distinct_phrases"] == 20).all() and not info["informative"].any()
+    assert "6 of 6 paradigms cannot carry information" in page
+    assert "anaphor_gender_agreement</b> (20 distinct phrases (&lt; 50))" in page
+    assert "delay k=1" in page and "delay k=20" in page
+    ks = pd.read_csv(study.report_dir / "tables" / "k_sensitivity.csv")
+    assert sorted(set(ks["min_count"])) == [1, 5, 20]
+
+
+def test_support_figure_with_perfect_accuracy():
+    """Wilson bounds at accuracy 1 can fall a rounding error below it: the error bars are clipped."""
+    from grokscope.analyse import support as sp
+    from grokscope.report.support_sections import support_figure
+
+    good = np.array([[0, 3], [1, 7], [2, 2], [0, 0]] * 20)  # 20 pairs per bin: Wilson upper bound 1 - 1e-16
+    bad = np.zeros_like(good)
+    correct = np.ones(good.shape, dtype=bool)
+    steps = np.array([1, 2])
+    fig = support_figure(sp.support_splits(correct, good, bad, steps), sp.dose_response(correct, good, bad, steps),
+                         FS.StepAxis(None))
+    assert len(fig.axes) == 3

@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from grokscope.analyse.support_stage import SUPPORT_OUTPUTS, informative_pairs, support_outputs
 from grokscope.core import store
 from grokscope.core.config import AnalyseSection, StudyConfig
 from grokscope.core.errors import DataError, MissingStageError
 from grokscope.core.stage import CommandLine, Flag, Stage
 from grokscope.core.store import Study
 
-OUTPUTS = ("curves", "timing", "probes", "heads", "head_concentration", "ablation")
+OUTPUTS = ("curves", "timing", "probes", "heads", "head_concentration", "ablation", *SUPPORT_OUTPUTS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -239,6 +240,7 @@ def _analyse_study(study: Study, a: AnalyseSection, force: bool, progress: bool)
     keep = np.flatnonzero(supported)
     if keep.size == 0:
         raise DataError(f"{study.phrases_path}: no supported pairs (every critical phrase failed); nothing to analyse")
+    keep, informative_note = informative_pairs(inputs, keep, a, study.exposure_path, study.analysis_dir)
     counts = window_counts(inputs.exposure, inputs.steps, study.exposure_path)[keep]
     match, match_on = match_values(study, inputs.phrases.iloc[keep], a.match_on)
     table = dy.PairTable(
@@ -257,9 +259,9 @@ def _analyse_study(study: Study, a: AnalyseSection, force: bool, progress: bool)
     store.write_parquet(out / "curves.parquet", result.curves, metadata=meta)
     store.write_parquet(out / "timing.parquet", result.timing, metadata=meta)
 
+    notes = [informative_note, *support_outputs(inputs, keep, a, table, opts, result, study.exposure_path, out)]
     gen_all = result.timing.query("level == 'all' and comparison == 'proxy'")["gen_step"]
     gen_step = None if gen_all.empty or pd.isna(gen_all.iloc[0]) else int(gen_all.iloc[0])
-    notes = []
     if a.probes:
         probes = probe_table(study, inputs, keep, a, gen_step, progress)
         if probes is not None:

@@ -192,6 +192,11 @@ class AnalyseSection:
                                    "score metadata)", negative="--no-ablation")
     ablation_pairs: int = setting(1000, "pairs re-scored per ablation (seeded subsample); 0 = all", ge=0)
     ablation_step: int = setting(-1, "checkpoint step to ablate; -1 = the last scored step", ge=-1)
+    min_distinct_phrases: int = setting(50, "a paradigm with fewer distinct critical phrases (or no context word) "
+                                            "cannot inform a split: left out of the verdicts", ge=0)
+    keep_uninformative: bool = setting(False, "keep paradigms whose split cannot carry information in the verdicts")
+    sensitivity_min_counts: list[int] = setting([1, 5, 20], "k sensitivity: verdicts at each of these min_count "
+                                                             "thresholds, side by side (empty = off)")
 
 
 @dataclass

@@ -75,6 +75,8 @@ def add_setting_flag(parser: argparse.ArgumentParser | Any, info: SettingInfo, n
         kwargs: dict[str, Any] = {"dest": dest, "default": default, "help": text, "required": required}
         if info.is_list:
             kwargs["nargs"] = "*"
+            if info.item_type in (int, float):  # --sensitivity-min-counts 1 5 20
+                kwargs["type"], kwargs["metavar"] = info.item_type, info.item_type.__name__.upper()
         elif info.choices:
             kwargs["choices"] = info.choices
         if not info.is_list:

@@ -164,7 +164,9 @@ def _expression_entry(expression: str, classes: frozenset[str]) -> LexEntry:
 class Lexicon:
     """Expression → word classes; :meth:`tag` classes every word of a tokenised sentence."""
 
-    def __init__(self, entries: Iterable[LexEntry] = ()) -> None:
+    def __init__(self, entries: Iterable[LexEntry] = (), capitalised: Iterable[str] = ()) -> None:
+        #: words the lexicon spells with a capital (its proper nouns, "I", "CEO"): they keep it mid-sentence
+        self.capitalised = frozenset(capitalised)
         self._single: dict[str, set[str]] = {w: set(c) for w, c in CLOSED_CLASS.items()}
         self._multi: dict[tuple[str, ...], list[set[str]]] = {}
         for e in entries:
@@ -193,11 +195,13 @@ class Lexicon:
             if not reader.fieldnames or "expression" not in reader.fieldnames:
                 raise DataError(f"{path}: not a BLiMP lexicon: it has no 'expression' column")
             entries = []
+            capitalised: set[str] = set()
             for row in reader:
                 expr = (row.get("expression") or "").strip()
                 if expr:
                     entries.append(_expression_entry(expr, _entry_classes(row)))
-        return cls(entries)
+                    capitalised.update(w for w in expr.split() if w[:1].isupper())
+        return cls(entries, capitalised)
 
     def classes(self, word: str) -> frozenset[str]:
         return self._frozen_single.get(word.lower(), frozenset())

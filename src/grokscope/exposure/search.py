@@ -8,8 +8,11 @@ checkpoint window. In this process, on a local Dask cluster or on a ``client`` y
 :mod:`grokscope.exposure.shards`); the compiled search is :mod:`grokscope.exposure.engine`.
 
 Variants (counts sum over them, identical token sequences counted once):
-``mid`` — " this sketch" (mid-text, leading space); ``sentence_start`` — " This sketch"
-(after a full stop) and "This sketch" (at a document or line start).
+``mid`` — " this sketch" (mid-text, leading space; " there was bound" for a phrase that begins
+its sentence with a common word); ``sentence_start`` — " This sketch" (after a full stop) and
+"This sketch" (at a document or line start). A phrase given with its surface forms
+(:mod:`grokscope.data.surface_forms`, the ``good_forms`` column of ``phrases.parquet``) is
+searched in those; a bare phrase is taken as its mid-text form.
 """
 from __future__ import annotations
 
@@ -22,25 +25,33 @@ import numpy as np
 
 from grokscope.core.config import VARIANTS
 from grokscope.core.errors import ConfigError
+from grokscope.data.surface_forms import forms_for_variants, surface_forms
 from grokscope.exposure.shards import DEFAULT_SHARD_ROWS, StreamSpec, search_stream, window_edges
 
+#: a searched phrase: its text and the surface-form texts searched for it
+PhraseKey = tuple[str, tuple[str, ...]]
 
-def variant_texts(phrase: str, variants: Sequence[str]) -> list[str]:
-    """The surface forms searched for ``phrase``: mid-text " this sketch"; sentence-start
-    " This sketch" and "This sketch". Empty phrase -> []."""
-    phrase = phrase.strip()
-    if not phrase:
-        return []
-    out: list[str] = []
-    for v in variants:
-        if v == "mid":
-            out.append(" " + phrase)
-        elif v == "sentence_start":
-            cap = phrase[0].upper() + phrase[1:]
-            out += [" " + cap, cap]
-        else:
-            raise ConfigError(f"exposure: unknown variant {v!r}; expected one of {list(VARIANTS)}")
-    return list(dict.fromkeys(out))
+
+def variant_texts(phrase: str, variants: Sequence[str], forms: Sequence[str] | None = None) -> list[str]:
+    """The surface forms searched for ``phrase``: its ``forms`` (``[mid, sentence_start,
+    line_start]``) when given, else those of the phrase as a mid-text phrase (" this sketch";
+    " This sketch" and "This sketch"), restricted to ``variants``. Empty phrase -> []."""
+    bad = [v for v in variants if v not in VARIANTS]
+    if bad:
+        raise ConfigError(f"exposure: unknown variant {bad[0]!r}; expected one of {list(VARIANTS)}")
+    if forms is None or len(forms) == 0:
+        forms = surface_forms(phrase, at_sentence_start=False)
+    return forms_for_variants(forms, variants) if phrase.strip() else []
+
+
+def phrase_keys(phrases: Sequence[str], variants: Sequence[str],
+                forms: Sequence[Sequence[str] | None] | None = None) -> list[PhraseKey]:
+    """One key per phrase: (text, texts searched)."""
+    out = []
+    for i, p in enumerate(phrases):
+        f = None if forms is None else forms[i]
+        out.append((p.strip(), tuple(variant_texts(p, variants, f))))
+    return out
 
 
 def _encode(tokenizer: Any, texts: list[str]) -> list[list[int]]:
@@ -63,17 +74,19 @@ class PhraseSequences:
     sequences: tuple[tuple[int, ...], ...]
     offsets: np.ndarray  # int64 [n_phrases + 1]
     seq_ids: np.ndarray  # int32 [n_memberships]
+    keys: tuple[PhraseKey, ...] = ()  # (text, surface forms searched) of each phrase
 
 
 def tokenize_phrases(tokenizer: Any, phrases: Sequence[str], variants: Sequence[str],
-                     eos_id: int | None = None) -> PhraseSequences:
-    """Tokenize each distinct phrase in each variant; dedupe identical sequences (per phrase and
-    globally). Sequences containing ``eos_id`` are dropped (they can never match)."""
-    uniq = list(dict.fromkeys(phrases))
+                     eos_id: int | None = None, forms: Sequence[Sequence[str] | None] | None = None) -> PhraseSequences:
+    """Tokenize each distinct phrase (text and ``forms``, see :func:`variant_texts`) in each
+    variant; dedupe identical sequences (per phrase and globally). Sequences containing
+    ``eos_id`` are dropped (they can never match)."""
+    uniq = list(dict.fromkeys(phrase_keys(phrases, variants, forms)))
     texts: list[str] = []
     owner: list[int] = []
-    for i, p in enumerate(uniq):
-        for t in variant_texts(p, variants):
+    for i, (_, searched) in enumerate(uniq):
+        for t in searched:
             texts.append(t)
             owner.append(i)
     encoded = _encode(tokenizer, texts)
@@ -89,7 +102,7 @@ def tokenize_phrases(tokenizer: Any, phrases: Sequence[str], variants: Sequence[
     offsets = np.zeros(len(uniq) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(m) for m in members])
     flat = np.array([k for m in members for k in m], dtype=np.int32)
-    return PhraseSequences(tuple(uniq), tuple(seq_index), offsets, flat)
+    return PhraseSequences(tuple(k[0] for k in uniq), tuple(seq_index), offsets, flat, tuple(uniq))
 
 
 def phrase_exposure(seqs: PhraseSequences, result: Any, n_intervals: int) -> tuple[np.ndarray, np.ndarray]:
@@ -132,11 +145,14 @@ class PhraseMatches:
     first_row: np.ndarray
     counts: np.ndarray
     n_sequences: int
+    keys: tuple[PhraseKey, ...] = ()
+    variants: tuple[str, ...] = VARIANTS
 
-    def rows_of(self, phrases: Sequence[str]) -> np.ndarray:
-        """Row indices into ``first_row`` / ``counts`` of each of ``phrases`` (all searched)."""
-        pos = {p: i for i, p in enumerate(self.phrases)}
-        return np.array([pos[p] for p in phrases], dtype=np.int64)
+    def rows_of(self, phrases: Sequence[str], forms: Sequence[Sequence[str] | None] | None = None) -> np.ndarray:
+        """Row indices into ``first_row`` / ``counts`` of each of ``phrases`` (with their
+        ``forms``, as searched)."""
+        pos = {k: i for i, k in enumerate(self.keys)}
+        return np.array([pos[k] for k in phrase_keys(phrases, self.variants, forms)], dtype=np.int64)
 
 
 class PhraseSearch:
@@ -145,11 +161,13 @@ class PhraseSearch:
     lists ids with no text). Sequences holding ``eos_id`` are dropped (they can never match)."""
 
     def __init__(self, phrases: Sequence[str], tokenizer: Any, variants: Sequence[str] = VARIANTS,
-                 eos_id: int | None = None, vocab_size: int | None = None) -> None:
+                 eos_id: int | None = None, vocab_size: int | None = None,
+                 forms: Sequence[Sequence[str] | None] | None = None) -> None:
         from grokscope.exposure.engine import build_index
         from grokscope.exposure.words import pad_tables, word_tables
 
-        self.sequences = tokenize_phrases(tokenizer, phrases, variants, eos_id=eos_id)
+        self.variants = tuple(variants)
+        self.sequences = tokenize_phrases(tokenizer, phrases, variants, eos_id=eos_id, forms=forms)
         tables = word_tables(tokenizer)
         if vocab_size is not None and tables.vocab_size < vocab_size:
             tables = pad_tables(tables, vocab_size)
@@ -177,4 +195,5 @@ class PhraseSearch:
                                shard_rows=shard_rows, parts_dir=parts_dir, parts_key=parts_key, progress=progress,
                                client=client)
         first, counts = phrase_exposure(self.sequences, result, len(edges) - 1)
-        return PhraseMatches(self.phrases, tuple(steps), int(rows_per_step), first, counts, self.n_sequences)
+        return PhraseMatches(self.phrases, tuple(steps), int(rows_per_step), first, counts, self.n_sequences,
+                             self.sequences.keys, self.variants)

@@ -88,6 +88,14 @@ def _read_phrases(path: Path) -> tuple[Any, dict[str, Any]]:
     return df, store.read_parquet_metadata(path)
 
 
+def _forms_of(pairs: Any, column: str) -> list[Any]:
+    """The surface forms ``[mid, sentence_start, line_start]`` of each pair (``None`` for a
+    phrases table without the column: its phrase is taken as the mid-text form)."""
+    if column not in pairs.columns:
+        return [None] * len(pairs)
+    return [list(f) if f is not None and len(f) else None for f in pairs[column]]
+
+
 def _load_study_tokenizer(tokenizer: str | None, stream: Any) -> Any:
     from grokscope.core.tokenizer import load_tokenizer
 
@@ -157,17 +165,21 @@ def compute_exposure(phrases_path: Path, spec: StreamSpec, steps: Sequence[int],
 
     good = pairs["critical_phrase"].fillna("").astype(str).tolist()
     bad = pairs["bad_phrase"].fillna("").astype(str).tolist()
+    good_forms, bad_forms = _forms_of(pairs, "good_forms"), _forms_of(pairs, "bad_forms")
     t_tok = time.perf_counter()
-    search = PhraseSearch(good + bad, tok, variants, eos_id=getattr(stream, "eos_id", None), vocab_size=n_vocab)
+    search = PhraseSearch(good + bad, tok, variants, eos_id=getattr(stream, "eos_id", None), vocab_size=n_vocab,
+                          forms=good_forms + bad_forms)
     t_tok = time.perf_counter() - t_tok
     t_search = time.perf_counter()
     parts_dir = out_path.parent / (out_path.stem + ".parts")
     found = search.search(spec, steps, workers=workers, scheduler=scheduler, shard_rows=shard_rows,
                           parts_dir=parts_dir, parts_key=key, progress=progress)
     t_search = time.perf_counter() - t_search
-    gi, bi = found.rows_of(good), found.rows_of(bad)
+    gi, bi = found.rows_of(good, good_forms), found.rows_of(bad, bad_forms)
     table = exposure_table(pairs, found.first_row[gi], found.counts[gi], found.first_row[bi], found.counts[bi],
                            steps, B)
+    table["good_forms"] = [list(found.keys[i][1]) for i in gi]  # the texts searched, summed in the counts
+    table["bad_forms"] = [list(found.keys[i][1]) for i in bi]
     store.write_parquet(out_path, table, metadata=meta)
     remove_parts(parts_dir)
     last = steps[-1] if steps else None

@@ -36,11 +36,12 @@ from grokscope.core.errors import DataError, MissingStageError
 from grokscope.core.stage import CommandLine, Flag, Stage
 from grokscope.core.store import Study
 from grokscope.data import lexicon as lx
+from grokscope.data.surface_forms import capitalised_words, surface_forms
 from grokscope.phrases.rules import GENERIC_RULE, RULES, Rule
 from grokscope.phrases.selectors import NotFound, run_selector
-from grokscope.phrases.words import WORD_RE, Alignment, Side, Span, align, make_side
+from grokscope.phrases.words import WORD_RE, Alignment, Side, Span, align, make_side, split_words
 
-RULES_VERSION = "2"  # bump when a rule or selector changes: stale phrases.parquet is redone
+RULES_VERSION = "3"  # bump when a rule or selector changes: stale phrases.parquet is redone
 
 
 COLUMNS = [
@@ -51,6 +52,7 @@ COLUMNS = [
     "bad_critical_word", "bad_critical_start", "bad_critical_end",
     "context_word", "context_start", "context_end",
     "bad_context_start", "bad_context_end",
+    "good_forms", "bad_forms",
 ]
 
 
@@ -80,7 +82,8 @@ class PhraseRecord:
             self.values[text_column] = side.text_of(span)
 
     def row(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"supported": self.supported, "reason": self.reason, "rule": self.rule}
+        out: dict[str, Any] = {"supported": self.supported, "reason": self.reason, "rule": self.rule,
+                               "good_forms": [], "bad_forms": []}
         for name, text_column in _SPANS.items():
             if text_column:
                 out[text_column] = ""
@@ -175,12 +178,20 @@ def phrase_spans(good: Side, bad: Side, al: Alignment, sel: Selection) -> tuple[
     return (lo, hi), (min(bneed), max(bneed))
 
 
+def _forms(side: Side, span: Span, capitalised: frozenset[str]) -> list[str]:
+    """Surface forms of ``side``'s words ``span`` (:func:`grokscope.data.surface_forms.surface_forms`)."""
+    first = next((i for i in range(side.n) if side.is_word[i]), side.n)
+    return surface_forms(side.text_of(span), span[0] <= first, capitalised)
+
+
 def annotate_pair(
     good_text: str, bad_text: str, rule: Rule, lexicon: lx.Lexicon, meta: dict[str, Any] | None = None,
     explicit_critical: tuple[int, int] = (-1, -1), explicit_context: tuple[int, int] = (-1, -1),
+    capitalised: frozenset[str] | None = None,
 ) -> PhraseRecord:
     """Critical phrase of one pair under ``rule`` (explicit ``[start, end)`` character spans
-    of the good sentence override its selectors; (-1, -1) = not given)."""
+    of the good sentence override its selectors; (-1, -1) = not given). ``capitalised``: words
+    that keep their capital mid-sentence (default: the lexicon's), for the surface forms."""
     rec = PhraseRecord(rule=rule.name)
     if not rule.supported:
         rec.reason = rule.reason
@@ -210,6 +221,9 @@ def annotate_pair(
     rec.put("bad_phrase", bad, b_phrase)
     rec.put("critical", good, g_crit)
     rec.put("bad_critical", bad, sel.bad_critical)
+    caps = lexicon.capitalised if capitalised is None else capitalised
+    rec.values["good_forms"] = _forms(good, g_phrase, caps)
+    rec.values["bad_forms"] = _forms(bad, b_phrase, caps)
     if g_ctx is not None and sel.bad_context is not None:
         rec.put("context", good, g_ctx)
         rec.put("bad_context", bad, sel.bad_context)
@@ -238,6 +252,7 @@ def extract_phrases(pairs: Any, lexicon: lx.Lexicon, progress: bool = False) -> 
                   "explicit_context_start", "explicit_context_end")
     }
     uids, goods, bads = pairs["uid"].tolist(), pairs["good"].tolist(), pairs["bad"].tolist()
+    caps = capitalised_words(([w for w, _, _ in split_words(t)] for t in goods + bads), lexicon.capitalised)
     it: Sequence[int] | Any = range(n)
     if progress:
         from tqdm import tqdm
@@ -249,7 +264,7 @@ def extract_phrases(pairs: Any, lexicon: lx.Lexicon, progress: bool = False) -> 
         out.append(annotate_pair(
             goods[i], bads[i], rule_for(uids[i]), lexicon, meta,
             (int(spans["explicit_critical_start"][i]), int(spans["explicit_critical_end"][i])),
-            (int(spans["explicit_context_start"][i]), int(spans["explicit_context_end"][i])),
+            (int(spans["explicit_context_start"][i]), int(spans["explicit_context_end"][i])), caps,
         ))
     df = pd.DataFrame.from_records([r.row() for r in out])
     for key in ("uid", "pair_id", "phenomenon", "good", "bad"):

@@ -31,6 +31,11 @@ ANALYSIS_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "heads": ("heads.parquet", ("step", "layer", "head", "attention")),
     "concentration": ("head_concentration.parquet", ("step", "topk_share", "gini", "entropy", "top_heads")),
     "ablation": ("ablation.parquet", ("step", "condition", "repeat", "heads", "accuracy", "delta_accuracy")),
+    "support_splits": ("support_splits.parquet", ("step", "split", "n", "accuracy", "ci_lo", "ci_hi")),
+    "dose_response": ("dose_response.parquet", ("step", "axis", "bin", "n", "accuracy", "ci_lo", "ci_hi")),
+    "paradigms": ("paradigms.parquet", ("uid", "distinct_phrases", "no_context", "seen_first", "seen_last",
+                                        "informative", "reason")),
+    "k_sensitivity": ("k_sensitivity.parquet", ("min_count", "level", "group", "comparison", "delay_steps", "status")),
 }
 
 

@@ -38,6 +38,7 @@ from grokscope.report.format import (
 from grokscope.report.inputs import load_inputs, provenance_rows
 from grokscope.report.model_sections import section_ablation, section_heads, section_probes
 from grokscope.report.sections import section_curves, section_exposure, section_summary
+from grokscope.report.support_sections import section_informative, section_k_sensitivity, section_support
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -81,6 +82,9 @@ def build_report(study: Study, title: str = "", formats: tuple[str, ...] | list[
         section_curves(inp, w, axis, "bins"),
         section_curves(inp, w, axis, "matched"),
         section_exposure(inp, w, axis),
+        section_support(inp, w, axis),
+        section_informative(inp, w),
+        section_k_sensitivity(inp, w),
         section_probes(inp, w, axis),
         section_heads(inp, w, axis),
         section_ablation(inp, w),
