@@ -48,7 +48,8 @@ def test_tables_follow_the_contract(analysed):
         assert c in timing.columns
     assert str(timing["gen_step"].dtype) == "Int64"
     meta = store.read_parquet_metadata(out / "timing.parquet")
-    assert meta["criterion"] == {"mode": "level", "level": 0.8, "fraction": 0.9, "min_pairs": 10}
+    assert meta["criterion"] == {"mode": "halfrise", "level": 0.8, "fraction": 0.9, "min_pairs": 10,
+                                 "floor_checkpoints": 3, "ceiling_share": 0.1}
     assert meta["match_on"] == "word_frequency"  # the simulated study has tokens/ with a tokenizer
     probes = pd.read_parquet(out / "probes.parquet")
     assert list(probes.columns) == ["step", "layer", "n_pairs", "logreg_acc", "logreg_acc_std", "meandiff_acc",

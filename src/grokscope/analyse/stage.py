@@ -246,9 +246,10 @@ def _analyse_study(study: Study, a: AnalyseSection, force: bool, progress: bool)
         uid=inputs.phrases["uid"].to_numpy(dtype=object)[keep],
         phenomenon=inputs.phrases["phenomenon"].to_numpy(dtype=object)[keep],
     )
-    criterion = dy.Criterion(a.criterion, a.criterion_level, a.criterion_fraction, a.min_pairs)
+    criterion = dy.Criterion(a.criterion, a.criterion_level, a.criterion_fraction, a.min_pairs,
+                             a.floor_checkpoints, a.ceiling_share)
     opts = dy.DynamicsOptions(min_count=a.min_count, criterion=criterion, n_boot=a.n_boot, n_perm=a.n_perm,
-                              ci=a.ci, match_bins=a.match_bins, seed=a.seed)
+                              ci=a.ci, match_bins=a.match_bins, seed=a.seed, onset_boot=a.onset_boot)
     result = dy.analyse_dynamics(table, opts, progress=progress)
     meta = {"criterion": criterion.as_dict(), "min_count": a.min_count, "ci": a.ci, "n_boot": a.n_boot,
             "n_perm": a.n_perm, "match_on": match_on, "match_bins": a.match_bins, "n_pairs": int(keep.size),
