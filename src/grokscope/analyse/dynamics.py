@@ -30,8 +30,8 @@ from grokscope.analyse.onset import (
     Pooled,
     first_reach,
     halfrise_onsets,
-    lost_index,
     log10_delay,
+    lost_index,
     onset_delays,
 )
 from grokscope.analyse.resampling import bootstrap_weights, percentile_interval, permutation_lead_tests
@@ -64,7 +64,8 @@ COMPARISON_SPLITS = {
 class Criterion:
     """When a split counts as having "reached" its accuracy.
 
-    ``mode``: ``halfrise`` (default) or ``paper`` (see :mod:`grokscope.analyse.onset`), ``level`` (accuracy >= ``level``), ``fraction`` (accuracy >= ``fraction`` x the
+    ``mode``: ``halfrise`` (default) or ``paper`` (see :mod:`grokscope.analyse.onset`), ``level``
+    (accuracy >= ``level``), ``fraction`` (accuracy >= ``fraction`` x the
     split's final accuracy) or ``both`` (both conditions). Checkpoints where the split has fewer
     than ``min_pairs`` pairs are undefined: they neither reach nor break the criterion.
     """

@@ -39,7 +39,8 @@ def monotone_fit(acc: np.ndarray, n: np.ndarray, min_pairs: int) -> np.ndarray:
     acc = np.asarray(acc, dtype=np.float64)
     n = np.broadcast_to(np.asarray(n, dtype=np.float64), acc.shape)
     out = np.full(acc.shape, np.nan)
-    flat_a, flat_n, flat_o = acc.reshape(-1, acc.shape[-1]), n.reshape(-1, acc.shape[-1]), out.reshape(-1, acc.shape[-1])
+    T = acc.shape[-1]
+    flat_a, flat_n, flat_o = acc.reshape(-1, T), n.reshape(-1, T), out.reshape(-1, T)
     for r in range(flat_a.shape[0]):
         ok = ~np.isnan(flat_a[r]) & (flat_n[r] >= min_pairs)
         if ok.any():
