@@ -34,14 +34,20 @@ from grokscope.analyse.onset import (
     lost_index,
     onset_delays,
 )
-from grokscope.analyse.resampling import bootstrap_weights, percentile_interval, permutation_lead_tests
+from grokscope.analyse.resampling import (
+    bootstrap_weights,  # noqa: F401 - re-exported (tests, bench)
+    cluster_bootstrap_weights,
+    percentile_interval,
+    permutation_lead_tests,
+)
 from grokscope.analyse.splits import (
     EXPOSURE_BINS,
     entry_index,
     exposure_bin_masks,
     quantile_strata,
     ratio,
-    standardisation_weights,
+    standardisation_weights,  # noqa: F401 - re-exported
+    stratum_sizes,
     train_mask,
 )
 
@@ -129,7 +135,11 @@ class CellSums:
     ``all_num`` ``[B, nb, T]`` (proxy-train correct / proxy-train pairs / all correct, per
     stratum), ``all_den`` ``[B, nb]``, ``seen_num`` ``[B, T]`` and ``seen_den`` ``[B]`` (seen by
     the final checkpoint), ``bin_num``/``bin_den`` ``[B, 4, T]`` (exposure bins 1, 2-9, 10-99,
-    100+; bin 0 is the rest).
+    100+; bin 0 is the rest), ``matched`` ``[B, 6, T]``: the matched comparison's additive parts
+    (sum of w_b acc_b for train and val, the sums of w_b where each is defined, and the pairs in
+    strata holding both sides) with w_b(t) = observed train pairs of stratum b where both sides
+    hold pairs. Strata are frequency bins *within a cell*, so adding cells standardises over
+    paradigm x bin.
     """
 
     tr_num: np.ndarray
@@ -140,6 +150,7 @@ class CellSums:
     seen_den: np.ndarray
     bin_num: np.ndarray
     bin_den: np.ndarray
+    matched: np.ndarray  # [B, 6, T]: train/val standardised sums, their weights, their pairs
 
     def __add__(self, other: CellSums) -> CellSums:
         return CellSums(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
@@ -171,12 +182,28 @@ def cell_sums(weights: np.ndarray, correct: np.ndarray, entry: np.ndarray, seen:
     masks = exposure_bin_masks(counts)[1:]
     x = np.concatenate([m * c for m in masks] + masks, axis=1)  # [n, 8T]
     r = (weights @ x).reshape(B, 2, len(masks), T)
-    return CellSums(tr_num, tr_den, all_num, all_den, seen_num, seen_den, r[:, 0], r[:, 1])
+    matched = matched_sums(tr_num, tr_den, all_num, all_den, stratum_sizes(tr, strata, n_strata),
+                           stratum_sizes(1.0 - tr, strata, n_strata))
+    return CellSums(tr_num, tr_den, all_num, all_den, seen_num, seen_den, r[:, 0], r[:, 1], matched)
 
 
-def split_curves(s: CellSums, pi: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``split -> (accuracy [B, T], pairs [B, T])`` from summed :class:`CellSums`; ``pi``
-    ``[nb, T]`` are the matched comparison's standardisation weights (from the observed data)."""
+def matched_sums(tr_num: np.ndarray, tr_den: np.ndarray, all_num: np.ndarray, all_den: np.ndarray,
+                 n_tr_obs: np.ndarray, n_va_obs: np.ndarray) -> np.ndarray:
+    """The matched comparison's additive parts ``[B, 6, T]`` (see :class:`CellSums`) from one cell's
+    per-stratum sums ``[B, nb, T]`` and its observed train/val sizes ``[nb, T]``."""
+    w = np.where((n_tr_obs > 0) & (n_va_obs > 0), n_tr_obs, 0.0)[None]  # [1, nb, T]
+    va_den = all_den[:, :, None] - tr_den
+    acc_tr, acc_va = ratio(tr_num, tr_den), ratio(all_num - tr_num, va_den)
+    parts = []
+    for acc in (acc_tr, acc_va):
+        avail = ~np.isnan(acc) & (w > 0)
+        parts.append((np.where(avail, np.nan_to_num(acc) * w, 0.0).sum(1), np.where(avail, w, 0.0).sum(1)))
+    n_tr, n_va = np.where(w > 0, tr_den, 0.0).sum(1), np.where(w > 0, va_den, 0.0).sum(1)
+    return np.stack([parts[0][0], parts[1][0], parts[0][1], parts[1][1], n_tr, n_va], axis=1).astype(np.float64)
+
+
+def split_curves(s: CellSums) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``split -> (accuracy [B, T], pairs [B, T])`` from summed :class:`CellSums`."""
     T = s.tr_num.shape[-1]
     all_num, all_den = s.all_num.sum(1), np.repeat(s.all_den.sum(1)[:, None], T, axis=1)
     tr_num, tr_den = s.tr_num.sum(1), s.tr_den.sum(1)
@@ -188,14 +215,9 @@ def split_curves(s: CellSums, pi: np.ndarray) -> dict[str, tuple[np.ndarray, np.
     }
     for j, (name, _, _) in enumerate(EXPOSURE_BINS[1:]):
         out[name] = (s.bin_num[:, j], s.bin_den[:, j])
-    acc_tr = ratio(s.tr_num, s.tr_den)  # [B, nb, T]
-    acc_va = ratio(s.all_num - s.tr_num, s.all_den[:, :, None] - s.tr_den)
-    for name, acc, den in (("matched_train", acc_tr, s.tr_den),
-                           ("matched_val", acc_va, s.all_den[:, :, None] - s.tr_den)):
-        avail = ~np.isnan(acc) & (pi[None] > 0)
-        num = np.where(avail, np.nan_to_num(acc) * pi[None], 0.0).sum(1)
-        wsum = np.where(avail, pi[None], 0.0).sum(1)
-        out[name] = (ratio(num, wsum), np.where(pi[None] > 0, den, 0.0).sum(1))
+    m = s.matched
+    out["matched_train"] = (ratio(m[:, 0], m[:, 2]), m[:, 4])
+    out["matched_val"] = (ratio(m[:, 1], m[:, 3]), m[:, 5])
     return {k: (v[0] if k.startswith("matched") else ratio(*v), v[1]) for k, v in out.items()}
 
 
@@ -220,7 +242,8 @@ class PairTable:
 
     ``steps`` ``[T]`` sorted, ``tokens`` ``[T]``, ``correct`` ``[n, T]`` bool, ``counts``
     ``[n, T]`` cumulative good-phrase count in window(t), ``match_value`` ``[n]`` (critical-word
-    frequency or phrase length), ``uid``/``phenomenon`` ``[n]``.
+    frequency or phrase length), ``uid``/``phenomenon`` ``[n]``, ``cluster`` ``[n]``: pairs sharing a
+    critical phrase (bootstrap and permutations resample clusters, not pairs).
     """
 
     steps: np.ndarray
@@ -230,6 +253,7 @@ class PairTable:
     match_value: np.ndarray
     uid: np.ndarray
     phenomenon: np.ndarray
+    cluster: np.ndarray | None = None  # [n] critical-phrase cluster (None: every pair its own)
 
 
 @dataclass
@@ -267,7 +291,8 @@ def analyse_dynamics(table: PairTable, opts: DynamicsOptions,
     boot, obs = [], []
     for c, idx in enumerate(tqdm(cell_idx, desc="bootstrap", unit="cell", disable=not progress)):
         rng = np.random.default_rng([opts.seed, 1, c])
-        w = bootstrap_weights(seen[idx].astype(np.int8), opts.n_boot, rng)
+        w = cluster_bootstrap_weights(seen[idx].astype(np.int8), None if table.cluster is None else table.cluster[idx],
+                                      opts.n_boot, rng).astype(np.float32)
         args = (table.correct[idx], e_proxy[idx], seen[idx], strata[idx], table.counts[idx], nb)
         boot.append(cell_sums(w, *args))
         obs.append(cell_sums(np.ones((1, idx.size), np.float32), *args))
@@ -293,12 +318,13 @@ def analyse_dynamics(table: PairTable, opts: DynamicsOptions,
     tests = {
         "proxy": (e_proxy, np.zeros(n, np.int64), cell_of),
         "fixed": (e_fixed, np.zeros(n, np.int64), cell_of),
-        "matched": (e_proxy, strata, cell_of * nb + strata),
+        "matched": (e_proxy, cell_of * nb + strata, cell_of * nb + strata),  # paradigm x bin
     }
     lead: dict[str, list[list[tuple[float, float, float]]]] = {}
     for j, (comp, (entry, w_strata, p_strata)) in enumerate(tests.items()):
         lead[comp] = permutation_lead_tests(table.correct, entry, w_strata, p_strata, level_groups,
-                                            opts.criterion.min_pairs, opts.n_perm, seed=opts.seed * 7919 + j)
+                                            opts.criterion.min_pairs, opts.n_perm, seed=opts.seed * 7919 + j,
+                                            clusters=table.cluster)
 
     curves, timing = [], []
     for g, (level, name, cs) in enumerate(tqdm(groups, desc="dynamics", unit="group", disable=not progress)):
@@ -318,11 +344,8 @@ def analyse_dynamics(table: PairTable, opts: DynamicsOptions,
 def _group_result(level: str, group: str, s_obs: CellSums, s_boot: CellSums, steps: np.ndarray,
                   tokens: np.ndarray, opts: DynamicsOptions, lead: dict[str, tuple[float, float, float]]
                   ) -> DynamicsResult:
-    tr_den = s_obs.tr_den[0]  # [nb, T]
-    va_den = s_obs.all_den[0][:, None] - tr_den
-    pi = standardisation_weights(tr_den, va_den)
-    obs = split_curves(s_obs, pi)
-    boot = split_curves(s_boot, pi)
+    obs = split_curves(s_obs)
+    boot = split_curves(s_boot)
     names = list(SPLITS)
     acc_obs = np.stack([obs[s][0][0] for s in names])  # [S, T]
     n_obs = np.stack([obs[s][1][0] for s in names]).round().astype(np.int64)
