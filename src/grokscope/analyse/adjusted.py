@@ -129,12 +129,25 @@ def independent_columns(X: np.ndarray, tol: float = 1e-8) -> np.ndarray:
     return X[:, keep]
 
 
-def standardised(cov: pd.DataFrame) -> np.ndarray:
-    """Covariates centred and scaled; constant columns dropped."""
-    x = cov.to_numpy(dtype=np.float64)
-    sd = x.std(axis=0)
-    keep = sd > 1e-12
-    return (x[:, keep] - x[:, keep].mean(0)) / sd[keep] if keep.any() else np.zeros((x.shape[0], 0))
+def standardised(cov: pd.DataFrame, knots: int = 4) -> np.ndarray:
+    """Covariates centred and scaled, constant columns dropped; a covariate with more than ``2 knots``
+    distinct values enters as a cubic B-spline basis with ``knots`` quantile knots (scikit-learn
+    ``SplineTransformer``), so its effect on ease need not be linear on the logit scale."""
+    from sklearn.preprocessing import SplineTransformer
+
+    parts = []
+    for col in cov.columns:
+        x = cov[col].to_numpy(dtype=np.float64)
+        sd = x.std()
+        if sd <= 1e-12:
+            continue
+        if knots > 1 and np.unique(x).size > 2 * knots:
+            b = SplineTransformer(n_knots=knots, degree=3, knots="quantile").fit_transform(x[:, None])
+            b = b[:, 1:]  # the basis sums to 1: drop one column (the constant is in the design)
+            parts.append((b - b.mean(0)) / np.maximum(b.std(0), 1e-12))
+        else:
+            parts.append(((x - x.mean()) / sd)[:, None])
+    return np.column_stack(parts) if parts else np.zeros((len(cov), 0))
 
 
 def fit_effect(y: np.ndarray, X: np.ndarray, groups: np.ndarray, family: str, ci: float) -> tuple[float, ...]:
