@@ -343,7 +343,8 @@ def simulate_group(sc: GroupScenario, rng: np.random.Generator) -> SimGroup:
     margin = learned + sc.margin_effect * seen + rng.normal(0, 1, (P * m, T))
     cov = pd.DataFrame({
         "log_critical_freq": (z_c + rng.normal(0, sc.proxy_noise, P) if sc.proxy_noise else z_c)[ph],
-        "log_context_freq": z_x[ph], "phrase_tokens": length[ph], "distance": rng.integers(0, 3, size=P)[ph].astype(np.float64),
+        "log_context_freq": z_x[ph], "phrase_tokens": length[ph],
+        "distance": rng.integers(0, 3, size=P)[ph].astype(np.float64),
         "log_bad_count": rng.normal(size=P)[ph],
     })
     steps = np.array([0] + [2 ** i for i in range(T - 1)], dtype=np.int64)
