@@ -28,7 +28,7 @@ from grokscope.core.errors import DataError, MissingStageError
 from grokscope.core.stage import CommandLine, Flag, Stage
 from grokscope.core.store import Study
 
-OUTPUTS = ("curves", "timing", "probes", "heads", "head_concentration", "ablation")
+OUTPUTS = ("curves", "timing", "event_study", "probes", "heads", "head_concentration", "ablation")
 
 
 # ---------------------------------------------------------------------------------------
@@ -44,7 +44,7 @@ def run(cfg: StudyConfig, study: Study) -> None:
 STAGE = Stage(
     name="analyse", sections=("analyse",), run=run,
     inputs=("phrases_path", "exposure_path", "scores_dir"), outputs=lambda s: [s.analysis_dir],
-    done=Study.has_analysis, libraries=("pandas", "torch", "sklearn.linear_model", "numba"),
+    done=Study.has_analysis, libraries=("pandas", "torch", "sklearn.linear_model", "numba", "statsmodels.api"),
     cli=CommandLine(flags=(Flag("study.out", "study", "study directory (holds phrases.parquet, exposure.parquet, "
                                                       "scores/)", positional=True),),
                     config="study", force=True),
@@ -65,6 +65,7 @@ class StudyInputs:
     hidden_rows: list[np.ndarray]  # per step [n] int32
     score_meta: list[dict[str, Any]]
     files: list[Path]
+    margin: np.ndarray | None = None  # [n, T] good - bad log-prob
 
 
 def load_inputs(study: Study) -> StudyInputs:
@@ -93,12 +94,15 @@ def load_inputs(study: Study) -> StudyInputs:
     _check_fingerprints(study, steps, metas, p_meta, e_meta)
     n = len(phrases)
     correct = np.zeros((n, len(steps)), dtype=bool)
+    margin = np.zeros((n, len(steps)))
     hidden_rows, tokens = [], []
     for j, (s, meta) in enumerate(zip(steps, metas)):
         path = study.score_path(s)
-        table = pd.read_parquet(path, columns=["uid", "pair_id", "correct", "hidden_row"])
+        table = pd.read_parquet(path, columns=["uid", "pair_id", "correct", "hidden_row", "good_logprob",
+                                               "bad_logprob"])
         _check_alignment(phrases, table, path, study.phrases_path)
         correct[:, j] = table["correct"].to_numpy(dtype=bool)
+        margin[:, j] = table["good_logprob"].to_numpy(np.float64) - table["bad_logprob"].to_numpy(np.float64)
         hidden_rows.append(table["hidden_row"].to_numpy(dtype=np.int64))
         tok = meta.get("tokens_seen")
         if tok is None:
@@ -106,7 +110,7 @@ def load_inputs(study: Study) -> StudyInputs:
         tokens.append(int(tok))
     return StudyInputs(phrases, exposure, np.array(steps, np.int64), np.array(tokens, np.int64), correct,
                        hidden_rows, metas,
-                       [study.phrases_path, study.exposure_path] + [study.score_path(s) for s in steps])
+                       [study.phrases_path, study.exposure_path] + [study.score_path(s) for s in steps], margin)
 
 
 def _check_columns(df: pd.DataFrame, cols: tuple[str, ...], path: Path) -> None:
@@ -241,22 +245,32 @@ def _analyse_study(study: Study, a: AnalyseSection, force: bool, progress: bool)
         raise DataError(f"{study.phrases_path}: no supported pairs (every critical phrase failed); nothing to analyse")
     counts = window_counts(inputs.exposure, inputs.steps, study.exposure_path)[keep]
     match, match_on = match_values(study, inputs.phrases.iloc[keep], a.match_on)
+    if match_on == "word_frequency":  # count the critical word outside the planted phrase itself
+        match = np.maximum(match - inputs.exposure["good_total_count"].fillna(0).to_numpy(np.float64)[keep], 0.0)
+    from grokscope.analyse.covariates import cluster_ids
+
     table = dy.PairTable(
         steps=inputs.steps, tokens=inputs.tokens, correct=inputs.correct[keep], counts=counts, match_value=match,
         uid=inputs.phrases["uid"].to_numpy(dtype=object)[keep],
         phenomenon=inputs.phrases["phenomenon"].to_numpy(dtype=object)[keep],
+        cluster=cluster_ids(inputs.phrases.iloc[keep], a.cluster_by),
     )
     criterion = dy.Criterion(a.criterion, a.criterion_level, a.criterion_fraction, a.min_pairs,
                              a.floor_checkpoints, a.ceiling_share)
     opts = dy.DynamicsOptions(min_count=a.min_count, criterion=criterion, n_boot=a.n_boot, n_perm=a.n_perm,
                               ci=a.ci, match_bins=a.match_bins, seed=a.seed, onset_boot=a.onset_boot)
     result = dy.analyse_dynamics(table, opts, progress=progress)
+    from grokscope.analyse import verdicts
+
+    result.timing, events = verdicts.headline(study, inputs, keep, table, result.timing, a, progress)
     meta = {"criterion": criterion.as_dict(), "min_count": a.min_count, "ci": a.ci, "n_boot": a.n_boot,
             "n_perm": a.n_perm, "match_on": match_on, "match_bins": a.match_bins, "n_pairs": int(keep.size),
             "n_unsupported": int(len(supported) - keep.size), "steps": [int(s) for s in inputs.steps]}
     out = study.analysis_dir
     store.write_parquet(out / "curves.parquet", result.curves, metadata=meta)
     store.write_parquet(out / "timing.parquet", result.timing, metadata=meta)
+    if events is not None:
+        store.write_parquet(out / "event_study.parquet", events, metadata=meta)
 
     gen_all = result.timing.query("level == 'all' and comparison == 'proxy'")["gen_step"]
     gen_step = None if gen_all.empty or pd.isna(gen_all.iloc[0]) else int(gen_all.iloc[0])
