@@ -74,6 +74,21 @@ def test_planted_delay_detected_within_one_checkpoint(analysed):
             assert row["status"] == "delayed" and row["p_lead"] < 0.05
         else:
             assert row["status"] == "no delay"
+        adj = timing[(timing["level"] == "phenomenon") & (timing["group"] == truth["phenomenon"])
+                     & (timing["comparison"] == "adjusted")].iloc[0]
+        assert adj["status"] == ("delayed" if truth["delay"] > 0 else "no delay"), adj.to_dict()
+        assert adj["q"] >= adj["p_effect"] - 1e-12
+
+
+def test_event_study_table(analysed):
+    """The planted model: a pair's correctness jumps when it is first exposed after the fit step;
+    the event study shows post-exposure effects above the pre-exposure ones."""
+    sim, _ = analysed
+    ev = pd.read_parquet(sim.study.analysis_dir / "event_study.parquet")
+    assert list(ev.columns[:4]) == ["level", "group", "outcome", "event_time"]
+    sub = ev[(ev["level"] == "phenomenon") & (ev["group"] == "agreement") & (ev["outcome"] == "correct")]
+    sub = sub.set_index("event_time")
+    assert sub.loc[["0", "1", "2"], "estimate"].mean() > sub.loc[["-4", "-3", "-2"], "estimate"].mean() + 0.1
 
 
 def test_curves_match_direct_computation_from_files(analysed):
@@ -127,6 +142,8 @@ def test_confound_control_removes_a_frequency_driven_delay(tmp_path):
     assert t.loc["proxy", "status"] == "delayed"
     assert t.loc["matched", "status"] != "delayed"
     assert t.loc["matched", "p_lead"] > 0.05
+    assert t.loc["adjusted", "status"] == "no delay" and t.loc["adjusted", "role"] == "headline"
+    assert t.loc["adjusted", "effect_ci_low"] <= 0 <= t.loc["adjusted", "effect_ci_high"]
 
 
 # ---- bad input ------------------------------------------------------------------------------

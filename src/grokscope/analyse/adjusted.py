@@ -132,7 +132,8 @@ def independent_columns(X: np.ndarray, tol: float = 1e-8) -> np.ndarray:
 def standardised(cov: pd.DataFrame, knots: int = 4) -> np.ndarray:
     """Covariates centred and scaled, constant columns dropped; a covariate with more than ``2 knots``
     distinct values enters as a cubic B-spline basis with ``knots`` quantile knots (scikit-learn
-    ``SplineTransformer``), so its effect on ease need not be linear on the logit scale."""
+    ``SplineTransformer``), one with 3 to ``2 knots`` values as indicators of its values, so its effect
+    on ease need not be linear on the logit scale."""
     from sklearn.preprocessing import SplineTransformer
 
     parts = []
@@ -141,10 +142,13 @@ def standardised(cov: pd.DataFrame, knots: int = 4) -> np.ndarray:
         sd = x.std()
         if sd <= 1e-12:
             continue
-        if knots > 1 and np.unique(x).size > 2 * knots:
+        levels = np.unique(x)
+        if knots > 1 and levels.size > 2 * knots:
             b = SplineTransformer(n_knots=knots, degree=3, knots="quantile").fit_transform(x[:, None])
             b = b[:, 1:]  # the basis sums to 1: drop one column (the constant is in the design)
             parts.append((b - b.mean(0)) / np.maximum(b.std(0), 1e-12))
+        elif levels.size > 2:  # few distinct values: one indicator per value but the first
+            parts.append((x[:, None] == levels[None, 1:]).astype(np.float64))
         else:
             parts.append(((x - x.mean()) / sd)[:, None])
     return np.column_stack(parts) if parts else np.zeros((len(cov), 0))

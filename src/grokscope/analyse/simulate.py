@@ -102,7 +102,9 @@ def simulate_study(
     cls = word_class[word_of_pair]
     words = np.array([f"w{j:04d}" for j in range(n_words)], dtype=object)
 
-    first_step, counts = _simulate_exposure(rng, n, steps, seen_fraction, cls if confound else None)
+    # one exposure history per critical phrase ("this <word>"): pairs sharing a word share it
+    first_w, counts_w = _simulate_exposure(rng, n_words, steps, seen_fraction, word_class if confound else None)
+    first_step, counts = first_w[word_of_pair], counts_w[word_of_pair]
     seen = counts >= 1  # [n, T]
     fit = np.array([phenomena[p].fit_step for p in ph_of_pair])
     delay = np.array([phenomena[p].delay for p in ph_of_pair])
@@ -119,8 +121,8 @@ def simulate_study(
     store.write_parquet(study.phrases_path, pairs,
                         metadata={"benchmark": "simulated", "benchmark_fingerprint": bench_fp})
     _write_exposure(study, pairs, first_step, counts, steps, rows_per_step, row_len, tokenizer_fingerprint, bench_fp)
-    if write_tokens:
-        _write_tokens(study, words, word_count, row_len, rng)
+    if write_tokens:  # a word occurs as often as the phrase that holds it, plus its planted count outside it
+        _write_tokens(study, words, word_count + counts_w[:, -1].astype(np.int64), row_len, rng)
     _write_scores(study, rng, correct, learned, steps, rows_per_step, row_len, pairs, n_layer, n_head, d_model,
                   hidden_pairs, planted_head, tokenizer_fingerprint, bench_fp)
 

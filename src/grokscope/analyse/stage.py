@@ -430,10 +430,11 @@ def probe_summary(probes: pd.DataFrame) -> str:
 
 
 def summary_table(timing: pd.DataFrame, max_rows: int = 40) -> str:
-    """Terminal summary: one line per level all/phenomenon group and comparison."""
+    """Terminal summary: per level all/phenomenon group, the headline ``adjusted`` verdict (its effect
+    on correctness as a log odds ratio with interval, q, E-value), then the descriptive comparisons."""
     sub = timing[timing["level"].isin(["all", "phenomenon"])]
-    header = (f"{'group':<28} {'comparison':<9} {'fit':>8} {'gen':>8} {'delay':>8} {'delay CI':>19} "
-              f"{'p_lead':>7}  status")
+    header = (f"{'group':<28} {'comparison':<12} {'fit':>8} {'gen':>8} {'delay':>8} {'delay CI':>19} "
+              f"{'p':>7} {'q':>7}  status")
     lines = [header, "-" * len(header)]
 
     def fmt(v: Any) -> str:
@@ -447,13 +448,32 @@ def summary_table(timing: pd.DataFrame, max_rows: int = 40) -> str:
         f = lambda x: "∞" if np.isinf(x) else ("—" if pd.isna(x) else f"{x:.0f}")  # noqa: E731
         return f"[{f(lo)}, {f(hi)}]"
 
+    def fp(v: Any) -> str:
+        return "—" if v is None or pd.isna(v) else f"{v:.3f}"
+
+    order = {"adjusted": 0, "proxy": 1, "fixed": 2, "matched": 3}
+    sub = sub.assign(_o=sub["comparison"].map(order).fillna(9)).sort_values(["_o"], kind="stable")
+    sub = sub.assign(_g=sub["group"].map({g: i for i, g in enumerate(pd.unique(sub["group"]))}))
+    sub = sub.sort_values(["_g", "_o"], kind="stable")
     for _, r in sub.head(max_rows).iterrows():
-        p = "—" if pd.isna(r["p_lead"]) else f"{r['p_lead']:.3f}"
-        lines.append(f"{str(r['group'])[:28]:<28} {r['comparison']:<9} {fmt(r['fit_step']):>8} {fmt(r['gen_step']):>8} "
-                     f"{fmt(r['delay_steps']):>8} {fci(r['delay_ci_low'], r['delay_ci_high']):>19} {p:>7}  "
-                     f"{r['status']}")
+        comp = str(r["comparison"]) + ("" if r["comparison"] == "adjusted" else "*")
+        if r["comparison"] == "adjusted":
+            eff = r.get("effect")
+            mid = "—" if eff is None or pd.isna(eff) else f"logOR {eff:+.2f}"
+            ci = fci(np.nan, np.nan) if pd.isna(r.get("effect_ci_low")) else \
+                f"[{r['effect_ci_low']:+.2f}, {r['effect_ci_high']:+.2f}]"
+            ev = r.get("e_value")
+            tail = "" if ev is None or pd.isna(ev) else f" (E-value {ev:.2f})"
+            lines.append(f"{str(r['group'])[:28]:<28} {comp:<12} {'':>8} {'':>8} {mid:>8} {ci:>19} "
+                         f"{fp(r.get('p_effect')):>7} {fp(r.get('q')):>7}  {r['status']}{tail}")
+            continue
+        lines.append(f"{str(r['group'])[:28]:<28} {comp:<12} {fmt(r['fit_step']):>8} {fmt(r['gen_step']):>8} "
+                     f"{fmt(r['delay_steps']):>8} {fci(r['delay_ci_low'], r['delay_ci_high']):>19} "
+                     f"{fp(r['p_lead']):>7} {fp(r.get('q')):>7}  {r['status']}")
     if len(sub) > max_rows:
         lines.append(f"… {len(sub) - max_rows} more rows in analysis/timing.parquet")
+    lines.append("* descriptive comparison; the verdict is 'adjusted' (effect of having seen the phrase, adjusted "
+                 "for its covariates, clustered by phrase; q = Benjamini-Hochberg over all rows)")
     return "\n".join(lines)
 
 
