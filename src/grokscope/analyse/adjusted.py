@@ -15,7 +15,7 @@ Status (after Benjamini-Hochberg across all groups and comparisons, :func:`final
 ``not learned`` (the pooled rise's cluster-bootstrap interval includes 0), ``too few clusters``
 (fewer than ``min_clusters`` phrase clusters seen or unseen in the window), ``delayed`` (effect on
 correctness > 0 with q < alpha: seen pairs are right before unseen ones, given the covariates),
-``val leads`` (< 0 with q < alpha), else ``no delay``.
+``val leads`` (< 0 with q < alpha), ``no estimate`` (the fit failed or separated), else ``no delay``.
 
 Sensitivity (E-value, VanderWeele & Ding 2017): the odds ratio is turned into a risk ratio by
 RR = sqrt(OR) (common outcome); E = RR + sqrt(RR (RR - 1)) is the strength (risk ratio with both
@@ -196,7 +196,7 @@ def adjusted_row(data: AdjustedData, idx: np.ndarray, opts: AdjustedOptions, see
     rise_lo, rise_hi = rise_interval(correct, cl, data.tokens, opts, np.random.default_rng(seed))
     row: dict[str, object] = {"window_first_step_index": int(window[0]) if window.size else -1,
                               "window_checkpoints": int(window.size), "rise_ci_low": rise_lo, "rise_ci_high": rise_hi}
-    nan5 = (float("nan"),) * 5
+    nan5: tuple[float, ...] = (float("nan"),) * 5
     eff, eff_m = nan5, nan5
     sw = seen[:, window]
     n_cl_seen = len(set(cl[sw.any(1)])) if window.size else 0
@@ -244,6 +244,7 @@ def finalise_verdicts(timing: pd.DataFrame, alpha: float) -> pd.DataFrame:
         if t["status"].iat[i]:
             continue
         q, e = t["q"].iat[i], t["effect"].iat[i]
-        t.iat[i, t.columns.get_loc("status")] = ("delayed" if q < alpha and e > 0 else
+        t.iat[i, t.columns.get_loc("status")] = ("no estimate" if not np.isfinite(q) else
+                                                 "delayed" if q < alpha and e > 0 else
                                                  "val leads" if q < alpha and e < 0 else "no delay")
     return t
