@@ -45,9 +45,10 @@ def test_paper_rule_first_reach_without_stay():
 
 
 def test_lost_index():
-    hi = np.array([0.5, 0.9, 0.9, 0.6, 0.9])
-    assert on.lost_index(1, hi, 0.7) == 3
-    assert on.lost_index(3, hi, 0.7) == -1
+    hi = np.array([0.5, 0.9, 0.6, 0.9, 0.6, 0.65, 0.9])
+    assert on.lost_index(1, hi, 0.7) == 4  # index 2 alone is one noisy checkpoint, 4-5 is a run
+    assert on.lost_index(4, hi, 0.7) == -1
+    assert on.lost_index(1, hi, 0.7, run=1) == 2
     assert on.lost_index(-1, hi, 0.7) == -1
 
 

@@ -14,7 +14,7 @@ Modes (``Criterion.mode`` in :mod:`grokscope.analyse.dynamics`):
 * ``level`` / ``fraction`` / ``both``: "reaches and stays" rules (:func:`onset_index`).
 
 A side is **lost** when, after its onset, its accuracy falls significantly below the threshold
-it crossed: the first later checkpoint whose bootstrap upper bound is below the threshold.
+it crossed: the first of two consecutive later checkpoints whose bootstrap upper bounds are below it.
 Shapes: ``T`` checkpoints, ``B`` bootstrap replicates.
 """
 from __future__ import annotations
@@ -91,13 +91,18 @@ def floor_and_ceiling(num: np.ndarray, den: np.ndarray, tokens: np.ndarray, floo
     return floor, ceil
 
 
-def lost_index(onset: int, ci_high: np.ndarray, threshold: float) -> int:
-    """First checkpoint after ``onset`` whose upper interval bound is below ``threshold``; -1 if none."""
+def lost_index(onset: int, ci_high: np.ndarray, threshold: float, run: int = 2) -> int:
+    """First checkpoint after ``onset`` starting ``run`` consecutive checkpoints whose upper interval
+    bounds are below ``threshold`` (a side that learned and fell back); -1 if none. Requiring a run
+    keeps one noisy checkpoint among many from un-learning a side."""
     if onset < 0 or not np.isfinite(threshold):
         return -1
     with np.errstate(invalid="ignore"):
-        below = np.asarray(ci_high)[onset + 1:] < threshold
-    return int(onset + 1 + np.argmax(below)) if below.any() else -1
+        below = (np.asarray(ci_high)[onset + 1:] < threshold).astype(np.int64)
+    if below.size < run:
+        return -1
+    runs = np.convolve(below, np.ones(run, np.int64), mode="valid") == run  # [len - run + 1]
+    return int(onset + 1 + np.argmax(runs)) if runs.any() else -1
 
 
 @dataclass
