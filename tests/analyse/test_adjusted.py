@@ -100,3 +100,14 @@ def test_event_study_recovers_a_planted_memorisation_profile():
         assert got.loc[e, "ci_low"] <= 0.3 <= got.loc[e, "ci_high"]
     for e in ("-3", "-2"):
         assert got.loc[e, "ci_low"] <= 0 <= got.loc[e, "ci_high"]
+
+
+def test_cluster_subset_keeps_whole_clusters_and_bounds_the_size():
+    cluster = np.repeat(np.arange(100).astype(str), 7)
+    idx = np.arange(700)
+    sub = ad.cluster_subset(cluster, idx, 200, seed=0)
+    assert 200 <= sub.size <= 207
+    kept = set(cluster[sub])
+    for c in kept:  # every kept cluster is kept whole
+        assert np.isin(np.flatnonzero(cluster == c), sub).all()
+    assert ad.cluster_subset(cluster, idx, 1000, seed=0) is idx

@@ -5,10 +5,13 @@ errors clustered by critical phrase (statsmodels; t reference with G - 1 degrees
 
 Design, per group: the rows are (pair, checkpoint) for the checkpoints of the group's **rise
 window** -- where the pooled isotonic accuracy fit is between 10% and 90% of the way from the floor
-to the ceiling (:mod:`grokscope.analyse.onset`; at least the half-rise crossing) -- which is where
-seen and unseen pairs can differ at all. Regressors: seen_it (count in window(t) >= k),
-checkpoint fixed effects, paradigm fixed effects, each covariate (standardised) and its interaction
-with the checkpoint's position in the window (the confounder's effect may change as the model learns).
+to the ceiling (:mod:`grokscope.analyse.onset`; at least the half-rise crossing; at most
+``max_window`` of them, evenly spaced) -- which is where seen and unseen pairs can differ at all.
+Groups of more than ``max_pairs`` pairs are fitted on a seeded random subset of whole clusters.
+Regressors: seen_it (count in window(t) >= k), checkpoint fixed effects, paradigm fixed effects, each
+covariate (standardised; as a cubic B-spline basis or as indicators of its values, :func:`standardised`)
+and its interaction with the checkpoint's position in the window (the confounder's effect may change
+as the model learns).
 A binomial fit that separates (|log OR| > 15 or no convergence) is reported as NaN.
 
 Status (after Benjamini-Hochberg across all groups and comparisons, :func:`finalise_verdicts`):
@@ -58,6 +61,8 @@ class AdjustedOptions:
     ceiling_share: float = 0.1
     n_boot: int = 200
     seed: int = 0
+    max_window: int = 8  # at most this many checkpoints of the rise window (evenly spaced) enter the fit
+    max_pairs: int = 20000  # larger groups are fitted on a seeded random subset of whole clusters
 
 
 def e_value(rr: float) -> float:
@@ -91,7 +96,10 @@ def rise_window(num: np.ndarray, den: np.ndarray, tokens: np.ndarray, opts: Adju
     with np.errstate(invalid="ignore"):
         inside = (fit >= floor + 0.1 * rise) & (fit <= ceil - 0.1 * rise)
     if inside.any() and rise > 0:
-        return np.flatnonzero(inside)
+        idx = np.flatnonzero(inside)
+        if idx.size > opts.max_window:
+            idx = idx[np.unique(np.round(np.linspace(0, idx.size - 1, opts.max_window)).astype(np.int64))]
+        return idx
     half = int(first_crossing(fit, 0.5 * (floor + ceil)))
     return np.array([half], np.int64) if half >= 0 else np.zeros(0, np.int64)
 
@@ -186,9 +194,23 @@ def rise_interval(correct: np.ndarray, cluster: np.ndarray, tokens: np.ndarray, 
     return float(lo), float(hi)
 
 
+def cluster_subset(cluster: np.ndarray, idx: np.ndarray, max_pairs: int, seed: int) -> np.ndarray:
+    """``idx`` itself, or for more than ``max_pairs`` pairs the pairs of a seeded random subset of
+    whole clusters holding about ``max_pairs`` of them (a random subsample keeps the estimate unbiased;
+    it only bounds the design matrix)."""
+    if idx.size <= max_pairs:
+        return idx
+    codes = pd.factorize(pd.Series(np.asarray(cluster)[idx]).astype(str))[0]
+    order = np.random.default_rng([seed, 99]).permutation(int(codes.max()) + 1)
+    sizes = np.bincount(codes)[order]
+    chosen = order[: int(np.searchsorted(np.cumsum(sizes), max_pairs)) + 1]
+    return idx[np.isin(codes, chosen)]
+
+
 def adjusted_row(data: AdjustedData, idx: np.ndarray, opts: AdjustedOptions, seed: int) -> dict[str, object]:
     """The adjusted comparison of the pairs ``idx`` (one group): effects, intervals, p, E-values, and
     the pre-FDR status (``finalise_verdicts`` sets the final one)."""
+    idx = cluster_subset(data.cluster, idx, opts.max_pairs, seed)
     correct, seen, cl = data.correct[idx], data.seen[idx], data.cluster[idx]
     n, T = correct.shape
     num, den = correct.sum(0).astype(np.float64), np.full(T, float(n))
