@@ -115,16 +115,17 @@ def _brute_force_curves(t: dy.PairTable, k: int, n_bins: int, min_pairs: int):
         }
         for s, m in masks.items():
             out[(s, j)] = (c[m].mean() if m.any() else np.nan, int(m.sum()))
-        # matched: direct standardisation over strata holding both sides
+        # matched: direct standardisation over paradigm x frequency-bin strata holding both sides
         tr = cnt >= k
-        both = [b for b in np.unique(strata) if (tr & (strata == b)).any() and (~tr & (strata == b)).any()]
-        sizes = np.array([(tr & (strata == b)).sum() for b in both], dtype=float)
+        cell = np.array([f"{u}|{b}" for u, b in zip(t.uid, strata)])
+        both = [b for b in np.unique(cell) if (tr & (cell == b)).any() and (~tr & (cell == b)).any()]
+        sizes = np.array([(tr & (cell == b)).sum() for b in both], dtype=float)
         if both:
             pi = sizes / sizes.sum()
-            out[("matched_train", j)] = (sum(p * c[tr & (strata == b)].mean() for p, b in zip(pi, both)),
-                                         int(sum((tr & (strata == b)).sum() for b in both)))
-            out[("matched_val", j)] = (sum(p * c[~tr & (strata == b)].mean() for p, b in zip(pi, both)),
-                                       int(sum((~tr & (strata == b)).sum() for b in both)))
+            out[("matched_train", j)] = (sum(p * c[tr & (cell == b)].mean() for p, b in zip(pi, both)),
+                                         int(sum((tr & (cell == b)).sum() for b in both)))
+            out[("matched_val", j)] = (sum(p * c[~tr & (cell == b)].mean() for p, b in zip(pi, both)),
+                                       int(sum((~tr & (cell == b)).sum() for b in both)))
         else:
             out[("matched_train", j)] = (np.nan, 0)
             out[("matched_val", j)] = (np.nan, 0)

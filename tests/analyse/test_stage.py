@@ -48,7 +48,8 @@ def test_tables_follow_the_contract(analysed):
         assert c in timing.columns
     assert str(timing["gen_step"].dtype) == "Int64"
     meta = store.read_parquet_metadata(out / "timing.parquet")
-    assert meta["criterion"] == {"mode": "level", "level": 0.8, "fraction": 0.9, "min_pairs": 10}
+    assert meta["criterion"] == {"mode": "halfrise", "level": 0.8, "fraction": 0.9, "min_pairs": 10,
+                                 "floor_checkpoints": 3, "ceiling_share": 0.1}
     assert meta["match_on"] == "word_frequency"  # the simulated study has tokens/ with a tokenizer
     probes = pd.read_parquet(out / "probes.parquet")
     assert list(probes.columns) == ["step", "layer", "n_pairs", "logreg_acc", "logreg_acc_std", "meandiff_acc",
@@ -73,6 +74,21 @@ def test_planted_delay_detected_within_one_checkpoint(analysed):
             assert row["status"] == "delayed" and row["p_lead"] < 0.05
         else:
             assert row["status"] == "no delay"
+        adj = timing[(timing["level"] == "phenomenon") & (timing["group"] == truth["phenomenon"])
+                     & (timing["comparison"] == "adjusted")].iloc[0]
+        assert adj["status"] == ("delayed" if truth["delay"] > 0 else "no delay"), adj.to_dict()
+        assert adj["q"] >= adj["p_effect"] - 1e-12
+
+
+def test_event_study_table(analysed):
+    """The planted model: a pair's correctness jumps when it is first exposed after the fit step;
+    the event study shows post-exposure effects above the pre-exposure ones."""
+    sim, _ = analysed
+    ev = pd.read_parquet(sim.study.analysis_dir / "event_study.parquet")
+    assert list(ev.columns[:4]) == ["level", "group", "outcome", "event_time"]
+    sub = ev[(ev["level"] == "phenomenon") & (ev["group"] == "agreement") & (ev["outcome"] == "correct")]
+    sub = sub.set_index("event_time")
+    assert sub.loc[["0", "1", "2"], "estimate"].mean() > sub.loc[["-4", "-3", "-2"], "estimate"].mean() + 0.1
 
 
 def test_curves_match_direct_computation_from_files(analysed):
@@ -126,6 +142,8 @@ def test_confound_control_removes_a_frequency_driven_delay(tmp_path):
     assert t.loc["proxy", "status"] == "delayed"
     assert t.loc["matched", "status"] != "delayed"
     assert t.loc["matched", "p_lead"] > 0.05
+    assert t.loc["adjusted", "status"] == "no delay" and t.loc["adjusted", "role"] == "headline"
+    assert t.loc["adjusted", "effect_ci_low"] <= 0 <= t.loc["adjusted", "effect_ci_high"]
 
 
 # ---- bad input ------------------------------------------------------------------------------

@@ -25,14 +25,29 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import pandas as pd
 
-from grokscope.analyse.resampling import bootstrap_weights, percentile_interval, permutation_lead_tests
+from grokscope.analyse.onset import (
+    Onsets,
+    Pooled,
+    first_reach,
+    halfrise_onsets,
+    log10_delay,
+    lost_index,
+    onset_delays,
+)
+from grokscope.analyse.resampling import (
+    bootstrap_weights,  # noqa: F401 - re-exported (tests, bench)
+    cluster_bootstrap_weights,
+    percentile_interval,
+    permutation_lead_tests,
+)
 from grokscope.analyse.splits import (
     EXPOSURE_BINS,
     entry_index,
     exposure_bin_masks,
     quantile_strata,
     ratio,
-    standardisation_weights,
+    standardisation_weights,  # noqa: F401 - re-exported
+    stratum_sizes,
     train_mask,
 )
 
@@ -55,18 +70,22 @@ COMPARISON_SPLITS = {
 class Criterion:
     """When a split counts as having "reached" its accuracy.
 
-    ``mode``: ``level`` (accuracy >= ``level``), ``fraction`` (accuracy >= ``fraction`` x the
+    ``mode``: ``halfrise`` (default) or ``paper`` (see :mod:`grokscope.analyse.onset`), ``level``
+    (accuracy >= ``level``), ``fraction`` (accuracy >= ``fraction`` x the
     split's final accuracy) or ``both`` (both conditions). Checkpoints where the split has fewer
     than ``min_pairs`` pairs are undefined: they neither reach nor break the criterion.
     """
 
-    mode: str = "level"
+    mode: str = "halfrise"
     level: float = 0.8
     fraction: float = 0.9
     min_pairs: int = 10
+    floor_checkpoints: int = 3
+    ceiling_share: float = 0.1
 
     def as_dict(self) -> dict[str, object]:
-        return {"mode": self.mode, "level": self.level, "fraction": self.fraction, "min_pairs": self.min_pairs}
+        return {"mode": self.mode, "level": self.level, "fraction": self.fraction, "min_pairs": self.min_pairs,
+                "floor_checkpoints": self.floor_checkpoints, "ceiling_share": self.ceiling_share}
 
 
 def onset_index(acc: np.ndarray, n: np.ndarray | None, criterion: Criterion) -> np.ndarray:
@@ -80,7 +99,7 @@ def onset_index(acc: np.ndarray, n: np.ndarray | None, criterion: Criterion) -> 
     defined = ~np.isnan(acc)
     if n is not None:
         defined &= np.asarray(n) >= criterion.min_pairs
-    if criterion.mode not in ("level", "fraction", "both"):
+    if criterion.mode not in ("level", "fraction", "both"):  # halfrise/paper: grokscope.analyse.onset
         raise ValueError(f"unknown criterion mode {criterion.mode!r}")
     threshold = np.zeros(acc.shape[:-1])
     if criterion.mode in ("level", "both"):
@@ -116,7 +135,11 @@ class CellSums:
     ``all_num`` ``[B, nb, T]`` (proxy-train correct / proxy-train pairs / all correct, per
     stratum), ``all_den`` ``[B, nb]``, ``seen_num`` ``[B, T]`` and ``seen_den`` ``[B]`` (seen by
     the final checkpoint), ``bin_num``/``bin_den`` ``[B, 4, T]`` (exposure bins 1, 2-9, 10-99,
-    100+; bin 0 is the rest).
+    100+; bin 0 is the rest), ``matched`` ``[B, 6, T]``: the matched comparison's additive parts
+    (sum of w_b acc_b for train and val, the sums of w_b where each is defined, and the pairs in
+    strata holding both sides) with w_b(t) = observed train pairs of stratum b where both sides
+    hold pairs. Strata are frequency bins *within a cell*, so adding cells standardises over
+    paradigm x bin.
     """
 
     tr_num: np.ndarray
@@ -127,6 +150,7 @@ class CellSums:
     seen_den: np.ndarray
     bin_num: np.ndarray
     bin_den: np.ndarray
+    matched: np.ndarray  # [B, 6, T]: train/val standardised sums, their weights, their pairs
 
     def __add__(self, other: CellSums) -> CellSums:
         return CellSums(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
@@ -158,12 +182,28 @@ def cell_sums(weights: np.ndarray, correct: np.ndarray, entry: np.ndarray, seen:
     masks = exposure_bin_masks(counts)[1:]
     x = np.concatenate([m * c for m in masks] + masks, axis=1)  # [n, 8T]
     r = (weights @ x).reshape(B, 2, len(masks), T)
-    return CellSums(tr_num, tr_den, all_num, all_den, seen_num, seen_den, r[:, 0], r[:, 1])
+    matched = matched_sums(tr_num, tr_den, all_num, all_den, stratum_sizes(tr, strata, n_strata),
+                           stratum_sizes(1.0 - tr, strata, n_strata))
+    return CellSums(tr_num, tr_den, all_num, all_den, seen_num, seen_den, r[:, 0], r[:, 1], matched)
 
 
-def split_curves(s: CellSums, pi: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``split -> (accuracy [B, T], pairs [B, T])`` from summed :class:`CellSums`; ``pi``
-    ``[nb, T]`` are the matched comparison's standardisation weights (from the observed data)."""
+def matched_sums(tr_num: np.ndarray, tr_den: np.ndarray, all_num: np.ndarray, all_den: np.ndarray,
+                 n_tr_obs: np.ndarray, n_va_obs: np.ndarray) -> np.ndarray:
+    """The matched comparison's additive parts ``[B, 6, T]`` (see :class:`CellSums`) from one cell's
+    per-stratum sums ``[B, nb, T]`` and its observed train/val sizes ``[nb, T]``."""
+    w = np.where((n_tr_obs > 0) & (n_va_obs > 0), n_tr_obs, 0.0)[None]  # [1, nb, T]
+    va_den = all_den[:, :, None] - tr_den
+    acc_tr, acc_va = ratio(tr_num, tr_den), ratio(all_num - tr_num, va_den)
+    parts = []
+    for acc in (acc_tr, acc_va):
+        avail = ~np.isnan(acc) & (w > 0)
+        parts.append((np.where(avail, np.nan_to_num(acc) * w, 0.0).sum(1), np.where(avail, w, 0.0).sum(1)))
+    n_tr, n_va = np.where(w > 0, tr_den, 0.0).sum(1), np.where(w > 0, va_den, 0.0).sum(1)
+    return np.stack([parts[0][0], parts[1][0], parts[0][1], parts[1][1], n_tr, n_va], axis=1).astype(np.float64)
+
+
+def split_curves(s: CellSums) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``split -> (accuracy [B, T], pairs [B, T])`` from summed :class:`CellSums`."""
     T = s.tr_num.shape[-1]
     all_num, all_den = s.all_num.sum(1), np.repeat(s.all_den.sum(1)[:, None], T, axis=1)
     tr_num, tr_den = s.tr_num.sum(1), s.tr_den.sum(1)
@@ -175,14 +215,9 @@ def split_curves(s: CellSums, pi: np.ndarray) -> dict[str, tuple[np.ndarray, np.
     }
     for j, (name, _, _) in enumerate(EXPOSURE_BINS[1:]):
         out[name] = (s.bin_num[:, j], s.bin_den[:, j])
-    acc_tr = ratio(s.tr_num, s.tr_den)  # [B, nb, T]
-    acc_va = ratio(s.all_num - s.tr_num, s.all_den[:, :, None] - s.tr_den)
-    for name, acc, den in (("matched_train", acc_tr, s.tr_den),
-                           ("matched_val", acc_va, s.all_den[:, :, None] - s.tr_den)):
-        avail = ~np.isnan(acc) & (pi[None] > 0)
-        num = np.where(avail, np.nan_to_num(acc) * pi[None], 0.0).sum(1)
-        wsum = np.where(avail, pi[None], 0.0).sum(1)
-        out[name] = (ratio(num, wsum), np.where(pi[None] > 0, den, 0.0).sum(1))
+    m = s.matched
+    out["matched_train"] = (ratio(m[:, 0], m[:, 2]), m[:, 4])
+    out["matched_val"] = (ratio(m[:, 1], m[:, 3]), m[:, 5])
     return {k: (v[0] if k.startswith("matched") else ratio(*v), v[1]) for k, v in out.items()}
 
 
@@ -198,6 +233,7 @@ class DynamicsOptions:
     ci: float = 0.95
     match_bins: int = 5
     seed: int = 0
+    onset_boot: int = 200  # replicates used for halfrise onset intervals (isotonic fits are the cost)
 
 
 @dataclass
@@ -206,7 +242,8 @@ class PairTable:
 
     ``steps`` ``[T]`` sorted, ``tokens`` ``[T]``, ``correct`` ``[n, T]`` bool, ``counts``
     ``[n, T]`` cumulative good-phrase count in window(t), ``match_value`` ``[n]`` (critical-word
-    frequency or phrase length), ``uid``/``phenomenon`` ``[n]``.
+    frequency or phrase length), ``uid``/``phenomenon`` ``[n]``, ``cluster`` ``[n]``: pairs sharing a
+    critical phrase (bootstrap and permutations resample clusters, not pairs).
     """
 
     steps: np.ndarray
@@ -216,6 +253,7 @@ class PairTable:
     match_value: np.ndarray
     uid: np.ndarray
     phenomenon: np.ndarray
+    cluster: np.ndarray | None = None  # [n] critical-phrase cluster (None: every pair its own)
 
 
 @dataclass
@@ -224,7 +262,8 @@ class DynamicsResult:
     timing: pd.DataFrame
 
 
-TIMING_INT_COLUMNS = ("fit_step", "gen_step", "fit_tokens", "gen_tokens", "delay_steps", "delay_tokens")
+TIMING_INT_COLUMNS = ("fit_step", "gen_step", "fit_tokens", "gen_tokens", "delay_steps", "delay_tokens",
+                      "lost_train_step", "lost_val_step")
 
 
 def analyse_dynamics(table: PairTable, opts: DynamicsOptions,
@@ -252,7 +291,8 @@ def analyse_dynamics(table: PairTable, opts: DynamicsOptions,
     boot, obs = [], []
     for c, idx in enumerate(tqdm(cell_idx, desc="bootstrap", unit="cell", disable=not progress)):
         rng = np.random.default_rng([opts.seed, 1, c])
-        w = bootstrap_weights(seen[idx].astype(np.int8), opts.n_boot, rng)
+        w = cluster_bootstrap_weights(seen[idx].astype(np.int8), None if table.cluster is None else table.cluster[idx],
+                                      opts.n_boot, rng).astype(np.float32)
         args = (table.correct[idx], e_proxy[idx], seen[idx], strata[idx], table.counts[idx], nb)
         boot.append(cell_sums(w, *args))
         obs.append(cell_sums(np.ones((1, idx.size), np.float32), *args))
@@ -278,12 +318,13 @@ def analyse_dynamics(table: PairTable, opts: DynamicsOptions,
     tests = {
         "proxy": (e_proxy, np.zeros(n, np.int64), cell_of),
         "fixed": (e_fixed, np.zeros(n, np.int64), cell_of),
-        "matched": (e_proxy, strata, cell_of * nb + strata),
+        "matched": (e_proxy, cell_of * nb + strata, cell_of * nb + strata),  # paradigm x bin
     }
     lead: dict[str, list[list[tuple[float, float, float]]]] = {}
     for j, (comp, (entry, w_strata, p_strata)) in enumerate(tests.items()):
         lead[comp] = permutation_lead_tests(table.correct, entry, w_strata, p_strata, level_groups,
-                                            opts.criterion.min_pairs, opts.n_perm, seed=opts.seed * 7919 + j)
+                                            opts.criterion.min_pairs, opts.n_perm, seed=opts.seed * 7919 + j,
+                                            clusters=table.cluster)
 
     curves, timing = [], []
     for g, (level, name, cs) in enumerate(tqdm(groups, desc="dynamics", unit="group", disable=not progress)):
@@ -303,11 +344,8 @@ def analyse_dynamics(table: PairTable, opts: DynamicsOptions,
 def _group_result(level: str, group: str, s_obs: CellSums, s_boot: CellSums, steps: np.ndarray,
                   tokens: np.ndarray, opts: DynamicsOptions, lead: dict[str, tuple[float, float, float]]
                   ) -> DynamicsResult:
-    tr_den = s_obs.tr_den[0]  # [nb, T]
-    va_den = s_obs.all_den[0][:, None] - tr_den
-    pi = standardisation_weights(tr_den, va_den)
-    obs = split_curves(s_obs, pi)
-    boot = split_curves(s_boot, pi)
+    obs = split_curves(s_obs)
+    boot = split_curves(s_boot)
     names = list(SPLITS)
     acc_obs = np.stack([obs[s][0][0] for s in names])  # [S, T]
     n_obs = np.stack([obs[s][1][0] for s in names]).round().astype(np.int64)
@@ -319,36 +357,78 @@ def _group_result(level: str, group: str, s_obs: CellSums, s_boot: CellSums, ste
         "n": n_obs.ravel(), "accuracy": acc_obs.ravel(),
         "ci_low": np.asarray(lo, np.float64).ravel(), "ci_high": np.asarray(hi, np.float64).ravel(),
     })
+    T_ = s_obs.all_num.shape[-1]
+    pooled = Pooled(s_obs.all_num[0].sum(0), np.repeat(s_obs.all_den[0].sum(), T_),
+                    s_boot.all_num.sum(1), np.repeat(s_boot.all_den.sum(1)[:, None], T_, axis=1))
     rows = []
     for comp, (s_tr, s_va) in COMPARISON_SPLITS.items():
         i_tr, i_va = names.index(s_tr), names.index(s_va)
-        rows.append(timing_row(level, group, comp, acc_obs[i_tr], acc_obs[i_va], n_obs[i_tr], n_obs[i_va],
-                               boot[s_tr][0], boot[s_va][0], steps, tokens, opts, lead[comp]))
+        sides = Sides(acc_obs[i_tr], acc_obs[i_va], n_obs[i_tr], n_obs[i_va], boot[s_tr][0], boot[s_va][0],
+                      np.asarray(hi[i_tr], np.float64), np.asarray(hi[i_va], np.float64))
+        rows.append(timing_row(level, group, comp, sides, pooled, steps, tokens, opts, lead[comp]))
     return DynamicsResult(curves, pd.DataFrame(rows))
 
 
-def timing_row(level: str, group: str, comp: str, acc_tr: np.ndarray, acc_va: np.ndarray, n_tr: np.ndarray,
-               n_va: np.ndarray, boot_tr: np.ndarray, boot_va: np.ndarray, steps: np.ndarray, tokens: np.ndarray,
-               opts: DynamicsOptions, lead: tuple[float, float, float]) -> dict[str, object]:
-    """One row of timing.parquet: onsets on the observed curves, the delay's bootstrap interval
-    from the replicate curves (``[B, T]``), the lead test and the status."""
+@dataclass
+class Sides:
+    """The two sides of one comparison: observed accuracy and pairs ``[T]``, replicate curves
+    ``[B, T]`` and the upper interval bounds ``[T]`` (for "lost")."""
+
+    acc_tr: np.ndarray
+    acc_va: np.ndarray
+    n_tr: np.ndarray
+    n_va: np.ndarray
+    boot_tr: np.ndarray
+    boot_va: np.ndarray
+    hi_tr: np.ndarray
+    hi_va: np.ndarray
+
+
+def comparison_onsets(sd: Sides, pooled: Pooled, tokens: np.ndarray, opts: DynamicsOptions) -> Onsets:
+    """Onsets of both sides under ``opts.criterion`` (any mode)."""
     crit = opts.criterion
-    fit = int(onset_index(acc_tr, n_tr, crit))
-    gen = int(onset_index(acc_va, n_va, crit))
-    fit_b = onset_index(boot_tr, n_tr[None, :], crit)  # [B]
-    gen_b = onset_index(boot_va, n_va[None, :], crit)
-    d_b = np.where(fit_b < 0, np.nan, np.where(gen_b < 0, np.inf, (steps[gen_b] - steps[fit_b]).astype(float)))
-    ci_lo, ci_hi = percentile_interval(d_b, opts.ci) if (~np.isnan(d_b)).any() else (np.nan, np.nan)
-    too_few = n_tr.max(initial=0) < crit.min_pairs or n_va.max(initial=0) < crit.min_pairs
+    if crit.mode == "halfrise":
+        return halfrise_onsets(sd.acc_tr, sd.n_tr, sd.acc_va, sd.n_va, sd.boot_tr, sd.boot_va, pooled, tokens,
+                               crit.floor_checkpoints, crit.ceiling_share, crit.min_pairs, opts.ci, opts.onset_boot)
+    if crit.mode == "paper":
+        def onset(a: np.ndarray, n: np.ndarray) -> np.ndarray:
+            return first_reach(a, n, crit.level, crit.min_pairs)
+    else:
+        def onset(a: np.ndarray, n: np.ndarray) -> np.ndarray:
+            return onset_index(a, n, crit)
+    return Onsets(int(onset(sd.acc_tr, sd.n_tr)), int(onset(sd.acc_va, sd.n_va)),
+                  onset(sd.boot_tr, sd.n_tr[None, :]), onset(sd.boot_va, sd.n_va[None, :]), threshold=crit.level)
+
+
+def timing_row(level: str, group: str, comp: str, sd: Sides, pooled: Pooled, steps: np.ndarray,
+               tokens: np.ndarray, opts: DynamicsOptions, lead: tuple[float, float, float]) -> dict[str, object]:
+    """One row of timing.parquet: onsets on the observed curves, the delay's bootstrap interval
+    from the replicate curves, the lead test and the status."""
+    crit = opts.criterion
+    on = comparison_onsets(sd, pooled, tokens, opts)
+    fit, gen = on.fit, on.gen
+    d_b = onset_delays(steps, tokens, on.fit_b, on.gen_b)
+    ci_lo, ci_hi = percentile_interval(d_b["steps"], opts.ci) if (~np.isnan(d_b["steps"])).any() else (np.nan, np.nan)
+    lg_lo, lg_hi = (percentile_interval(d_b["log10_tokens"], opts.ci) if (~np.isnan(d_b["log10_tokens"])).any()
+                    else (np.nan, np.nan))
+    too_few = sd.n_tr.max(initial=0) < crit.min_pairs or sd.n_va.max(initial=0) < crit.min_pairs
     stat, p_lead, p_val = (np.nan, np.nan, np.nan) if too_few else lead
     alpha = 1.0 - opts.ci
     delay: int | None = int(steps[gen] - steps[fit]) if fit >= 0 and gen >= 0 else None
+    thr = on.threshold if crit.mode in ("halfrise", "paper", "level") else np.nan
+    lost_tr, lost_va = lost_index(fit, sd.hi_tr, thr), lost_index(gen, sd.hi_va, thr)
     if too_few:
         status = "too few pairs"
+    elif crit.mode == "halfrise" and on.not_learned:
+        status = "not learned"
+    elif crit.mode == "paper" and gen < 0:
+        status = "dropped"
     elif fit < 0 and gen >= 0:
         status = "val leads"
     elif fit < 0 or gen < 0:
         status = "not reached"
+    elif lost_tr >= 0 or lost_va >= 0:
+        status = "lost"
     elif delay is not None and delay > 0 and p_lead < alpha and ci_lo > 0:
         status = "delayed"
     elif delay is not None and delay < 0 and p_val < alpha and ci_hi < 0:
@@ -356,7 +436,7 @@ def timing_row(level: str, group: str, comp: str, acc_tr: np.ndarray, acc_va: np
     else:
         status = "no delay"
     return {
-        "level": level, "group": group, "comparison": comp,
+        "level": level, "group": group, "comparison": comp, "role": "descriptive",
         "fit_step": int(steps[fit]) if fit >= 0 else None,
         "gen_step": int(steps[gen]) if gen >= 0 else None,
         "fit_tokens": int(tokens[fit]) if fit >= 0 else None,
@@ -364,6 +444,11 @@ def timing_row(level: str, group: str, comp: str, acc_tr: np.ndarray, acc_va: np
         "delay_steps": delay,
         "delay_tokens": int(tokens[gen] - tokens[fit]) if delay is not None else None,
         "delay_ci_low": float(ci_lo), "delay_ci_high": float(ci_hi),
-        "p_lead": float(p_lead), "status": status, "n_train": int(n_tr[-1]), "n_val": int(n_va[-1]),
-        "lead_statistic": float(stat),
+        "delay_log10_tokens": log10_delay(tokens, fit, gen),
+        "delay_log10_ci_low": float(lg_lo), "delay_log10_ci_high": float(lg_hi),
+        "p_lead": float(p_lead), "status": status, "n_train": int(sd.n_tr[-1]), "n_val": int(sd.n_va[-1]),
+        "lead_statistic": float(stat), "threshold": float(on.threshold), "floor": on.floor, "ceiling": on.ceiling,
+        "rise_ci_low": on.rise_ci[0], "rise_ci_high": on.rise_ci[1],
+        "lost_train_step": int(steps[lost_tr]) if lost_tr >= 0 else None,
+        "lost_val_step": int(steps[lost_va]) if lost_va >= 0 else None,
     }

@@ -1,11 +1,14 @@
-"""Resampling for the dynamics statistics: the pair bootstrap (multiplicities per replicate,
-within strata), percentile intervals, and the permutation test that the train side leads the
-val side (a Numba kernel that serves every level of grouping with one set of shuffles)."""
+"""Resampling for the dynamics statistics: the bootstrap by cluster (multiplicities per replicate,
+within strata; a cluster = the pairs sharing a critical phrase), percentile intervals, the
+permutation test that the train side leads the val side (clusters' exposure histories shuffled
+within strata, a Numba kernel that serves every level of grouping with one set of shuffles) and
+Benjamini-Hochberg q-values across groups and comparisons (statsmodels)."""
 from __future__ import annotations
 
 import functools
 
 import numpy as np
+import pandas as pd
 
 from grokscope.analyse.splits import ratio, standardisation_weights, stratum_sizes, train_mask
 
@@ -30,6 +33,35 @@ def bootstrap_weights(strata: np.ndarray, n_boot: int, rng: np.random.Generator,
             counts = np.bincount(draws.ravel(), minlength=(hi - lo) * m).reshape(hi - lo, m)
             w[lo:hi, idx] = counts
     return w
+
+
+def cluster_bootstrap_weights(strata: np.ndarray, clusters: np.ndarray | None, n_boot: int,
+                              rng: np.random.Generator) -> np.ndarray:
+    """Multiplicities ``[n_boot, n]`` of a bootstrap that resamples whole clusters within strata.
+
+    Each stratum's m clusters are drawn m times with replacement; a pair's multiplicity is how
+    often its cluster was drawn. ``clusters`` None: every pair is its own cluster (the pair
+    bootstrap, :func:`bootstrap_weights`)."""
+    strata = np.asarray(strata)
+    if clusters is None:
+        return bootstrap_weights(strata, n_boot, rng)
+    key = pd.factorize(pd.Series(strata.astype(str)) + "\x00" + pd.Series(np.asarray(clusters).astype(str)))[0]
+    u_key, first = np.unique(key, return_index=True)
+    w_units = bootstrap_weights(strata[first], n_boot, rng)  # [B, U]
+    return w_units[:, np.searchsorted(u_key, key)]
+
+
+def bh_q(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg q-values (statsmodels ``multipletests(method="fdr_bh")``) of the finite
+    entries of ``p``; NaN stays NaN."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(p, dtype=np.float64)
+    q = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        q[ok] = multipletests(p[ok], method="fdr_bh")[1]
+    return q
 
 
 def percentile_interval(values: np.ndarray, ci: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -131,6 +163,7 @@ def _permutation_kernel():
 def permutation_lead_tests(
     correct: np.ndarray, entry: np.ndarray, weight_strata: np.ndarray, perm_strata: np.ndarray,
     level_groups: list[list[np.ndarray]], min_pairs: int, n_perm: int, seed: int,
+    clusters: np.ndarray | None = None,
 ) -> list[list[tuple[float, float, float]]]:
     """One-sided permutation tests that the train side leads the val side, for every group.
 
@@ -138,10 +171,16 @@ def permutation_lead_tests(
     correctness does not depend on exposure. Entry indices are shuffled within those cells; the
     statistic of a group is its mean train - val accuracy gap over checkpoints (standardised
     over ``weight_strata``, see :func:`lead_statistic_table`). ``level_groups[l]`` partitions
-    the pairs into the groups of level l; the same shuffles serve every level.
+    the pairs into the groups of level l; the same shuffles serve every level. ``clusters``: the
+    test runs on *units* -- the pairs of one cluster (critical phrase) within one stratum with one
+    entry index -- whose exposure histories move together; the statistic then averages the units'
+    mean correctness (each unit counts once), so that it stays linear under the shuffles, and a
+    checkpoint counts where both sides hold >= ``MIN_CLUSTERS`` units (None: single pairs).
     Returns ``[level][group] -> (statistic, p_lead, p_val_leads)`` with
     p = (1 + #{perm >= obs}) / (1 + n_perm).
     """
+    if clusters is not None:
+        return _cluster_lead_tests(correct, entry, weight_strata, perm_strata, level_groups, n_perm, seed, clusters)
     n, T = correct.shape
     entry = np.asarray(entry, dtype=np.int64)
     n_levels = len(level_groups)
@@ -162,8 +201,29 @@ def permutation_lead_tests(
     bounds = np.flatnonzero(np.diff(np.asarray(perm_strata)[order])) + 1
     starts = np.concatenate([[0], bounds, [n]]).astype(np.int64)
     perm = _permutation_kernel()(k, gid, entry, order, starts, g0, int(n_perm), int(seed))  # [groups, n_perm]
-    tol = 1e-9 * np.maximum(1.0, np.abs(observed))[:, None]
+    tol = 1e-6 * np.maximum(1.0, np.abs(observed))[:, None]  # k is float32: ties must stay ties
     p_lead = (1 + (perm >= observed[:, None] - tol).sum(1)) / (1 + n_perm)
     p_val = (1 + (perm <= observed[:, None] + tol).sum(1)) / (1 + n_perm)
     return [[(float(observed[o + g]), float(p_lead[o + g]), float(p_val[o + g])) for g in range(len(groups))]
             for o, groups in zip(offsets, level_groups)]
+
+
+MIN_CLUSTERS = 2
+
+
+def _cluster_lead_tests(correct: np.ndarray, entry: np.ndarray, weight_strata: np.ndarray, perm_strata: np.ndarray,
+                        level_groups: list[list[np.ndarray]], n_perm: int, seed: int, clusters: np.ndarray,
+                        ) -> list[list[tuple[float, float, float]]]:
+    """:func:`permutation_lead_tests` on cluster units (see there)."""
+    cl = pd.factorize(pd.Series(np.asarray(clusters).astype(str)))[0]
+    keys = np.stack([np.asarray(perm_strata, np.int64), np.asarray(weight_strata, np.int64), cl,
+                     np.asarray(entry, np.int64)], axis=1)
+    _, first, unit = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    unit = unit.reshape(-1)
+    sizes = np.bincount(unit, minlength=first.size).astype(np.float64)
+    u_correct = np.zeros((first.size, correct.shape[1]))
+    np.add.at(u_correct, unit, correct.astype(np.float64))
+    u_correct /= sizes[:, None]
+    u_groups = [[np.unique(unit[idx]) for idx in groups] for groups in level_groups]
+    return permutation_lead_tests(u_correct, np.asarray(entry)[first], np.asarray(weight_strata)[first],
+                                  np.asarray(perm_strata)[first], u_groups, MIN_CLUSTERS, n_perm, seed)

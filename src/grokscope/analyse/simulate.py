@@ -102,7 +102,9 @@ def simulate_study(
     cls = word_class[word_of_pair]
     words = np.array([f"w{j:04d}" for j in range(n_words)], dtype=object)
 
-    first_step, counts = _simulate_exposure(rng, n, steps, seen_fraction, cls if confound else None)
+    # one exposure history per critical phrase ("this <word>"): pairs sharing a word share it
+    first_w, counts_w = _simulate_exposure(rng, n_words, steps, seen_fraction, word_class if confound else None)
+    first_step, counts = first_w[word_of_pair], counts_w[word_of_pair]
     seen = counts >= 1  # [n, T]
     fit = np.array([phenomena[p].fit_step for p in ph_of_pair])
     delay = np.array([phenomena[p].delay for p in ph_of_pair])
@@ -119,8 +121,8 @@ def simulate_study(
     store.write_parquet(study.phrases_path, pairs,
                         metadata={"benchmark": "simulated", "benchmark_fingerprint": bench_fp})
     _write_exposure(study, pairs, first_step, counts, steps, rows_per_step, row_len, tokenizer_fingerprint, bench_fp)
-    if write_tokens:
-        _write_tokens(study, words, word_count, row_len, rng)
+    if write_tokens:  # a word occurs as often as the phrase that holds it, plus its planted count outside it
+        _write_tokens(study, words, word_count + counts_w[:, -1].astype(np.int64), row_len, rng)
     _write_scores(study, rng, correct, learned, steps, rows_per_step, row_len, pairs, n_layer, n_head, d_model,
                   hidden_pairs, planted_head, tokenizer_fingerprint, bench_fp)
 
@@ -273,3 +275,84 @@ def write_study_config(study: Study, **analyse: object) -> Path:
 
 
 __all__ = ["SimPhenomenon", "SimulatedStudy", "default_steps", "simulate_study", "write_study_config"]
+
+
+# ---------------------------------------------------------------------------------------
+# one simulated group in memory (calibration of the verdicts: bench/calibrate_dynamics.py)
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GroupScenario:
+    """A group of pairs with a planted truth. Phrases (clusters) each hold ``pairs_per_phrase``
+    pairs that share their exposure, their words and (``cluster_ease_sd``) a random ease.
+
+    Per phrase: standard-normal log frequencies of the critical (z_c) and context word (z_x), a
+    length. Exposure: first-exposure checkpoint ``seen_at - exposure_slope * z_driver + N(0, 2.5)``
+    (never when past the run). Ease: a pair's learning checkpoint F = ``fit_index -
+    confound * z_driver + paradigm offset + cluster ease + N(0, 1)``, ``z_driver`` = z_c
+    (``driver="critical"``) or z_x (``"context"``). Learned at t: (t >= F and seen) or t >= F +
+    ``delay``; with ``delay = 0`` exposure has no effect. Correct with ``p_high`` if learned else
+    ``p_low``; margin = learned + ``margin_effect`` * seen + N(0, 1). The covariate handed to the
+    analysis is z_c + N(0, ``proxy_noise``) (a noisy measure of the confounder when > 0)."""
+
+    n_phrases: int = 60
+    pairs_per_phrase: int = 3
+    n_checkpoints: int = 16
+    fit_index: float = 6.0
+    delay: int = 0
+    confound: float = 0.0
+    driver: str = "critical"
+    exposure_slope: float = 2.0
+    seen_at: float = 7.0
+    cluster_ease_sd: float = 0.0
+    proxy_noise: float = 0.0
+    margin_effect: float = 0.0
+    p_low: float = 0.5
+    p_high: float = 0.95
+    paradigms: int = 2
+
+
+@dataclass
+class SimGroup:
+    correct: np.ndarray  # [n, T] bool
+    margin: np.ndarray  # [n, T]
+    counts: np.ndarray  # [n, T] cumulative phrase count
+    covariates: pd.DataFrame
+    paradigm: np.ndarray
+    cluster: np.ndarray
+    steps: np.ndarray
+    tokens: np.ndarray
+
+
+def simulate_group(sc: GroupScenario, rng: np.random.Generator) -> SimGroup:
+    """One group drawn from ``sc`` (see :class:`GroupScenario`)."""
+    P, m, T = sc.n_phrases, sc.pairs_per_phrase, sc.n_checkpoints
+    z_c, z_x = rng.normal(size=P), rng.normal(size=P)
+    length = rng.integers(2, 5, size=P).astype(np.float64)
+    par = rng.integers(0, sc.paradigms, size=P)
+    par_offset = np.linspace(-1, 1, sc.paradigms)[par] if sc.paradigms > 1 else np.zeros(P)
+    drive = z_c if sc.driver == "critical" else z_x
+    first = np.round(sc.seen_at - sc.exposure_slope * drive + 0.5 * par_offset + rng.normal(0, 2.5, P))
+    first = np.where(first >= T, T, np.clip(first, 0, None)).astype(np.int64)
+    ease = sc.confound * drive - par_offset + rng.normal(0, sc.cluster_ease_sd, P) if sc.cluster_ease_sd \
+        else sc.confound * drive - par_offset
+    ph = np.repeat(np.arange(P), m)
+    t = np.arange(T)[None, :]
+    counts = np.where(t >= first[ph][:, None], 1 + (t - first[ph][:, None]), 0)
+    seen = counts >= 1
+    F = (sc.fit_index - ease[ph] + rng.normal(0, 1, P * m))[:, None]
+    learned = ((t >= F) & seen) | (t >= F + sc.delay)
+    correct = rng.random((P * m, T)) < np.where(learned, sc.p_high, sc.p_low)
+    margin = learned + sc.margin_effect * seen + rng.normal(0, 1, (P * m, T))
+    cov = pd.DataFrame({
+        "log_critical_freq": (z_c + rng.normal(0, sc.proxy_noise, P) if sc.proxy_noise else z_c)[ph],
+        "log_context_freq": z_x[ph], "phrase_tokens": length[ph],
+        "distance": rng.integers(0, 3, size=P)[ph].astype(np.float64),
+        "log_bad_count": rng.normal(size=P)[ph],
+    })
+    steps = np.array([0] + [2 ** i for i in range(T - 1)], dtype=np.int64)
+    return SimGroup(correct, margin.astype(np.float64), counts.astype(np.int64), cov,
+                    np.array([f"p{k}" for k in par[ph]], dtype=object), np.array([f"c{k}" for k in ph], dtype=object),
+                    steps, steps * 1000)
+
+
+__all__ += ["GroupScenario", "SimGroup", "simulate_group"]

@@ -29,7 +29,8 @@ from grokscope.core.errors import DataError, MissingStageError
 from grokscope.core.stage import CommandLine, Flag, Stage
 from grokscope.core.store import Study
 
-OUTPUTS = ("curves", "timing", "probes", "heads", "head_concentration", "ablation", *SUPPORT_OUTPUTS)
+OUTPUTS = ("curves", "timing", "event_study", "probes", "heads", "head_concentration", "ablation",
+           *SUPPORT_OUTPUTS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -45,7 +46,7 @@ def run(cfg: StudyConfig, study: Study) -> None:
 STAGE = Stage(
     name="analyse", sections=("analyse",), run=run,
     inputs=("phrases_path", "exposure_path", "scores_dir"), outputs=lambda s: [s.analysis_dir],
-    done=Study.has_analysis, libraries=("pandas", "torch", "sklearn.linear_model", "numba"),
+    done=Study.has_analysis, libraries=("pandas", "torch", "sklearn.linear_model", "numba", "statsmodels.api"),
     cli=CommandLine(flags=(Flag("study.out", "study", "study directory (holds phrases.parquet, exposure.parquet, "
                                                       "scores/)", positional=True),),
                     config="study", force=True),
@@ -66,6 +67,7 @@ class StudyInputs:
     hidden_rows: list[np.ndarray]  # per step [n] int32
     score_meta: list[dict[str, Any]]
     files: list[Path]
+    margin: np.ndarray | None = None  # [n, T] good - bad log-prob
 
 
 def load_inputs(study: Study) -> StudyInputs:
@@ -94,12 +96,15 @@ def load_inputs(study: Study) -> StudyInputs:
     _check_fingerprints(study, steps, metas, p_meta, e_meta)
     n = len(phrases)
     correct = np.zeros((n, len(steps)), dtype=bool)
+    margin = np.zeros((n, len(steps)))
     hidden_rows, tokens = [], []
     for j, (s, meta) in enumerate(zip(steps, metas)):
         path = study.score_path(s)
-        table = pd.read_parquet(path, columns=["uid", "pair_id", "correct", "hidden_row"])
+        table = pd.read_parquet(path, columns=["uid", "pair_id", "correct", "hidden_row", "good_logprob",
+                                               "bad_logprob"])
         _check_alignment(phrases, table, path, study.phrases_path)
         correct[:, j] = table["correct"].to_numpy(dtype=bool)
+        margin[:, j] = table["good_logprob"].to_numpy(np.float64) - table["bad_logprob"].to_numpy(np.float64)
         hidden_rows.append(table["hidden_row"].to_numpy(dtype=np.int64))
         tok = meta.get("tokens_seen")
         if tok is None:
@@ -107,7 +112,7 @@ def load_inputs(study: Study) -> StudyInputs:
         tokens.append(int(tok))
     return StudyInputs(phrases, exposure, np.array(steps, np.int64), np.array(tokens, np.int64), correct,
                        hidden_rows, metas,
-                       [study.phrases_path, study.exposure_path] + [study.score_path(s) for s in steps])
+                       [study.phrases_path, study.exposure_path] + [study.score_path(s) for s in steps], margin)
 
 
 def _check_columns(df: pd.DataFrame, cols: tuple[str, ...], path: Path) -> None:
@@ -243,21 +248,32 @@ def _analyse_study(study: Study, a: AnalyseSection, force: bool, progress: bool)
     keep, informative_note = informative_pairs(inputs, keep, a, study.exposure_path, study.analysis_dir)
     counts = window_counts(inputs.exposure, inputs.steps, study.exposure_path)[keep]
     match, match_on = match_values(study, inputs.phrases.iloc[keep], a.match_on)
+    if match_on == "word_frequency":  # count the critical word outside the planted phrase itself
+        match = np.maximum(match - inputs.exposure["good_total_count"].fillna(0).to_numpy(np.float64)[keep], 0.0)
+    from grokscope.analyse.covariates import cluster_ids
+
     table = dy.PairTable(
         steps=inputs.steps, tokens=inputs.tokens, correct=inputs.correct[keep], counts=counts, match_value=match,
         uid=inputs.phrases["uid"].to_numpy(dtype=object)[keep],
         phenomenon=inputs.phrases["phenomenon"].to_numpy(dtype=object)[keep],
+        cluster=cluster_ids(inputs.phrases.iloc[keep], a.cluster_by),
     )
-    criterion = dy.Criterion(a.criterion, a.criterion_level, a.criterion_fraction, a.min_pairs)
+    criterion = dy.Criterion(a.criterion, a.criterion_level, a.criterion_fraction, a.min_pairs,
+                             a.floor_checkpoints, a.ceiling_share)
     opts = dy.DynamicsOptions(min_count=a.min_count, criterion=criterion, n_boot=a.n_boot, n_perm=a.n_perm,
-                              ci=a.ci, match_bins=a.match_bins, seed=a.seed)
+                              ci=a.ci, match_bins=a.match_bins, seed=a.seed, onset_boot=a.onset_boot)
     result = dy.analyse_dynamics(table, opts, progress=progress)
+    from grokscope.analyse import verdicts
+
+    result.timing, events = verdicts.headline(study, inputs, keep, table, result.timing, a, progress)
     meta = {"criterion": criterion.as_dict(), "min_count": a.min_count, "ci": a.ci, "n_boot": a.n_boot,
             "n_perm": a.n_perm, "match_on": match_on, "match_bins": a.match_bins, "n_pairs": int(keep.size),
             "n_unsupported": int(len(supported) - keep.size), "steps": [int(s) for s in inputs.steps]}
     out = study.analysis_dir
     store.write_parquet(out / "curves.parquet", result.curves, metadata=meta)
     store.write_parquet(out / "timing.parquet", result.timing, metadata=meta)
+    if events is not None:
+        store.write_parquet(out / "event_study.parquet", events, metadata=meta)
 
     notes = [informative_note, *support_outputs(inputs, keep, a, table, opts, result, study.exposure_path, out)]
     gen_all = result.timing.query("level == 'all' and comparison == 'proxy'")["gen_step"]
@@ -417,10 +433,11 @@ def probe_summary(probes: pd.DataFrame) -> str:
 
 
 def summary_table(timing: pd.DataFrame, max_rows: int = 40) -> str:
-    """Terminal summary: one line per level all/phenomenon group and comparison."""
+    """Terminal summary: per level all/phenomenon group, the headline ``adjusted`` verdict (its effect
+    on correctness as a log odds ratio with interval, q, E-value), then the descriptive comparisons."""
     sub = timing[timing["level"].isin(["all", "phenomenon"])]
-    header = (f"{'group':<28} {'comparison':<9} {'fit':>8} {'gen':>8} {'delay':>8} {'delay CI':>19} "
-              f"{'p_lead':>7}  status")
+    header = (f"{'group':<28} {'comparison':<12} {'fit':>8} {'gen':>8} {'delay':>8} {'delay CI':>19} "
+              f"{'p':>7} {'q':>7}  status")
     lines = [header, "-" * len(header)]
 
     def fmt(v: Any) -> str:
@@ -434,13 +451,32 @@ def summary_table(timing: pd.DataFrame, max_rows: int = 40) -> str:
         f = lambda x: "∞" if np.isinf(x) else ("—" if pd.isna(x) else f"{x:.0f}")  # noqa: E731
         return f"[{f(lo)}, {f(hi)}]"
 
+    def fp(v: Any) -> str:
+        return "—" if v is None or pd.isna(v) else f"{v:.3f}"
+
+    order = {"adjusted": 0, "proxy": 1, "fixed": 2, "matched": 3}
+    sub = sub.assign(_o=sub["comparison"].map(order).fillna(9)).sort_values(["_o"], kind="stable")
+    sub = sub.assign(_g=sub["group"].map({g: i for i, g in enumerate(pd.unique(sub["group"]))}))
+    sub = sub.sort_values(["_g", "_o"], kind="stable")
     for _, r in sub.head(max_rows).iterrows():
-        p = "—" if pd.isna(r["p_lead"]) else f"{r['p_lead']:.3f}"
-        lines.append(f"{str(r['group'])[:28]:<28} {r['comparison']:<9} {fmt(r['fit_step']):>8} {fmt(r['gen_step']):>8} "
-                     f"{fmt(r['delay_steps']):>8} {fci(r['delay_ci_low'], r['delay_ci_high']):>19} {p:>7}  "
-                     f"{r['status']}")
+        comp = str(r["comparison"]) + ("" if r["comparison"] == "adjusted" else "*")
+        if r["comparison"] == "adjusted":
+            eff = r.get("effect")
+            mid = "—" if eff is None or pd.isna(eff) else f"logOR {eff:+.2f}"
+            ci = fci(np.nan, np.nan) if pd.isna(r.get("effect_ci_low")) else \
+                f"[{r['effect_ci_low']:+.2f}, {r['effect_ci_high']:+.2f}]"
+            ev = r.get("e_value")
+            tail = "" if ev is None or pd.isna(ev) else f" (E-value {ev:.2f})"
+            lines.append(f"{str(r['group'])[:28]:<28} {comp:<12} {'':>8} {'':>8} {mid:>8} {ci:>19} "
+                         f"{fp(r.get('p_effect')):>7} {fp(r.get('q')):>7}  {r['status']}{tail}")
+            continue
+        lines.append(f"{str(r['group'])[:28]:<28} {comp:<12} {fmt(r['fit_step']):>8} {fmt(r['gen_step']):>8} "
+                     f"{fmt(r['delay_steps']):>8} {fci(r['delay_ci_low'], r['delay_ci_high']):>19} "
+                     f"{fp(r['p_lead']):>7} {fp(r.get('q')):>7}  {r['status']}")
     if len(sub) > max_rows:
         lines.append(f"… {len(sub) - max_rows} more rows in analysis/timing.parquet")
+    lines.append("* descriptive comparison; the verdict is 'adjusted' (effect of having seen the phrase, adjusted "
+                 "for its covariates, clustered by phrase; q = Benjamini-Hochberg over all rows)")
     return "\n".join(lines)
 
 

@@ -173,7 +173,24 @@ class AnalyseSection:
     min_count: int = setting(1, "k: proxy-train needs >= k occurrences in the window", gt=0)
     criterion_level: float = setting(0.8, "absolute accuracy a split must reach and keep", gt=0.0, le=1.0)
     criterion_fraction: float = setting(0.9, "... or this fraction of its final accuracy", gt=0.0, le=1.0)
-    criterion: str = setting("level", "level | fraction | both", choices=("level", "fraction", "both"))
+    criterion: str = setting("halfrise", "onset rule: halfrise (shared half-rise threshold on isotonic fits) | paper "
+                                         "(val first reaches criterion_level; groups never reaching it dropped) | "
+                                         "level | fraction | both (reach and stay)",
+                             choices=("halfrise", "paper", "level", "fraction", "both"))
+    floor_checkpoints: int = setting(3, "halfrise: the floor is the pooled accuracy over this many first checkpoints",
+                                     gt=0)
+    ceiling_share: float = setting(0.1, "halfrise: the ceiling is the pooled accuracy over this last share of the "
+                                        "run in log10 tokens", gt=0.0, le=1.0)
+    onset_boot: int = setting(200, "bootstrap replicates used for halfrise onset intervals", gt=0)
+    cluster_by: str = setting("phrase", "inference resamples clusters of pairs sharing this (within a paradigm)",
+                              choices=("phrase", "critical_word", "pair"))
+    adjusted: bool = setting(True, "the headline adjusted comparison (GLM on seen-the-phrase with covariates)",
+                             negative="--no-adjusted")
+    min_clusters: int = setting(10, "adjusted: fewer phrase clusters seen or unseen -> 'too few clusters'", gt=1)
+    event_study: bool = setting(True, "the event study aligned at each pair's first exposure",
+                                negative="--no-event-study")
+    event_window: int = setting(4, "event study: checkpoints before/after first exposure estimated (beyond: binned)",
+                                gt=0)
     n_boot: int = setting(1000, "bootstrap replicates", gt=0)
     ci: float = setting(0.95, "interval level; 1 - ci is the test level", gt=0.0, le=1.0)
     probe_pairs: int = setting(2000, "pairs per checkpoint used for hidden-state probes (0 = all)", ge=0)

@@ -30,6 +30,7 @@ from grokscope.report.inputs import (
     min_pairs_of,
     pooled_timing,
 )
+from grokscope.report.verdict_section import headline_html, lost_step
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -49,7 +50,9 @@ def delay_display(timing: pd.DataFrame, tokens_per_step: float | None) -> pd.Dat
             "n train / val": f"{c['n_train']} / {c['n_val']}", "fit step": c["fit_step"], "gen. step": c["gen_step"],
             "fit tokens": fmt_tokens(r["fit_tokens"]), "gen. tokens": fmt_tokens(r["gen_tokens"]),
             "delay (steps)": c["delay_steps"], "95% CI (steps)": c["delay_ci"], "delay (tokens)": c["delay_tokens"],
-            "CI (tokens)": fmt_ci(tlo, thi, fmt_tokens), "p (train leads)": c["p_lead"], "status": c["status"],
+            "CI (tokens)": fmt_ci(tlo, thi, fmt_tokens), "p (train leads)": c["p_lead"],
+            "q": fmt_p(r["q"]) if "q" in r else "—",
+            "status": c["status"] + (f" (at step {fmt_step(lost_step(r))})" if c["status"] == "lost" else ""),
         })
     df = pd.DataFrame(out)
     if len(df) and df["comparison"].nunique() == 1:  # one comparison: say it in the text, not in every row
@@ -96,9 +99,11 @@ def section_summary(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
                     f"delay {fmt_int(pooled['delay_steps'])} steps, "
                     f"p = {fmt_p(pooled['p_lead'])}).")
         parts.append(f'<p class="lead">{lead}</p>')
+    parts.append(headline_html(timing, w))
     if crit:
         parts.append(f'<p class="note">Criterion: {_esc(crit)}. A step is where a split first reaches the criterion '
-                     "and stays there; \"not reached\" means it never did by the last checkpoint.</p>")
+                     "(halfrise: where its monotone fit crosses the group's half-rise threshold; \"not learned\": "
+                     "the rise's interval includes 0; \"lost\": it fell significantly below it later).</p>")
     rows = _timing_sorted(timing, "phenomenon", ("proxy",))
     parts.append('<p class="note">Proxy split (proxy-train vs proxy-val): all pairs pooled, then each phenomenon.</p>')
     parts.append(html_table(delay_display(rows, axis.tokens_per_step), "delays"))
