@@ -28,7 +28,7 @@ from grokscope.core.errors import DataError, MissingStageError
 from grokscope.core.stage import CommandLine, Flag, Stage
 from grokscope.core.store import Study
 
-OUTPUTS = ("curves", "timing", "probes", "heads", "head_concentration", "ablation")
+OUTPUTS = ("curves", "timing", "probes", "concepts", "concept_summary", "heads", "head_concentration", "ablation")
 
 
 # ---------------------------------------------------------------------------------------
@@ -267,6 +267,8 @@ def _analyse_study(study: Study, a: AnalyseSection, force: bool, progress: bool)
             notes.append(probe_summary(probes))
         else:
             notes.append("probes: no hidden states captured (score with capture_hidden = true)")
+    if a.concepts:
+        notes.append(write_concepts(study, inputs, keep, a, result.timing, meta))
     if a.heads:
         heads_df, conc = head_tables(study, inputs, keep, a.top_k_heads, progress)
         if heads_df is not None and conc is not None:
@@ -332,6 +334,21 @@ def probe_table(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseS
     cols = ["step", "layer", "n_pairs", "logreg_acc", "logreg_acc_std", "meandiff_acc", "participation_ratio",
             "n_components_90", "phase"]
     return df[cols].astype({"step": np.int64, "layer": np.int64, "n_pairs": np.int64, "n_components_90": np.int64})
+
+
+def write_concepts(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseSection,
+                   timing: pd.DataFrame, meta: dict[str, Any]) -> str:
+    """concepts.parquet + concept_summary.parquet (:mod:`grokscope.analyse.concepts`)."""
+    from grokscope.analyse import concepts as cc
+
+    onsets = cc.phenomenon_onsets(timing)  # {phenomenon: generalisation tokens}
+    table, summary = cc.study_concepts(study, inputs, keep, a, onsets)
+    if table is None or summary is None:
+        return "concepts: no hidden states captured (score with capture_hidden = true)"
+    extra = {"onset_tokens": {k: v for k, v in onsets.items()}, **meta}
+    store.write_parquet(study.analysis_dir / "concepts.parquet", table, metadata=extra)
+    store.write_parquet(study.analysis_dir / "concept_summary.parquet", summary, metadata=extra)
+    return cc.summary_line(summary)
 
 
 def head_tables(study: Study, inputs: StudyInputs, keep: np.ndarray, k: int,

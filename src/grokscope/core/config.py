@@ -192,6 +192,15 @@ class AnalyseSection:
                                    "score metadata)", negative="--no-ablation")
     ablation_pairs: int = setting(1000, "pairs re-scored per ablation (seeded subsample); 0 = all", ge=0)
     ablation_step: int = setting(-1, "checkpoint step to ablate; -1 = the last scored step", ge=-1)
+    concepts: bool = setting(True, "the paper's concept-vector measures per phenomenon (AUROC of the mean "
+                                   "direction, effective rank)", negative="--no-concepts")
+    rank_pairs: int = setting(100, "concept vectors per effective-rank subsample (equal at every checkpoint)",
+                              ge=3)
+    rank_repeats: int = setting(20, "subsamples per effective-rank estimate", gt=0)
+    concept_window: float = setting(0.0, "before/after window width in natural-log tokens around each "
+                                         "phenomenon's generalisation; 0 = the widest that fits both sides", ge=0.0)
+    concept_logreg: bool = setting(True, "also the word-grouped logistic probe and its random-label control",
+                                   negative="--no-concept-logreg")
 
 
 @dataclass
