@@ -345,7 +345,7 @@ def write_concepts(study: Study, inputs: StudyInputs, keep: np.ndarray, a: Analy
     table, summary = cc.study_concepts(study, inputs, keep, a, onsets)
     if table is None or summary is None:
         return "concepts: no hidden states captured (score with capture_hidden = true)"
-    extra = {"onset_tokens": {k: v for k, v in onsets.items()}, **meta}
+    extra = {"onset_tokens": dict(onsets), **meta}
     store.write_parquet(study.analysis_dir / "concepts.parquet", table, metadata=extra)
     store.write_parquet(study.analysis_dir / "concept_summary.parquet", summary, metadata=extra)
     return cc.summary_line(summary)
