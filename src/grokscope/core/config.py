@@ -145,7 +145,11 @@ class ScoringSettings:
     region: str = setting("sentence", "score the whole sentence or the critical region only",
                           choices=("sentence", "critical"))
     batch_size: int = setting(64, "pairs per forward pass", gt=0, harmless=True)
-    capture_hidden: bool = setting(True, "keep hidden states at the critical token", negative="--no-hidden")
+    capture_hidden: bool = setting(True, "keep hidden states (at the token hidden_at names)", negative="--no-hidden")
+    hidden_at: str = setting("later", "token whose hidden states are kept: later = the last token of the later of "
+                                      "the critical and context words (a causal model's state there has seen "
+                                      "both); critical = the critical word's last token",
+                             choices=("later", "critical"))
     capture_attention: bool = setting(True, "keep attention from the critical token", negative="--no-attention")
     hidden_pairs: int = setting(2000, "pairs whose hidden states are kept (seeded subsample); 0 = all", ge=0)
 
