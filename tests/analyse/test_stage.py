@@ -54,9 +54,10 @@ def test_tables_follow_the_contract(analysed):
     assert list(probes.columns) == ["step", "layer", "n_pairs", "logreg_acc", "logreg_acc_std", "meandiff_acc",
                                     "participation_ratio", "n_components_90", "phase"]
     heads = pd.read_parquet(out / "heads.parquet")
-    assert list(heads.columns) == ["step", "layer", "head", "attention"]
+    assert list(heads.columns) == ["step", "layer", "head", "attention", "attention_nonadjacent"]
     conc = pd.read_parquet(out / "head_concentration.parquet")
-    assert list(conc.columns) == ["step", "topk_share", "gini", "entropy", "top_heads"]
+    assert list(conc.columns) == ["step", "topk_share", "gini", "entropy", "top_heads", "topk_floor", "n_nonadjacent"]
+    assert (conc["topk_floor"] == 3 / 12).all()
     assert "agreement" in summary and "delayed" in summary
 
 

@@ -358,6 +358,7 @@ def head_tables(study: Study, inputs: StudyInputs, keep: np.ndarray, k: int,
     from grokscope.analyse import heads as hd
 
     frames, conc = [], []
+    far = keep[~hd.adjacent_pairs(inputs.phrases.iloc[keep])]  # critical and context words not adjacent
     for step in tqdm(inputs.steps, desc="heads", unit="ckpt", disable=not progress):
         path = study.attention_path(int(step))
         if not path.exists():
@@ -366,9 +367,12 @@ def head_tables(study: Study, inputs: StudyInputs, keep: np.ndarray, k: int,
         if att.shape[0] != len(inputs.phrases):
             raise DataError(f"{path}: has {att.shape[0]} rows, expected one per pair ({len(inputs.phrases)})")
         values = hd.head_attention(att, keep)
-        frames.append(hd.heads_frame(int(step), values))
+        frame = hd.heads_frame(int(step), values)
+        frame["attention_nonadjacent"] = hd.head_attention(att, far).ravel() if far.size else np.nan
+        frames.append(frame)
         c = hd.concentration(values, k)
-        conc.append({"step": int(step), **dataclasses.asdict(c)})
+        conc.append({"step": int(step), **dataclasses.asdict(c), "topk_floor": hd.topk_floor(values.size, k),
+                     "n_nonadjacent": int(far.size)})
     if not frames:
         return None, None
     return pd.concat(frames, ignore_index=True), pd.DataFrame(conc)
@@ -402,7 +406,7 @@ def run_ablation(study: Study, inputs: StudyInputs, keep: np.ndarray, conc: pd.D
     top = hd.parse_heads(conc.loc[conc["step"] == step, "top_heads"].iloc[0])
     with torch.no_grad():
         table = hd.ablation_table(model, hd.score_accuracy_fn(tokenizer, pairs, pairs, meta), step, top,
-                                  a.ablation_repeats, rng)
+                                  a.ablation_repeats, rng, mode=a.ablation_mode)
     store.write_parquet(study.analysis_dir / "ablation.parquet", table,
                         metadata={"step": step, "n_pairs": int(subset.size), "checkpoint": ckpt})
     top_row = table[table["condition"] == "top"].iloc[0]

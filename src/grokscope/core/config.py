@@ -196,6 +196,8 @@ class AnalyseSection:
                                    "score metadata)", negative="--no-ablation")
     ablation_pairs: int = setting(1000, "pairs re-scored per ablation (seeded subsample); 0 = all", ge=0)
     ablation_step: int = setting(-1, "checkpoint step to ablate; -1 = the last scored step", ge=-1)
+    ablation_mode: str = setting("mean", "how heads are ablated: mean = replaced by their mean output over the "
+                                         "benchmark; zero = zeroed", choices=("mean", "zero"))
     concepts: bool = setting(True, "the paper's concept-vector measures per phenomenon (AUROC of the mean "
                                    "direction, effective rank)", negative="--no-concepts")
     rank_pairs: int = setting(100, "concept vectors per effective-rank subsample (equal at every checkpoint)",
