@@ -289,3 +289,14 @@ def test_run_stage_and_unsupported_pairs(sim, tmp_path, capsys):
     first = curves.query("level == 'all' and split == 'proxy_train'").iloc[-1]
     last = curves.query("level == 'all' and split == 'proxy_val'").iloc[-1]
     assert first["n"] + last["n"] == len(phrases) - 10
+
+
+def test_report_shows_the_concept_measures(ranked):
+    from grokscope.report.stage import build_report
+
+    res = build_report(ranked.study, formats=("png",))
+    page = res.path.read_text(encoding="utf-8")
+    assert 'id="fig-concepts"' in page and "effective rank" in page
+    summary = pd.read_csv(ranked.study.report_dir / "tables" / "concept_summary.csv")
+    stored = pd.read_parquet(ranked.study.analysis_dir / "concept_summary.parquet")
+    np.testing.assert_allclose(summary["eff_rank"], stored["eff_rank"])

@@ -31,9 +31,9 @@ class ConceptOptions:
     min_pairs: int = 10  # fewer train or val pairs -> AUROC undefined (NaN)
     n_folds: int = 5
     rank_pairs: int = 100  # pairs per effective-rank subsample (equal at every checkpoint)
-    rank_repeats: int = 20
+    rank_repeats: int = 10
     window_log: float = 0.0  # before/after window width in log-tokens; 0 = widest that fits both sides
-    logreg: bool = True
+    logreg: bool = False
     ci: float = 0.95
     seed: int = 0
 

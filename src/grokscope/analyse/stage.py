@@ -324,8 +324,11 @@ def probe_table(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseS
                             f"refers to hidden_row {int(chosen.max())}")
         if chosen.size < 2:
             continue
-        states = np.asarray(hidden[np.sort(chosen)], dtype=np.float32)
-        for lp in pr.probe_checkpoint(states, a.probe_folds, a.seed + j):
+        srt = np.argsort(chosen)
+        states = np.asarray(hidden[chosen[srt]], dtype=np.float32)
+        words = inputs.phrases["critical_word"].fillna("").astype(str).str.lower().to_numpy()
+        pair_of = order[hrow >= 0][: chosen.size][srt]  # the pair of each state row
+        for lp in pr.probe_checkpoint(states, a.probe_folds, a.seed + j, words[pair_of]):
             rows.append({"step": int(step), **dataclasses.asdict(lp)})
     if not rows:
         return None
