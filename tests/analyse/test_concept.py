@@ -107,3 +107,9 @@ def test_aligned_phase_equal_log_windows_exclude_untrained():
     assert list(ph) == ["", "", "before", "before", "after", "after", "after"]
     assert list(cv.aligned_phase(tokens, 1000.0, width_log=np.log(10))) == ["", "", "", "before", "after", "after", ""]
     assert list(cv.aligned_phase(tokens, None)) == [""] * 7
+
+
+def test_lemma_groups_join_singular_and_plural_good_pairs():
+    g = np.array(["dog", "Dogs", "cat", "is"], dtype=object)
+    b = np.array(["dogs", "dog", "cats", "are"], dtype=object)
+    assert list(cv.lemma_groups(g, b)) == ["dog|dogs", "dog|dogs", "cat|cats", "are|is"]

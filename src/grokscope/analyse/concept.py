@@ -12,7 +12,8 @@ concept vectors of singular- and plural-good pairs no longer cancel in their mea
   The orientation makes a purely lexical direction (word form) separate too, so the same
   number at the embedding layer (layer 0) is the lexical baseline.
 * **grouped logistic probe**: logistic regression on the oriented states (s_i h) with folds
-  grouped by critical word (sklearn ``GroupKFold``): a word never appears on both sides.
+  grouped by the pair's two word forms (:func:`lemma_groups`, sklearn ``GroupKFold``): neither
+  form of a test pair's critical word is seen in training.
 * **effective rank** of the *centred* matrix of concept vectors: exp of the Shannon entropy of
   the normalised singular values (Roy & Vetterli 2007), and the participation ratio of the
   centred covariance; on equal-size subsamples (interval over subsamples) and against a
@@ -30,6 +31,14 @@ def orientation(good_words: np.ndarray, bad_words: np.ndarray) -> np.ndarray:
     g = np.array([str(w).lower() for w in good_words], dtype=object)
     b = np.array([str(w).lower() for w in bad_words], dtype=object)
     return np.where(g <= b, 1.0, -1.0)
+
+
+def lemma_groups(good_words: np.ndarray, bad_words: np.ndarray) -> np.ndarray:
+    """``[n]`` group key of each pair: its two critical word forms, case-folded and sorted
+    ("dog|dogs" for both the singular- and the plural-good pair), so grouped folds never test a
+    word form the probe was trained on with the other label."""
+    return np.array(["|".join(sorted((str(g).lower(), str(b).lower()))) for g, b in zip(good_words, bad_words)],
+                    dtype=object)
 
 
 def concept_vectors(good: np.ndarray, bad: np.ndarray, sign: np.ndarray) -> np.ndarray:

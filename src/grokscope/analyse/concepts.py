@@ -53,7 +53,7 @@ class PairInfo:
         bad = (phrases["bad_critical_word"] if "bad_critical_word" in phrases.columns
                else phrases["critical_word"]).fillna("").astype(str).to_numpy(dtype=object)
         return cls(phrases["phenomenon"].astype(str).to_numpy(dtype=object), cv.orientation(good, bad),
-                   np.array([w.lower() for w in good], dtype=object), counts)
+                   cv.lemma_groups(good, bad), counts)
 
 
 def phenomenon_onsets(timing: pd.DataFrame, comparison: str = "proxy") -> dict[str, float | None]:

@@ -3,9 +3,9 @@
 For pairs i = 1..n with good/bad states g_i, b_i (``[n, d]``) at one layer and checkpoint:
 
 * **logistic-regression probe**: classify the 2n states as good (1) / bad (0); accuracy by
-  k-fold cross-validation where both states of a pair, and all pairs of one critical word, fall
-  in the same fold (a probe never sees the other half of a test pair, nor the test word with
-  the other label); features standardised on the training folds.
+  k-fold cross-validation where both states of a pair, and all pairs with the same two word forms,
+  fall in the same fold (a probe never sees the other half of a test pair, nor its word forms
+  with the other label); features standardised on the training folds.
 * **mean-difference direction**: w = mean(g) - mean(b) on the training folds; a state x is
   called good if w.x > w.(mean(g) + mean(b))/2; same folds.
 * **dimensionality** of the concept vectors d_i = g_i - b_i: eigenvalues l_1 >= l_2 >= ... of
@@ -50,9 +50,10 @@ def pair_folds(n_pairs: int, n_folds: int, rng: np.random.Generator) -> np.ndarr
 
 
 def word_folds(words: np.ndarray, n_folds: int, rng: np.random.Generator) -> np.ndarray:
-    """``[n_pairs]`` fold of each pair such that all pairs of one critical word share a fold (the
-    words are dealt to folds in a shuffled order), so a probe is never tested on a word it was
-    trained on."""
+    """``[n_pairs]`` fold of each pair such that all pairs of one word group share a fold (the
+    groups are dealt to folds in a shuffled order). With groups = both word forms of a pair
+    (:func:`grokscope.analyse.concept.lemma_groups`) a probe is never tested on a word form it was
+    trained on with the other label."""
     uniq, inv = np.unique(np.asarray(words, dtype=str), return_inverse=True)
     return rng.permutation(np.arange(uniq.size) % n_folds)[inv]
 

@@ -326,7 +326,7 @@ def probe_table(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseS
             continue
         srt = np.argsort(chosen)
         states = np.asarray(hidden[chosen[srt]], dtype=np.float32)
-        words = inputs.phrases["critical_word"].fillna("").astype(str).str.lower().to_numpy()
+        words = _lemma_groups(inputs.phrases)
         pair_of = order[hrow >= 0][: chosen.size][srt]  # the pair of each state row
         for lp in pr.probe_checkpoint(states, a.probe_folds, a.seed + j, words[pair_of]):
             rows.append({"step": int(step), **dataclasses.asdict(lp)})
@@ -352,6 +352,14 @@ def write_concepts(study: Study, inputs: StudyInputs, keep: np.ndarray, a: Analy
     store.write_parquet(study.analysis_dir / "concepts.parquet", table, metadata=extra)
     store.write_parquet(study.analysis_dir / "concept_summary.parquet", summary, metadata=extra)
     return cc.summary_line(summary)
+
+
+def _lemma_groups(phrases: pd.DataFrame) -> np.ndarray:
+    from grokscope.analyse.concept import lemma_groups
+
+    good = phrases["critical_word"].fillna("").astype(str).to_numpy()
+    bad = phrases["bad_critical_word"].fillna("").astype(str).to_numpy() if "bad_critical_word" in phrases else good
+    return lemma_groups(good, bad)
 
 
 def head_tables(study: Study, inputs: StudyInputs, keep: np.ndarray, k: int,
