@@ -22,6 +22,8 @@ def test_effective_rank_of_hand_built_matrices():
         x = _centred_matrix(np.full(k, 3.0), 100, 30, seed=k)
         assert cv.effective_rank(x) == pytest.approx(k, rel=1e-9)
         assert cv.centred_participation_ratio(x) == pytest.approx(k, rel=1e-9)
+        np.testing.assert_allclose(cv.singular_values(x)[:k], np.full(k, 3.0), rtol=1e-7)
+        np.testing.assert_allclose(cv.singular_values(x.T, centre=False)[:k], np.full(k, 3.0), rtol=1e-7)  # n > d
     s = np.array([3.0, 1.0])
     p = s / s.sum()
     x = _centred_matrix(s, 60, 10)
@@ -43,6 +45,15 @@ def test_direction_auroc_equals_brute_force_pair_counting():
     neg = sign * (bad @ w)
     brute = np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg])
     assert cv.direction_auroc(w, good, bad, sign) == pytest.approx(brute, abs=1e-12)
+    from sklearn.metrics import roc_auc_score
+
+    y = np.r_[np.ones(n), np.zeros(n)]
+    assert cv.direction_auroc(w, good, bad, sign) == pytest.approx(roc_auc_score(y, np.r_[pos, neg]), abs=1e-12)
+    tied = np.round(good, 0), np.round(bad, 0)  # many ties: each counts 1/2
+    tp, tn = sign * (tied[0] @ np.eye(d)[0]), sign * (tied[1] @ np.eye(d)[0])
+    brute = np.mean([(p > q) + 0.5 * (p == q) for p in tp for q in tn])
+    assert cv.direction_auroc(np.eye(d)[0], *tied, sign) == pytest.approx(brute, abs=1e-12)
+    assert cv.direction_auroc(np.zeros(d), good, bad, sign) == 0.5
 
 
 def test_orientation_undoes_sign_cancellation():

@@ -47,16 +47,22 @@ def concept_vectors(good: np.ndarray, bad: np.ndarray, sign: np.ndarray) -> np.n
 
 
 def direction_auroc(direction: np.ndarray, good: np.ndarray, bad: np.ndarray, sign: np.ndarray) -> float:
-    """AUROC of s_i <direction, h> separating good from bad states (NaN if undefined)."""
-    from sklearn.metrics import roc_auc_score
+    """AUROC of s_i <direction, h> separating good from bad states (NaN if undefined): the
+    Mann-Whitney U of the good vs the bad scores over n_good * n_bad, U from the mid-ranks of
+    scipy ``rankdata`` (ties count 1/2) -- equal to sklearn's ``roc_auc_score`` (tested) at a
+    fraction of its per-call overhead."""
+    from scipy.stats import rankdata
 
     s = np.asarray(sign, np.float64)
     w = np.asarray(direction, np.float64)
     if len(s) == 0:
         return float("nan")
-    score = np.concatenate([s * (np.asarray(good, np.float64) @ w), s * (np.asarray(bad, np.float64) @ w)])
-    y = np.concatenate([np.ones(len(s)), np.zeros(len(s))])
-    return float(roc_auc_score(y, score))
+    pos, neg = s * (np.asarray(good, np.float64) @ w), s * (np.asarray(bad, np.float64) @ w)
+    if np.ptp(np.concatenate([pos, neg])) == 0:
+        return 0.5  # all scores tied (e.g. a zero direction)
+    ranks = rankdata(np.concatenate([pos, neg]))  # average ranks for ties
+    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
+    return float(u / (len(pos) * len(neg)))
 
 
 def mean_direction_auroc(train_good: np.ndarray, train_bad: np.ndarray, train_sign: np.ndarray,
@@ -90,24 +96,47 @@ def grouped_logreg_accuracy(good: np.ndarray, bad: np.ndarray, sign: np.ndarray,
     return float(cross_val_score(pipe, x, y, groups=g, cv=GroupKFold(n_splits=k)).mean())
 
 
-def effective_rank(matrix: np.ndarray, centre: bool = True) -> float:
-    """exp(H(p)), p = singular values / their sum, of the (column-centred) ``[n, d]`` matrix."""
+def singular_values(matrix: np.ndarray, centre: bool = True) -> np.ndarray:
+    """Singular values (descending) of the (column-centred) ``[n, d]`` matrix, from the eigenvalues
+    of its smaller Gram matrix (``eigvalsh``; several times faster than an SVD for n << d).
+    Eigenvalues below 1e-12 of the largest (rounding of the Gram product) are set to 0, i.e.
+    singular values below 1e-6 of the largest are not resolved."""
     x = np.asarray(matrix, dtype=np.float64)
     if centre:
         x = x - x.mean(axis=0, keepdims=True)
-    s = np.linalg.svd(x, compute_uv=False)
+    gram = x @ x.T if x.shape[0] <= x.shape[1] else x.T @ x
+    lam = np.linalg.eigvalsh(gram)[::-1]
+    top = lam[0] if lam.size else 0.0
+    return np.sqrt(np.where(lam > top * 1e-12, lam, 0.0))
+
+
+def entropy_rank(s: np.ndarray) -> float:
+    """exp of the Shannon entropy of singular values ``s`` normalised to sum 1 (NaN if all 0)."""
+    s = np.asarray(s, dtype=np.float64)
     total = s.sum()
     if total <= 0:
         return float("nan")
-    p = s[s > total * 1e-12] / total
+    p = s[s > total * 1e-9] / total
     return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def effective_rank(matrix: np.ndarray, centre: bool = True) -> float:
+    """exp(H(p)), p = singular values / their sum, of the (column-centred) ``[n, d]`` matrix
+    (Roy & Vetterli 2007)."""
+    return entropy_rank(singular_values(matrix, centre))
+
+
+def participation_ratio_of(s: np.ndarray) -> float:
+    """(sum l)^2 / sum l^2 of l = s^2 (NaN if all 0)."""
+    lam = np.asarray(s, dtype=np.float64) ** 2
+    denom = float((lam**2).sum())
+    return float(lam.sum() ** 2 / denom) if denom > 0 else float("nan")
 
 
 def centred_participation_ratio(matrix: np.ndarray) -> float:
     """(sum l)^2 / sum l^2 of the eigenvalues l of the centred covariance of ``[n, d]`` rows."""
-    x = np.asarray(matrix, dtype=np.float64)
-    x = x - x.mean(axis=0, keepdims=True)
-    lam = np.linalg.svd(x, compute_uv=False) ** 2
+    lam = np.linalg.svd(np.asarray(matrix, np.float64) - np.asarray(matrix, np.float64).mean(0),
+                        compute_uv=False) ** 2
     denom = float((lam**2).sum())
     return float(lam.sum() ** 2 / denom) if denom > 0 else float("nan")
 
@@ -126,7 +155,8 @@ def subsampled_rank(diffs: np.ndarray, good: np.ndarray, n_sub: int, repeats: in
                     ci: float = 0.9) -> RankEstimate:
     """Effective rank on ``repeats`` subsamples of ``n_sub`` concept vectors (percentile interval),
     the centred participation ratio, and the drift baseline: the effective rank of ``n_sub``
-    random differences good_i - good_j (i != j) of the same checkpoint's good states."""
+    random differences good_i - good_j (i != j) of the same checkpoint's good states (on
+    ceil(repeats / 4) subsamples: it only has to show the scale of a random matrix)."""
     n = len(diffs)
     n_sub = min(n_sub, n)
     if n_sub < 3:
@@ -134,8 +164,11 @@ def subsampled_rank(diffs: np.ndarray, good: np.ndarray, n_sub: int, repeats: in
     ers, prs, base = [], [], []
     for _ in range(repeats):
         idx = rng.choice(n, n_sub, replace=False)
-        ers.append(effective_rank(diffs[idx]))
-        prs.append(centred_participation_ratio(diffs[idx]))
+        sv = singular_values(diffs[idx])
+        ers.append(entropy_rank(sv))
+        prs.append(participation_ratio_of(sv))
+        if len(base) * 4 >= repeats:
+            continue
         i = rng.choice(n, n_sub, replace=False)
         j = (i + rng.integers(1, n, size=n_sub)) % n  # j != i
         base.append(effective_rank(np.asarray(good[i], np.float64) - np.asarray(good[j], np.float64)))

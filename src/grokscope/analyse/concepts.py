@@ -31,7 +31,7 @@ class ConceptOptions:
     min_pairs: int = 10  # fewer train or val pairs -> AUROC undefined (NaN)
     n_folds: int = 5
     rank_pairs: int = 100  # pairs per effective-rank subsample (equal at every checkpoint)
-    rank_repeats: int = 10
+    rank_repeats: int = 8
     window_log: float = 0.0  # before/after window width in log-tokens; 0 = widest that fits both sides
     logreg: bool = False
     ci: float = 0.95
@@ -80,9 +80,11 @@ def checkpoint_rows(step: int, states: np.ndarray, pairs: np.ndarray, info: Pair
             g, b = states[:, 0, layer], states[:, 1, layer]
             good, bad = np.asarray(g[idx], np.float64), np.asarray(b[idx], np.float64)
             row: dict = {"step": int(step), "phenomenon": str(ph), "layer": layer, "n_pairs": idx.size,
-                         "n_train": tr.size, "n_val": va.size, "auroc": float("nan")}
+                         "n_train": tr.size, "n_val": va.size, "auroc": float("nan"), "auroc_raw": float("nan")}
             if tr.size >= o.min_pairs and va.size >= o.min_pairs:
                 row["auroc"] = cv.mean_direction_auroc(g[tr], b[tr], sign[tr], g[va], b[va], sign[va])
+                ones = np.ones(len(sign))  # unoriented: singular- and plural-good pairs may cancel
+                row["auroc_raw"] = cv.mean_direction_auroc(g[tr], b[tr], ones[tr], g[va], b[va], ones[va])
             row.update(_logreg(good, bad, sign[idx], word[idx], o, rng))
             est = cv.subsampled_rank(cv.concept_vectors(good, bad, sign[idx]), good, o.rank_pairs,
                                      o.rank_repeats, rng)
@@ -129,7 +131,7 @@ def concept_table(steps: np.ndarray, tokens: np.ndarray,
     return df
 
 
-SUMMARY_COLUMNS = ("auroc", "eff_rank", "eff_rank_ratio", "pr_centred", "baseline_eff_rank", "logreg_grouped")
+SUMMARY_COLUMNS = ("auroc", "auroc_raw", "eff_rank", "eff_rank_ratio", "pr_centred", "baseline_eff_rank", "logreg_grouped")
 
 
 def concept_summary(table: pd.DataFrame, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:

@@ -202,7 +202,7 @@ class AnalyseSection:
                                    "direction, effective rank)", negative="--no-concepts")
     rank_pairs: int = setting(100, "concept vectors per effective-rank subsample (equal at every checkpoint)",
                               ge=3)
-    rank_repeats: int = setting(10, "subsamples per effective-rank estimate", gt=0)
+    rank_repeats: int = setting(8, "subsamples per effective-rank estimate", gt=0)
     concept_window: float = setting(0.0, "before/after window width in natural-log tokens around each "
                                          "phenomenon's generalisation; 0 = the widest that fits both sides", ge=0.0)
     concept_logreg: bool = setting(False, "also the word-grouped logistic probe per phenomenon and its "

@@ -84,7 +84,8 @@ def _concept_parts(inp: ReportInputs, w: _Writer, axis: Any) -> list[str]:
         "Concept vectors oriented by the pair's form (good critical word sorting first = +1), so singular- and "
         "plural-good pairs do not cancel. Left: AUROC of the inner product with the mean concept vector of the "
         "proxy-train pairs, separating good from bad states of the proxy-val pairs (0.5 = chance; the embedding "
-        "layer is the lexical baseline). Right: effective rank (exp entropy of normalised singular values) of "
+        "layer is the lexical baseline: the orientation lets a word-form direction separate too; "
+        "<code>auroc_raw</code> in the table is the unoriented AUROC). Right: effective rank (exp entropy of normalised singular values) of "
         "the centred concept-vector matrix on equal-size subsamples (band: interval over subsamples); dashed: "
         "the same for random good_i − good_j differences (general drift). Shaded: windows of equal log-token "
         "length before (blue) and after (vermillion) the phenomenon's own generalisation, untrained checkpoints "
@@ -92,6 +93,7 @@ def _concept_parts(inp: ReportInputs, w: _Writer, axis: Any) -> list[str]:
     parts.append(w.table("concepts", concepts))
     if summary is not None and not summary.empty:
         cols = [c for c in ("phenomenon", "layer", "phase", "n_checkpoints", "auroc", "auroc_low", "auroc_high",
+                            "auroc_raw",
                             "eff_rank", "eff_rank_low", "eff_rank_high", "baseline_eff_rank", "eff_rank_ratio",
                             "logreg_grouped") if c in summary]
         shown = summary[cols].round(3)
