@@ -161,7 +161,9 @@ def subsampled_rank(diffs: np.ndarray, good: np.ndarray, n_sub: int, repeats: in
     n_sub = min(n_sub, n)
     if n_sub < 3:
         return RankEstimate(*(float("nan"),) * 5, n_sub)
-    ers, prs, base = [], [], []
+    ers: list[float] = []
+    prs: list[float] = []
+    base: list[float] = []
     for _ in range(repeats):
         idx = rng.choice(n, n_sub, replace=False)
         sv = singular_values(diffs[idx])

@@ -131,7 +131,8 @@ def concept_table(steps: np.ndarray, tokens: np.ndarray,
     return df
 
 
-SUMMARY_COLUMNS = ("auroc", "auroc_raw", "eff_rank", "eff_rank_ratio", "pr_centred", "baseline_eff_rank", "logreg_grouped")
+SUMMARY_COLUMNS = ("auroc", "auroc_raw", "eff_rank", "eff_rank_ratio", "pr_centred", "baseline_eff_rank",
+                   "logreg_grouped")
 
 
 def concept_summary(table: pd.DataFrame, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
