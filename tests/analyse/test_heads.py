@@ -217,6 +217,29 @@ def test_ablation_table_rows_and_deltas():
     assert 1 / 6 <= p <= 1.0
 
 
+def test_single_head_table_matches_one_ablation_at_a_time():
+    import torch
+
+    model = _gpt2()
+    ids = torch.randint(0, 61, (6, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        target = model(ids).logits.argmax(-1)
+
+    def accuracy(m) -> float:
+        with torch.no_grad():
+            return float((m(ids).logits.argmax(-1) == target).float().mean())
+
+    table = hd.single_head_table(model, accuracy, step=7)
+    assert len(table) == 3 * 4 and list(table[["layer", "head"]].iloc[5]) == [1, 1]
+    with torch.no_grad(), hd.record_head_means(model) as means:
+        model(ids)
+    for _, r in table.sample(3, random_state=0).iterrows():
+        reference = _gpt2()
+        _fold_means_into_bias(reference, [(int(r["layer"]), int(r["head"]))], means)
+        assert r["accuracy"] == pytest.approx(accuracy(reference), abs=1e-6)
+    assert (table["delta_accuracy"] == table["accuracy"] - 1.0).all()
+
+
 def test_ablation_p_value_hand_worked():
     t = pd.DataFrame({"condition": ["top", "random", "random", "random"],
                       "delta_accuracy": [-0.2, -0.01, -0.3, 0.0]})

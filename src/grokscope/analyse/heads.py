@@ -288,6 +288,23 @@ def ablation_table(model: Any, accuracy_fn: Callable[[Any], float], step: int, t
     return pd.DataFrame(rows)
 
 
+def single_head_table(model: Any, accuracy_fn: Callable[[Any], float], step: int,
+                      mode: str = "mean") -> pd.DataFrame:
+    """Every head ablated on its own (L*H re-scorings): ``step, layer, head, accuracy,
+    delta_accuracy, mode``; the heads' means come from the unablated pass, as in :func:`ablation_table`."""
+    modules, n_head, _ = attention_output_projections(model)
+    with record_head_means(model) as means:
+        base = accuracy_fn(model)
+    rows = []
+    for layer in range(len(modules)):
+        for h in range(n_head):
+            with ablate_heads(model, [(layer, h)], means if mode == "mean" else None):
+                acc = accuracy_fn(model)
+            rows.append({"step": int(step), "layer": layer, "head": h, "accuracy": acc,
+                         "delta_accuracy": acc - base, "mode": mode})
+    return pd.DataFrame(rows)
+
+
 def ablation_p_value(table: pd.DataFrame) -> float:
     """Share of random sets (with +1 smoothing) whose accuracy drop is at least the top heads'."""
     top = table.loc[table["condition"] == "top", "delta_accuracy"].iloc[0]

@@ -28,7 +28,8 @@ from grokscope.core.errors import DataError, MissingStageError
 from grokscope.core.stage import CommandLine, Flag, Stage
 from grokscope.core.store import Study
 
-OUTPUTS = ("curves", "timing", "probes", "concepts", "concept_summary", "heads", "head_concentration", "ablation")
+OUTPUTS = ("curves", "timing", "probes", "concepts", "concept_summary", "heads", "head_concentration", "ablation",
+           "ablation_heads")
 
 
 # ---------------------------------------------------------------------------------------
@@ -420,6 +421,12 @@ def run_ablation(study: Study, inputs: StudyInputs, keep: np.ndarray, conc: pd.D
                                   a.ablation_repeats, rng, mode=a.ablation_mode)
     store.write_parquet(study.analysis_dir / "ablation.parquet", table,
                         metadata={"step": step, "n_pairs": int(subset.size), "checkpoint": ckpt})
+    if a.ablation_single:
+        with torch.no_grad():
+            single = hd.single_head_table(model, hd.score_accuracy_fn(tokenizer, pairs, pairs, meta), step,
+                                          a.ablation_mode)
+        store.write_parquet(study.analysis_dir / "ablation_heads.parquet", single,
+                            metadata={"step": step, "n_pairs": int(subset.size), "checkpoint": ckpt})
     top_row = table[table["condition"] == "top"].iloc[0]
     rnd = table.loc[table["condition"] == "random", "delta_accuracy"]
     return (f"ablation at step {step}: top heads {top_row['heads']} change accuracy by "

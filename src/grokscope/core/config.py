@@ -198,6 +198,8 @@ class AnalyseSection:
     ablation_step: int = setting(-1, "checkpoint step to ablate; -1 = the last scored step", ge=-1)
     ablation_mode: str = setting("mean", "how heads are ablated: mean = replaced by their mean output over the "
                                          "benchmark; zero = zeroed", choices=("mean", "zero"))
+    ablation_single: bool = setting(False, "also ablate every head on its own (L*H re-scorings) -> "
+                                           "analysis/ablation_heads.parquet")
     concepts: bool = setting(True, "the paper's concept-vector measures per phenomenon (AUROC of the mean "
                                    "direction, effective rank)", negative="--no-concepts")
     rank_pairs: int = setting(100, "concept vectors per effective-rank subsample (equal at every checkpoint)",
