@@ -45,12 +45,50 @@ def test_head_attention_is_nan_aware_mean_of_good_sentences():
     assert df.loc[(df["layer"] == 2) & (df["head"] == 3), "attention"].iloc[0] == expected[2, 3]
 
 
-def test_random_head_sets_exclude_top_and_are_distinct():
-    rng = np.random.default_rng(3)
-    sets = hd.random_head_sets(3, 4, 2, [(1, 1), (2, 0)], 50, rng)
-    assert len(sets) == 50
-    for s in sets:
-        assert len(set(s)) == 2 and not {(1, 1), (2, 0)} & set(s)
+def _brute_force_matched_sets(n_layer, n_head, top):
+    import itertools
+
+    heads = [(a, b) for a in range(n_layer) for b in range(n_head)]
+    per_layer = [sum(1 for t in top if t[0] == layer) for layer in range(n_layer)]
+    out = set()
+    for combo in itertools.combinations(heads, len(top)):
+        if set(combo) & set(top):
+            continue
+        if [sum(1 for t in combo if t[0] == layer) for layer in range(n_layer)] == per_layer:
+            out.add(tuple(sorted(combo)))
+    return out
+
+
+def test_random_head_sets_layer_matched_distinct_and_enumerated_when_few():
+    top = [(1, 1), (2, 0)]
+    brute = _brute_force_matched_sets(3, 4, top)
+    assert hd.n_layer_matched_sets(3, 4, top) == len(brute) == 9  # C(3,1) * C(3,1)
+    every = hd.random_head_sets(3, 4, top, 50, np.random.default_rng(3))  # 9 <= 50: all of them, once
+    assert {tuple(x) for x in every} == brute and len(every) == 9
+    top = [(0, 0), (0, 1), (2, 3)]
+    brute = _brute_force_matched_sets(3, 8, top)
+    assert hd.n_layer_matched_sets(3, 8, top) == len(brute) == 15 * 7
+    sampled = hd.random_head_sets(3, 8, top, 40, np.random.default_rng(4))
+    assert len(sampled) == 40 and len({tuple(x) for x in sampled}) == 40  # no set twice
+    assert {tuple(x) for x in sampled} <= brute
+    # 3 of a layer's 4 heads on top: no disjoint set exists; the other 3-head sets of that layer instead
+    demo = hd.random_head_sets(2, 4, [(1, 0), (1, 1), (1, 2)], 20, np.random.default_rng(5))
+    assert hd.n_layer_matched_sets(2, 4, [(1, 0), (1, 1), (1, 2)]) == len(demo) == 3  # C(4,3) - 1
+    assert all(len(x) == 3 and all(h[0] == 1 for h in x) for x in demo)
+    assert [(1, 0), (1, 1), (1, 2)] not in demo
+
+
+def test_topk_floor_and_adjacency():
+    assert hd.topk_floor(8, 3) == pytest.approx(3 / 8)
+    assert hd.topk_share(np.ones((2, 4)), 3) == pytest.approx(hd.topk_floor(8, 3))
+    ph = pd.DataFrame({
+        "good": ["The dog runs.", "The dog that I saw runs.", "Who did she see?", "x"],
+        "critical_start": [8, 19, 14, -1], "critical_end": [12, 23, 17, -1],
+        "context_start": [4, 4, 0, -1], "context_end": [7, 7, 3, -1],
+    })
+    np.testing.assert_array_equal(hd.adjacent_pairs(ph), [True, False, False, False])
+    ph.loc[0, ["critical_start", "critical_end", "context_start", "context_end"]] = [4, 7, 8, 12]  # critical first
+    assert hd.adjacent_pairs(ph)[0]
 
 
 # ---- ablation on real transformers models -------------------------------------------------
@@ -108,6 +146,52 @@ def test_ablation_hook_equals_zeroed_weights(make):
     torch.testing.assert_close(after, base)
 
 
+def _fold_means_into_bias(model, heads, means):
+    """Independent mean-ablation: zero the heads' weight slices and add W_slice^T mean_h to the bias."""
+    import torch
+
+    modules, n_head, head_dim = hd.attention_output_projections(model)
+    with torch.no_grad():
+        for layer, head in heads:
+            m = modules[layer]
+            sl = slice(head * head_dim, (head + 1) * head_dim)
+            mu = means[layer][head].to(m.weight.dtype)
+            if type(m).__name__ == "Conv1D":  # out = x @ W + b, W [in, out]
+                m.bias += mu @ m.weight[sl, :]
+                m.weight[sl, :] = 0
+            else:  # out = x @ W^T + b, W [out, in]
+                m.bias += m.weight[:, sl] @ mu
+                m.weight[:, sl] = 0
+
+
+@pytest.mark.parametrize("make", [_gpt2, _neox], ids=["gpt2", "gpt_neox"])
+def test_mean_ablation_equals_bias_folded_forward(make):
+    import torch
+
+    model = make()
+    ids = torch.randint(0, 61, (3, 10), generator=torch.Generator().manual_seed(2))
+    modules, n_head, head_dim = hd.attention_output_projections(model)
+    captured = []
+    handle = modules[1].register_forward_pre_hook(lambda _m, a: captured.append(a[0].detach().clone()))
+    with torch.no_grad(), hd.record_head_means(model) as means:
+        model(ids)
+    handle.remove()
+    manual = captured[0].reshape(-1, n_head, head_dim).double().mean(0)  # [n_head, head_dim]
+    torch.testing.assert_close(means[1], manual)
+    heads = [(0, 2), (1, 1), (1, 3)]
+    with torch.no_grad():
+        base = model(ids).logits
+        with hd.ablate_heads(model, heads, means):
+            hooked = model(ids).logits
+        with hd.ablate_heads(model, heads):
+            zeroed = model(ids).logits
+        reference = make()
+        _fold_means_into_bias(reference, heads, means)
+        folded = reference(ids).logits
+    torch.testing.assert_close(hooked, folded, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(hooked, base) and not torch.allclose(hooked, zeroed)
+
+
 def test_ablation_table_rows_and_deltas():
     import torch
 
@@ -121,14 +205,39 @@ def test_ablation_table_rows_and_deltas():
             return float((m(ids).logits.argmax(-1) == target).float().mean())
 
     table = hd.ablation_table(model, accuracy, step=100, top=[(0, 0), (2, 1)], repeats=5,
-                              rng=np.random.default_rng(0))
-    assert list(table.columns) == ["step", "condition", "repeat", "heads", "accuracy", "delta_accuracy"]
+                              rng=np.random.default_rng(0), mode="zero")
+    assert list(table.columns) == ["step", "condition", "repeat", "heads", "accuracy", "delta_accuracy", "mode",
+                                   "n_sets"]
+    assert (table["n_sets"] == 9).all() and table["heads"].nunique() == 6
     assert list(table["condition"]) == ["top"] + ["random"] * 5
     assert table.loc[0, "heads"] == "L0H0,L2H1"
     np.testing.assert_allclose(table["delta_accuracy"], table["accuracy"] - 1.0)
     assert (table["accuracy"] <= 1.0).all() and (table["delta_accuracy"] < 0).any()
     p = hd.ablation_p_value(table)
     assert 1 / 6 <= p <= 1.0
+
+
+def test_single_head_table_matches_one_ablation_at_a_time():
+    import torch
+
+    model = _gpt2()
+    ids = torch.randint(0, 61, (6, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        target = model(ids).logits.argmax(-1)
+
+    def accuracy(m) -> float:
+        with torch.no_grad():
+            return float((m(ids).logits.argmax(-1) == target).float().mean())
+
+    table = hd.single_head_table(model, accuracy, step=7)
+    assert len(table) == 3 * 4 and list(table[["layer", "head"]].iloc[5]) == [1, 1]
+    with torch.no_grad(), hd.record_head_means(model) as means:
+        model(ids)
+    for _, r in table.sample(3, random_state=0).iterrows():
+        reference = _gpt2()
+        _fold_means_into_bias(reference, [(int(r["layer"]), int(r["head"]))], means)
+        assert r["accuracy"] == pytest.approx(accuracy(reference), abs=1e-6)
+    assert (table["delta_accuracy"] == table["accuracy"] - 1.0).all()
 
 
 def test_ablation_p_value_hand_worked():

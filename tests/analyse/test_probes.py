@@ -89,3 +89,19 @@ def test_probe_checkpoint_separable_vs_null():
 def test_phase_of():
     assert list(pr.phase_of(np.array([0, 5, 10, 20]), 10)) == ["before", "before", "after", "after"]
     assert list(pr.phase_of(np.array([0, 5]), None)) == ["", ""]
+
+
+def test_word_folds_keep_each_word_in_one_fold_and_probe_uses_them():
+    rng = np.random.default_rng(3)
+    words = np.array([f"w{i}" for i in rng.integers(0, 12, size=90)])
+    folds = pr.word_folds(words, 4, np.random.default_rng(0))
+    for w in np.unique(words):
+        assert len(set(folds[words == w])) == 1
+    assert set(folds) == {0, 1, 2, 3}
+    n, d = 90, 6
+    z = rng.normal(size=(n, 2, 2, d))
+    z[:, 0, 1, 0] += 1.0
+    out = pr.probe_checkpoint(z.astype(np.float32), 4, seed=0, words=words)
+    good, bad = z[:, 0, 1].astype(np.float32), z[:, 1, 1].astype(np.float32)
+    expected = pr.logreg_accuracy(good, bad, pr.word_folds(words, 4, np.random.default_rng(0)))
+    assert out[1].logreg_acc == pytest.approx(expected[0], abs=1e-9)

@@ -369,15 +369,23 @@ def test_prefix_tree_rows_are_exact_tries(gpt2_tok, pairs):
 # ---------------------------------------------------------------------------------------------
 # hidden states and attention, from the same pass
 # ---------------------------------------------------------------------------------------------
-def test_hidden_and_attention_match_plain_forward(model_and_tok, pairs, tmp_path):
+@pytest.mark.parametrize("hidden_at", ["later", "critical"])
+def test_hidden_and_attention_match_plain_forward(model_and_tok, pairs, tmp_path, hidden_at):
     model, tok = model_and_tok
-    opts = ScoreOptions(capture_hidden=True, capture_attention=True, hidden_pairs=10, batch_size=8, progress=False)
+    pairs = pairs.copy()
+    swap = pairs.index % 3 == 0  # critical word before its context word (as in BLiMP's transitive, ...)
+    for a, b in (("critical", "context"), ("bad_critical", "bad_context")):
+        for end in ("start", "end"):
+            x, y = pairs.loc[swap, f"{a}_{end}"].copy(), pairs.loc[swap, f"{b}_{end}"].copy()
+            pairs.loc[swap, f"{a}_{end}"], pairs.loc[swap, f"{b}_{end}"] = y, x
+    opts = ScoreOptions(capture_hidden=True, capture_attention=True, hidden_pairs=len(pairs), batch_size=8,
+                        progress=False, hidden_at=hidden_at)
     res = score_pairs(model, tok, pairs, options=opts)
     n_layer, n_head, d = model.config.num_hidden_layers, model.config.num_attention_heads, model.config.hidden_size
-    assert res.hidden.shape == (10, 2, n_layer + 1, d) and res.hidden.dtype == np.float16
+    assert res.hidden.shape == (len(pairs), 2, n_layer + 1, d) and res.hidden.dtype == np.float16
     assert res.attention.shape == (len(pairs), 2, n_layer, n_head) and res.attention.dtype == np.float16
     rows = res.table["hidden_row"].to_numpy()
-    assert sorted(rows[rows >= 0]) == list(range(10))
+    assert sorted(rows[rows >= 0]) == list(range(len(pairs)))
     # the same seeded subsample every time
     again = score_pairs(model, tok, pairs, options=opts)
     assert list(again.table["hidden_row"]) == list(rows)
@@ -396,7 +404,8 @@ def test_hidden_and_attention_match_plain_forward(model_and_tok, pairs, tmp_path
             c_first, c_last = _word_token_range(tok, row[side], row[f"{pre}critical_start"], row[f"{pre}critical_end"], "lm_eval")
             x_first, x_last = _word_token_range(tok, row[side], row[f"{pre}context_start"], row[f"{pre}context_end"], "lm_eval")
             if rows[i] >= 0:
-                ref_h = np.stack([h[0, c_last].numpy() for h in out.hidden_states])  # [n_layer+1, d]
+                at = max(c_last, x_last) if hidden_at == "later" else c_last
+                ref_h = np.stack([h[0, at].numpy() for h in out.hidden_states])  # [n_layer+1, d]
                 np.testing.assert_allclose(res.hidden[rows[i], s].astype(np.float32), ref_h, rtol=2e-3, atol=2e-3)
             if x_last < c_first:  # context first: from the critical token to the context word
                 q, keys = c_last, range(x_first, x_last + 1)

@@ -7,13 +7,22 @@ that is, and a causal check by ablation.
 * **concentration** over the L*H head values a: share of the top-k heads sum(top k a)/sum(a);
   Gini coefficient sum_i sum_j |a_i - a_j| / (2 m^2 mean(a)) (0 = all equal, -> 1 = one head);
   Shannon entropy in bits of p = a / sum(a) (log2(L*H) = uniform, 0 = one head).
-* **ablation**: zero the output of chosen heads (a forward pre-hook on the attention output
-  projection zeroes those heads' slices of its input) and re-score; compare the top-k heads
-  with ``repeats`` draws of k random other heads.
+  The top-k share has a floor of k/(L*H) (every head equal): :func:`topk_floor`.
+* **adjacency**: where the critical and context words are adjacent, critical->context attention
+  is previous-token attention; :func:`adjacent_pairs` flags those pairs so the attention can also
+  be averaged over the non-adjacent pairs only (``attention_nonadjacent``).
+* **ablation**: replace the output of chosen heads by its mean over the benchmark (mean-ablation,
+  the default; zeroing as an option) -- a forward pre-hook on the attention output projection
+  overwrites those heads' slices of its input -- and re-score; compare the top-k heads with
+  random head sets matched by layer (as many heads from each layer as the top set has), drawn
+  without repeats: every distinct set when there are at most ``repeats`` of them
+  (:func:`n_layer_matched_sets`), else ``repeats`` distinct sets sampled without replacement.
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
+import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +47,29 @@ def topk_share(values: np.ndarray, k: int) -> float:
     v = np.sort(np.asarray(values, dtype=np.float64).ravel())[::-1]
     total = v.sum()
     return float(v[:k].sum() / total) if total > 0 else float("nan")
+
+
+def topk_floor(n_heads: int, k: int) -> float:
+    """The top-k share when every head attends equally: k / (L*H)."""
+    return min(k, n_heads) / n_heads if n_heads > 0 else float("nan")
+
+
+def adjacent_pairs(phrases: pd.DataFrame) -> np.ndarray:
+    """``[n]`` bool: the good sentence's critical and context words are adjacent (only whitespace or
+    nothing between their character spans). False where a span is missing."""
+    text = phrases["good"].fillna("").astype(str).to_numpy() if "good" in phrases.columns else None
+    out = np.zeros(len(phrases), dtype=bool)
+    if text is None or not {"critical_start", "critical_end", "context_start", "context_end"} <= set(phrases):
+        return out
+    cols = [pd.to_numeric(phrases[c], errors="coerce").to_numpy(dtype=np.float64)
+            for c in ("critical_start", "critical_end", "context_start", "context_end")]
+    cs, ce, xs, xe = cols
+    for i in range(len(out)):
+        if np.isnan([cs[i], ce[i], xs[i], xe[i]]).any() or cs[i] < 0 or xs[i] < 0:
+            continue
+        lo, hi = (int(xe[i]), int(cs[i])) if xe[i] <= cs[i] else (int(ce[i]), int(xs[i]))
+        out[i] = lo <= hi and text[i][lo:hi].strip() == ""
+    return out
 
 
 def gini(values: np.ndarray) -> float:
@@ -129,61 +161,147 @@ def attention_output_projections(model: Any) -> tuple[list[Any], int, int]:
 
 
 @contextlib.contextmanager
-def ablate_heads(model: Any, heads: Sequence[Head]) -> Iterator[None]:
-    """Within the block, the outputs of ``heads`` are zeroed before the output projection."""
+def record_head_means(model: Any) -> Iterator[list[Any]]:
+    """Within the block, accumulate each layer's head outputs (the output projection's input);
+    the yielded list holds, after the block, ``[n_head, head_dim]`` means per layer over every
+    position of every sequence the model saw."""
+    import torch
+
+    modules, n_head, head_dim = attention_output_projections(model)
+    sums: list[Any] = [None] * len(modules)
+    counts = [0] * len(modules)
+    means: list[Any] = []
+
+    def make_hook(layer: int) -> Callable[..., None]:
+        def hook(_module: Any, args: tuple[Any, ...]) -> None:
+            x = args[0].detach().reshape(-1, n_head, head_dim).double()
+            sums[layer] = x.sum(0) if sums[layer] is None else sums[layer] + x.sum(0)
+            counts[layer] += x.shape[0]
+
+        return hook
+
+    handles = [m.register_forward_pre_hook(make_hook(i)) for i, m in enumerate(modules)]
+    try:
+        yield means
+    finally:
+        for h in handles:
+            h.remove()
+        means.extend(torch.zeros(n_head, head_dim, dtype=torch.float64) if c == 0 else s_ / c
+                     for s_, c in zip(sums, counts))
+
+
+@contextlib.contextmanager
+def ablate_heads(model: Any, heads: Sequence[Head], means: Sequence[Any] | None = None) -> Iterator[None]:
+    """Within the block, the outputs of ``heads`` (before the output projection) are replaced by
+    ``means[layer][head]`` (mean-ablation; :func:`record_head_means`) or, without ``means``, zeroed."""
     modules, n_head, head_dim = attention_output_projections(model)
     by_layer: dict[int, list[int]] = {}
     for layer, head in heads:
         by_layer.setdefault(layer, []).append(head)
     handles = []
 
-    def make_hook(head_ids: list[int]) -> Callable[..., Any]:
+    def make_hook(layer: int, head_ids: list[int]) -> Callable[..., Any]:
         def hook(_module: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
             x = args[0]  # [batch, seq, n_head * head_dim]
             x = x.clone()
             view = x.view(*x.shape[:-1], n_head, head_dim)  # [batch, seq, n_head, head_dim]
-            view[..., head_ids, :] = 0
+            if means is None:
+                view[..., head_ids, :] = 0
+            else:
+                view[..., head_ids, :] = means[layer][head_ids].to(dtype=x.dtype, device=x.device)
             return (x, *args[1:])
 
         return hook
 
     try:
         for layer, head_ids in by_layer.items():
-            handles.append(modules[layer].register_forward_pre_hook(make_hook(sorted(head_ids))))
+            handles.append(modules[layer].register_forward_pre_hook(make_hook(layer, sorted(head_ids))))
         yield
     finally:
         for h in handles:
             h.remove()
 
 
-def random_head_sets(n_layer: int, n_head: int, k: int, exclude: Sequence[Head], repeats: int,
+def _layer_pools(n_layer: int, n_head: int, top: Sequence[Head], disjoint: bool) -> tuple[list[list[Head]], list[int]]:
+    excluded = set(top) if disjoint else set()
+    pools = [[(layer, h) for h in range(n_head) if (layer, h) not in excluded] for layer in range(n_layer)]
+    need = [sum(1 for lay, _ in set(top) if lay == layer) for layer in range(n_layer)]
+    return pools, need
+
+
+def _disjoint_possible(n_layer: int, n_head: int, top: Sequence[Head]) -> bool:
+    pools, need = _layer_pools(n_layer, n_head, top, True)
+    return all(len(p) >= k for p, k in zip(pools, need))
+
+
+def n_layer_matched_sets(n_layer: int, n_head: int, top: Sequence[Head]) -> int:
+    """Distinct reference sets with as many heads per layer as ``top``: disjoint from ``top``
+    (prod C(H - k_l, k_l)) where that is possible, else any such set but ``top`` itself
+    (prod C(H, k_l) - 1)."""
+    disjoint = _disjoint_possible(n_layer, n_head, top)
+    pools, need = _layer_pools(n_layer, n_head, top, disjoint)
+    return int(np.prod([math.comb(len(p), k) for p, k in zip(pools, need)])) - (0 if disjoint else 1)
+
+
+def random_head_sets(n_layer: int, n_head: int, top: Sequence[Head], repeats: int,
                      rng: np.random.Generator) -> list[list[Head]]:
-    """``repeats`` sets of k distinct heads drawn uniformly from the heads not in ``exclude``."""
-    excluded = set(exclude)
-    pool = [(layer, h) for layer in range(n_layer) for h in range(n_head) if (layer, h) not in excluded]
-    k = min(k, len(pool))
-    return [[pool[i] for i in sorted(rng.choice(len(pool), k, replace=False))] for _ in range(repeats)]
+    """Distinct layer-matched reference sets (:func:`n_layer_matched_sets`): all of them when
+    there are at most ``repeats``, else ``repeats`` sampled without replacement (no set twice)."""
+    disjoint = _disjoint_possible(n_layer, n_head, top)
+    pools, need = _layer_pools(n_layer, n_head, top, disjoint)
+    total = n_layer_matched_sets(n_layer, n_head, top)
+    own = tuple(sorted(set(top)))
+    if total <= repeats:
+        per_layer = [list(itertools.combinations(p, k)) for p, k in zip(pools, need)]
+        every = [sorted(h for part in combo for h in part) for combo in itertools.product(*per_layer)]
+        return [x for x in every if tuple(x) != own]
+    seen: set[tuple[Head, ...]] = {own}
+    out: list[list[Head]] = []
+    while len(out) < repeats:
+        hs = tuple(sorted(p[i] for p, k in zip(pools, need) for i in rng.choice(len(p), k, replace=False)))
+        if hs not in seen:
+            seen.add(hs)
+            out.append(list(hs))
+    return out
 
 
 def ablation_table(model: Any, accuracy_fn: Callable[[Any], float], step: int, top: Sequence[Head],
-                   repeats: int, rng: np.random.Generator) -> pd.DataFrame:
-    """Accuracy with the top heads ablated and with ``repeats`` random sets of as many heads.
+                   repeats: int, rng: np.random.Generator, mode: str = "mean") -> pd.DataFrame:
+    """Accuracy with the top heads ablated and with layer-matched random sets (:func:`random_head_sets`).
 
-    ``accuracy_fn(model) -> float`` scores the model (e.g. via :func:`score_accuracy_fn`).
-    ``delta_accuracy`` = accuracy - accuracy without ablation.
-    """
-    _, n_head, _ = attention_output_projections(model)
-    n_layer = len(attention_output_projections(model)[0])
-    base = accuracy_fn(model)
+    ``accuracy_fn(model) -> float`` scores the model (e.g. via :func:`score_accuracy_fn`);
+    ``mode`` = ``mean`` (the heads' mean outputs over the unablated scoring pass) or ``zero``.
+    ``delta_accuracy`` = accuracy - accuracy without ablation; ``n_sets`` = distinct random sets."""
+    modules, n_head, _ = attention_output_projections(model)
+    n_layer = len(modules)
+    with record_head_means(model) as means:
+        base = accuracy_fn(model)
+    sets = random_head_sets(n_layer, n_head, top, repeats, rng)
+    n_sets = n_layer_matched_sets(n_layer, n_head, top)
     rows = []
-    conditions = [("top", 0, list(top))] + [
-        ("random", r, hs) for r, hs in enumerate(random_head_sets(n_layer, n_head, len(top), top, repeats, rng))
-    ]
+    conditions = [("top", 0, list(top))] + [("random", r, hs) for r, hs in enumerate(sets)]
     for condition, repeat, hs in conditions:
-        with ablate_heads(model, hs):
+        with ablate_heads(model, hs, means if mode == "mean" else None):
             acc = accuracy_fn(model)
         rows.append({"step": int(step), "condition": condition, "repeat": repeat, "heads": format_heads(hs),
-                     "accuracy": acc, "delta_accuracy": acc - base})
+                     "accuracy": acc, "delta_accuracy": acc - base, "mode": mode, "n_sets": n_sets})
+    return pd.DataFrame(rows)
+
+
+def single_head_table(model: Any, accuracy_fn: Callable[[Any], float], step: int,
+                      mode: str = "mean") -> pd.DataFrame:
+    """Every head ablated on its own (L*H re-scorings): ``step, layer, head, accuracy,
+    delta_accuracy, mode``; the heads' means come from the unablated pass, as in :func:`ablation_table`."""
+    modules, n_head, _ = attention_output_projections(model)
+    with record_head_means(model) as means:
+        base = accuracy_fn(model)
+    rows = []
+    for layer in range(len(modules)):
+        for h in range(n_head):
+            with ablate_heads(model, [(layer, h)], means if mode == "mean" else None):
+                acc = accuracy_fn(model)
+            rows.append({"step": int(step), "layer": layer, "head": h, "accuracy": acc,
+                         "delta_accuracy": acc - base, "mode": mode})
     return pd.DataFrame(rows)
 
 

@@ -3,8 +3,9 @@
 For pairs i = 1..n with good/bad states g_i, b_i (``[n, d]``) at one layer and checkpoint:
 
 * **logistic-regression probe**: classify the 2n states as good (1) / bad (0); accuracy by
-  k-fold cross-validation where both states of a pair fall in the same fold (a probe never sees
-  the other half of a test pair); features standardised on the training folds.
+  k-fold cross-validation where both states of a pair, and all pairs with the same two word forms,
+  fall in the same fold (a probe never sees the other half of a test pair, nor its word forms
+  with the other label); features standardised on the training folds.
 * **mean-difference direction**: w = mean(g) - mean(b) on the training folds; a state x is
   called good if w.x > w.(mean(g) + mean(b))/2; same folds.
 * **dimensionality** of the concept vectors d_i = g_i - b_i: eigenvalues l_1 >= l_2 >= ... of
@@ -46,6 +47,15 @@ def n_components(eigenvalues: np.ndarray, share: float = 0.9) -> int:
 def pair_folds(n_pairs: int, n_folds: int, rng: np.random.Generator) -> np.ndarray:
     """``[n_pairs]`` fold of each pair (balanced, shuffled)."""
     return rng.permutation(np.arange(n_pairs) % n_folds)
+
+
+def word_folds(words: np.ndarray, n_folds: int, rng: np.random.Generator) -> np.ndarray:
+    """``[n_pairs]`` fold of each pair such that all pairs of one word group share a fold (the
+    groups are dealt to folds in a shuffled order). With groups = both word forms of a pair
+    (:func:`grokscope.analyse.concept.lemma_groups`) a probe is never tested on a word form it was
+    trained on with the other label."""
+    uniq, inv = np.unique(np.asarray(words, dtype=str), return_inverse=True)
+    return rng.permutation(np.arange(uniq.size) % n_folds)[inv]
 
 
 def meandiff_accuracy(good: np.ndarray, bad: np.ndarray, folds: np.ndarray) -> float:
@@ -97,10 +107,16 @@ class LayerProbe:
     n_components_90: int
 
 
-def probe_checkpoint(hidden: np.ndarray, n_folds: int, seed: int) -> list[LayerProbe]:
-    """All probes for one checkpoint. ``hidden`` ``[n, 2, n_layer+1, d_model]`` (good, bad)."""
+def probe_checkpoint(hidden: np.ndarray, n_folds: int, seed: int, words: np.ndarray | None = None) -> list[LayerProbe]:
+    """All probes for one checkpoint. ``hidden`` ``[n, 2, n_layer+1, d_model]`` (good, bad); with
+    ``words`` (``[n]`` critical words) the folds are grouped by word (:func:`word_folds`)."""
     n, _, n_layers, _ = hidden.shape
-    folds = pair_folds(n, min(n_folds, n), np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    if words is not None:
+        n_folds = min(n_folds, len(np.unique(np.asarray(words, dtype=str))))
+        folds = word_folds(words, n_folds, rng)
+    else:
+        folds = pair_folds(n, min(n_folds, n), rng)
     out = []
     for layer in range(n_layers):
         good = np.asarray(hidden[:, 0, layer], dtype=np.float32)  # [n, d]

@@ -13,8 +13,12 @@ With ``confound=True`` exposure has no effect; instead pairs whose critical word
 both seen earlier and learned earlier (onset by frequency class), which a naive proxy comparison
 mistakes for a delay and the frequency-matched comparison does not.
 
-Hidden states: good - bad at the critical token = a(t) u_l + isotropic noise, with a(t) > 0 once
-the pair is learned (u_l a fixed unit direction per layer). Attention: head ``planted_head`` of
+Hidden states: good - bad at the critical token = g_l learned_i(t) (u_l + B_l c_i(t)) + isotropic
+noise (``hidden_noise``), with u_l a fixed unit direction per layer, B_l ``[d, r_max]`` orthonormal
+and c_i(t) ~ N(0, 1) in the first r(t) coordinates, zero in the others: r(t) = the phenomenon's
+``rank_before`` before its generalisation step (fit + delay) and ``rank_after`` from then on. So the
+centred concept-vector matrix of a phenomenon has the planted rank (plus at most one dimension,
+u_l, while only some pairs are learned), rising or falling at a chosen step. Attention: head ``planted_head`` of
 every layer >= 1 attends critical -> context with weight 0.1 + 0.7 learned, others ~0.05.
 
 Usage::
@@ -42,6 +46,8 @@ class SimPhenomenon:
     name: str
     fit_step: int = 2000
     delay: int = 8000  # steps; 0 = no delay (the null)
+    rank_before: int = 1  # dimensions of the concept vectors before fit_step + delay ...
+    rank_after: int = 1  # ... and from then on
 
 
 @dataclass
@@ -72,6 +78,7 @@ def simulate_study(
     d_model: int = 32,
     hidden_pairs: int = 500,
     planted_head: int = 2,
+    hidden_noise: float = 0.3,
     rows_per_step: int = 8,
     row_len: int = 129,
     write_tokens: bool = True,
@@ -123,8 +130,9 @@ def simulate_study(
     _write_exposure(study, pairs, first_step, counts, steps, rows_per_step, row_len, tokenizer_fingerprint, bench_fp)
     if write_tokens:  # a word occurs as often as the phrase that holds it, plus its planted count outside it
         _write_tokens(study, words, word_count + counts_w[:, -1].astype(np.int64), row_len, rng)
+    ranks = np.array([[ph.rank_before, ph.rank_after, ph.fit_step + ph.delay] for ph in phenomena])[ph_of_pair]
     _write_scores(study, rng, correct, learned, steps, rows_per_step, row_len, pairs, n_layer, n_head, d_model,
-                  hidden_pairs, planted_head, tokenizer_fingerprint, bench_fp)
+                  hidden_pairs, planted_head, tokenizer_fingerprint, bench_fp, ranks, hidden_noise)
 
     truth = []
     for ph in phenomena:
@@ -221,7 +229,7 @@ def _write_tokens(study, words, word_count, row_len, rng) -> None:
 
 
 def _write_scores(study, rng, correct, learned, steps, rows_per_step, row_len, pairs, n_layer, n_head, d_model,
-                  hidden_pairs, planted_head, tok_fp, bench_fp) -> None:
+                  hidden_pairs, planted_head, tok_fp, bench_fp, ranks, hidden_noise) -> None:
     n, T = correct.shape
     n_cap = n if hidden_pairs <= 0 else min(hidden_pairs, n)
     captured = np.sort(rng.choice(n, n_cap, replace=False))
@@ -230,6 +238,9 @@ def _write_scores(study, rng, correct, learned, steps, rows_per_step, row_len, p
     direction = rng.normal(size=(n_layer + 1, d_model))
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)  # u_l, unit per layer
     layer_gain = np.linspace(0.0, 3.0, n_layer + 1)  # embeddings carry no concept, top layers most
+    r_max = int(ranks[:, :2].max())
+    basis = np.linalg.qr(rng.normal(size=(n_layer + 1, d_model, r_max)))[0]  # B_l, orthonormal columns
+    coef = rng.normal(size=(n_cap, r_max))  # c_i
     for j, t in enumerate(steps):
         margin = np.abs(rng.normal(1.0, 0.5, n))
         good_lp = -30.0 + rng.normal(0, 2, n)
@@ -250,8 +261,11 @@ def _write_scores(study, rng, correct, learned, steps, rows_per_step, row_len, p
         # hidden states [n_cap, 2, n_layer+1, d_model]: shared part z, +/- half the concept vector
         lc = learned[captured, j].astype(np.float64)
         z = rng.normal(size=(n_cap, n_layer + 1, d_model))
-        half = 0.5 * lc[:, None, None] * layer_gain[None, :, None] * direction[None]
-        noise = 0.3 * rng.normal(size=(n_cap, 2, n_layer + 1, d_model))
+        rank = np.where(t >= ranks[captured, 2], ranks[captured, 1], ranks[captured, 0])  # r(t) per pair
+        c = np.where(np.arange(r_max)[None, :] < rank[:, None], coef, 0.0)  # [n_cap, r_max]
+        concept = direction[None] + np.einsum("ldr,nr->nld", basis, c)  # [n_cap, n_layer+1, d_model]
+        half = 0.5 * lc[:, None, None] * layer_gain[None, :, None] * concept
+        noise = hidden_noise * rng.normal(size=(n_cap, 2, n_layer + 1, d_model))
         hidden = np.stack([z + half, z - half], axis=1) + noise
         # attention [n, 2, n_layer, n_head]
         att = 0.05 * rng.random((n, 2, n_layer, n_head))

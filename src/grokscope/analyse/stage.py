@@ -29,8 +29,8 @@ from grokscope.core.errors import DataError, MissingStageError
 from grokscope.core.stage import CommandLine, Flag, Stage
 from grokscope.core.store import Study
 
-OUTPUTS = ("curves", "timing", "event_study", "probes", "heads", "head_concentration", "ablation",
-           *SUPPORT_OUTPUTS)
+OUTPUTS = ("curves", "timing", "event_study", "probes", "concepts", "concept_summary", "heads",
+           "head_concentration", "ablation", "ablation_heads", *SUPPORT_OUTPUTS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -285,6 +285,8 @@ def _analyse_study(study: Study, a: AnalyseSection, force: bool, progress: bool)
             notes.append(probe_summary(probes))
         else:
             notes.append("probes: no hidden states captured (score with capture_hidden = true)")
+    if a.concepts:
+        notes.append(write_concepts(study, inputs, keep, a, result.timing, meta))
     if a.heads:
         heads_df, conc = head_tables(study, inputs, keep, a.top_k_heads, progress)
         if heads_df is not None and conc is not None:
@@ -340,8 +342,11 @@ def probe_table(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseS
                             f"refers to hidden_row {int(chosen.max())}")
         if chosen.size < 2:
             continue
-        states = np.asarray(hidden[np.sort(chosen)], dtype=np.float32)
-        for lp in pr.probe_checkpoint(states, a.probe_folds, a.seed + j):
+        srt = np.argsort(chosen)
+        states = np.asarray(hidden[chosen[srt]], dtype=np.float32)
+        words = _lemma_groups(inputs.phrases)
+        pair_of = order[hrow >= 0][: chosen.size][srt]  # the pair of each state row
+        for lp in pr.probe_checkpoint(states, a.probe_folds, a.seed + j, words[pair_of]):
             rows.append({"step": int(step), **dataclasses.asdict(lp)})
     if not rows:
         return None
@@ -352,6 +357,29 @@ def probe_table(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseS
     return df[cols].astype({"step": np.int64, "layer": np.int64, "n_pairs": np.int64, "n_components_90": np.int64})
 
 
+def write_concepts(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseSection,
+                   timing: pd.DataFrame, meta: dict[str, Any]) -> str:
+    """concepts.parquet + concept_summary.parquet (:mod:`grokscope.analyse.concepts`)."""
+    from grokscope.analyse import concepts as cc
+
+    onsets = cc.phenomenon_onsets(timing)  # {phenomenon: generalisation tokens}
+    table, summary = cc.study_concepts(study, inputs, keep, a, onsets)
+    if table is None or summary is None:
+        return "concepts: no hidden states captured (score with capture_hidden = true)"
+    extra = {"onset_tokens": dict(onsets), **meta}
+    store.write_parquet(study.analysis_dir / "concepts.parquet", table, metadata=extra)
+    store.write_parquet(study.analysis_dir / "concept_summary.parquet", summary, metadata=extra)
+    return cc.summary_line(summary)
+
+
+def _lemma_groups(phrases: pd.DataFrame) -> np.ndarray:
+    from grokscope.analyse.concept import lemma_groups
+
+    good = phrases["critical_word"].fillna("").astype(str).to_numpy()
+    bad = phrases["bad_critical_word"].fillna("").astype(str).to_numpy() if "bad_critical_word" in phrases else good
+    return lemma_groups(good, bad)
+
+
 def head_tables(study: Study, inputs: StudyInputs, keep: np.ndarray, k: int,
                 progress: bool) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     from tqdm.auto import tqdm
@@ -359,6 +387,7 @@ def head_tables(study: Study, inputs: StudyInputs, keep: np.ndarray, k: int,
     from grokscope.analyse import heads as hd
 
     frames, conc = [], []
+    far = keep[~hd.adjacent_pairs(inputs.phrases.iloc[keep])]  # critical and context words not adjacent
     for step in tqdm(inputs.steps, desc="heads", unit="ckpt", disable=not progress):
         path = study.attention_path(int(step))
         if not path.exists():
@@ -367,9 +396,12 @@ def head_tables(study: Study, inputs: StudyInputs, keep: np.ndarray, k: int,
         if att.shape[0] != len(inputs.phrases):
             raise DataError(f"{path}: has {att.shape[0]} rows, expected one per pair ({len(inputs.phrases)})")
         values = hd.head_attention(att, keep)
-        frames.append(hd.heads_frame(int(step), values))
+        frame = hd.heads_frame(int(step), values)
+        frame["attention_nonadjacent"] = hd.head_attention(att, far).ravel() if far.size else np.nan
+        frames.append(frame)
         c = hd.concentration(values, k)
-        conc.append({"step": int(step), **dataclasses.asdict(c)})
+        conc.append({"step": int(step), **dataclasses.asdict(c), "topk_floor": hd.topk_floor(values.size, k),
+                     "n_nonadjacent": int(far.size)})
     if not frames:
         return None, None
     return pd.concat(frames, ignore_index=True), pd.DataFrame(conc)
@@ -403,9 +435,15 @@ def run_ablation(study: Study, inputs: StudyInputs, keep: np.ndarray, conc: pd.D
     top = hd.parse_heads(conc.loc[conc["step"] == step, "top_heads"].iloc[0])
     with torch.no_grad():
         table = hd.ablation_table(model, hd.score_accuracy_fn(tokenizer, pairs, pairs, meta), step, top,
-                                  a.ablation_repeats, rng)
+                                  a.ablation_repeats, rng, mode=a.ablation_mode)
     store.write_parquet(study.analysis_dir / "ablation.parquet", table,
                         metadata={"step": step, "n_pairs": int(subset.size), "checkpoint": ckpt})
+    if a.ablation_single:
+        with torch.no_grad():
+            single = hd.single_head_table(model, hd.score_accuracy_fn(tokenizer, pairs, pairs, meta), step,
+                                          a.ablation_mode)
+        store.write_parquet(study.analysis_dir / "ablation_heads.parquet", single,
+                            metadata={"step": step, "n_pairs": int(subset.size), "checkpoint": ckpt})
     top_row = table[table["condition"] == "top"].iloc[0]
     rnd = table.loc[table["condition"] == "random", "delta_accuracy"]
     return (f"ablation at step {step}: top heads {top_row['heads']} change accuracy by "

@@ -145,7 +145,11 @@ class ScoringSettings:
     region: str = setting("sentence", "score the whole sentence or the critical region only",
                           choices=("sentence", "critical"))
     batch_size: int = setting(64, "pairs per forward pass", gt=0, harmless=True)
-    capture_hidden: bool = setting(True, "keep hidden states at the critical token", negative="--no-hidden")
+    capture_hidden: bool = setting(True, "keep hidden states (at the token hidden_at names)", negative="--no-hidden")
+    hidden_at: str = setting("later", "token whose hidden states are kept: later = the last token of the later of "
+                                      "the critical and context words (a causal model's state there has seen "
+                                      "both); critical = the critical word's last token",
+                             choices=("later", "critical"))
     capture_attention: bool = setting(True, "keep attention from the critical token", negative="--no-attention")
     hidden_pairs: int = setting(2000, "pairs whose hidden states are kept (seeded subsample); 0 = all", ge=0)
 
@@ -214,6 +218,20 @@ class AnalyseSection:
     keep_uninformative: bool = setting(False, "keep paradigms whose split cannot carry information in the verdicts")
     sensitivity_min_counts: list[int] = setting([1, 5, 20], "k sensitivity: verdicts at each of these min_count "
                                                              "thresholds, side by side (empty = off)")
+    ablation_mode: str = setting("mean", "how heads are ablated: mean = replaced by their mean output over the "
+                                         "benchmark; zero = zeroed", choices=("mean", "zero"))
+    ablation_single: bool = setting(False, "also ablate every head on its own (L*H re-scorings) -> "
+                                           "analysis/ablation_heads.parquet")
+    concepts: bool = setting(True, "the paper's concept-vector measures per phenomenon (AUROC of the mean "
+                                   "direction, effective rank)", negative="--no-concepts")
+    rank_pairs: int = setting(100, "concept vectors per effective-rank subsample (equal at every checkpoint)",
+                              ge=3)
+    rank_repeats: int = setting(8, "subsamples per effective-rank estimate", gt=0)
+    concept_window: float = setting(0.0, "before/after window width in natural-log tokens around each "
+                                         "phenomenon's generalisation; 0 = the widest that fits both sides", ge=0.0)
+    concept_logreg: bool = setting(False, "also the word-grouped logistic probe per phenomenon and its "
+                                          "random-label control (costly: 2 cross-validations per layer and step)",
+                                   negative="--no-concept-logreg")
 
 
 @dataclass

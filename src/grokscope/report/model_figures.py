@@ -86,6 +86,44 @@ def probes_figure(probes: pd.DataFrame, gen_step: float | None = None, fit_step:
     return fig
 
 
+def concepts_figure(concepts: pd.DataFrame, axis: StepAxis | None = None) -> Figure:
+    """Per phenomenon (rows): mean-direction AUROC and centred effective rank (solid) against the
+    drift baseline (dashed) per layer over checkpoints; the before/after windows shaded."""
+    apply_style()
+    axis = axis or StepAxis(None)
+    phens = sorted(str(p) for p in concepts["phenomenon"].unique())
+    layers = sorted(int(v) for v in concepts["layer"].unique())
+    cmap = plt.get_cmap("viridis")
+    colour = {layer: cmap(i / max(1, len(layers) - 1)) for i, layer in enumerate(layers)}
+    fig, axes = plt.subplots(len(phens), 2, figsize=(12.5, 2.9 * len(phens) + 0.6), squeeze=False)
+    for row, ph in zip(axes, phens):
+        sub = concepts[concepts["phenomenon"].astype(str) == ph]
+        steps = floats(sub["step"])
+        for ax, col, title in ((row[0], "auroc", f"{ph}: AUROC of the mean concept direction (proxy-val)"),
+                               (row[1], "eff_rank", f"{ph}: effective rank of centred concept vectors")):
+            for layer in layers:
+                s = sub[sub["layer"] == layer].sort_values("step")
+                ax.plot(floats(s["step"]), floats(s[col]), color=colour[layer], lw=1.3, marker="o", ms=2,
+                        label=f"layer {layer}" + (" (emb.)" if layer == 0 else ""))
+                if col == "eff_rank" and "eff_rank_low" in s:
+                    ax.fill_between(floats(s["step"]), floats(s["eff_rank_low"]), floats(s["eff_rank_high"]),
+                                    color=colour[layer], alpha=0.12, lw=0)
+                    ax.plot(floats(s["step"]), floats(s["baseline_eff_rank"]), color=colour[layer], lw=0.8, ls="--")
+            for phase, shade in (("before", SEEN), ("after", UNSEEN)):
+                st = floats(sub.loc[sub["phase"] == phase, "step"])
+                if st.size:
+                    ax.axvspan(st.min(), st.max(), color=shade, alpha=0.07, lw=0)
+            if col == "auroc":
+                ax.axhline(0.5, color=CHANCE, ls="--", lw=0.8)
+                ax.set_ylim(0.3, 1.02)
+            ax.set_title(title, fontsize=9)
+            setup_step_axis(ax, steps, axis, label=ax in axes[-1])
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return fig
+
+
 # ---- heads -------------------------------------------------------------------------------
 def select_steps(steps: Sequence[int], must: Sequence[float | None] = (), k: int = 6) -> list[int]:
     """Up to ``k`` checkpoints spread evenly on a log scale: first, last, and the checkpoints
@@ -217,6 +255,8 @@ def head_concentration_figure(concentration: pd.DataFrame, gen_step: float | Non
     for ax, (col, title, ylabel) in zip(axes, panels):
         if col in s:
             ax.plot(x, floats(s[col]), color="#333333", lw=1.6, marker="o", ms=2.5)
+        if col == "topk_share" and "topk_floor" in s:
+            ax.plot(x, floats(s["topk_floor"]), color=CHANCE, ls="--", lw=0.9, label="floor k/(L·H)")
         if fit_step is not None:
             ax.axvline(fit_step, color=SEEN, ls=":", lw=1.3, label="proxy-train fit")
         if gen_step is not None:
@@ -224,7 +264,7 @@ def head_concentration_figure(concentration: pd.DataFrame, gen_step: float | Non
         ax.set_title(title)
         ax.set_ylabel(ylabel)
         setup_step_axis(ax, x, axis)
-    if fit_step is not None or gen_step is not None:
+    if fit_step is not None or gen_step is not None or "topk_floor" in s:
         axes[0].legend(loc="best")
     fig.tight_layout()
     return fig

@@ -67,7 +67,42 @@ def section_probes(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
                      "step:</p>")
         parts.append(html_table(table, "small", status_col=None))
         parts.append(w.table("probes_phase", table))
+    parts.extend(_concept_parts(inp, w, axis))
     return Section("probes", title, "\n".join(parts))
+
+
+def _concept_parts(inp: ReportInputs, w: _Writer, axis: Any) -> list[str]:
+    """The paper's measures (analysis/concepts.parquet, concept_summary.parquet), when present."""
+    from grokscope.report import model_figures as MF
+
+    concepts, summary = inp.tables.get("concepts"), inp.tables.get("concept_summary")
+    if concepts is None or concepts.empty:
+        return []
+    parts = [w.figure(
+        "concepts", MF.concepts_figure(concepts, axis),
+        "The paper's measures per phenomenon: mean-direction AUROC and effective rank",
+        "Concept vectors oriented by the pair's form (good critical word sorting first = +1), so singular- and "
+        "plural-good pairs do not cancel. Left: AUROC of the inner product with the mean concept vector of the "
+        "proxy-train pairs, separating good from bad states of the proxy-val pairs (0.5 = chance; the embedding "
+        "layer is the lexical baseline: the orientation lets a word-form direction separate too; "
+        "<code>auroc_raw</code> in the table is the unoriented AUROC). Right: effective rank "
+        "(exp entropy of normalised singular values) of "
+        "the centred concept-vector matrix on equal-size subsamples (band: interval over subsamples); dashed: "
+        "the same for random good_i − good_j differences (general drift). Shaded: windows of equal log-token "
+        "length before (blue) and after (vermillion) the phenomenon's own generalisation, untrained checkpoints "
+        "excluded.")]
+    parts.append(w.table("concepts", concepts))
+    if summary is not None and not summary.empty:
+        cols = [c for c in ("phenomenon", "layer", "phase", "n_checkpoints", "auroc", "auroc_low", "auroc_high",
+                            "auroc_raw",
+                            "eff_rank", "eff_rank_low", "eff_rank_high", "baseline_eff_rank", "eff_rank_ratio",
+                            "logreg_grouped") if c in summary]
+        shown = summary[cols].round(3)
+        parts.append("<p class=\"note\">Before vs after each phenomenon's generalisation (mean over the "
+                     "window's checkpoints, bootstrap interval over checkpoints):</p>")
+        parts.append(html_table(shown, "small", status_col=None))
+        parts.append(w.table("concept_summary", summary))
+    return parts
 
 
 def section_heads(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
@@ -113,7 +148,9 @@ def section_heads(inp: ReportInputs, w: _Writer, axis: Any) -> Section:
             "Share of the total critical→context attention carried by the top-k heads, Gini coefficient (1 = one "
             "head carries all) and entropy (low = concentrated). Concentration that rises around the "
             f"generalisation step points to a dedicated circuit. Top heads at the last checkpoint: "
-            f"<b>{_esc(last['top_heads'])}</b>.",
+            f"<b>{_esc(last['top_heads'])}</b>."
+            + (f" The top-k share's floor (every head equal) is k/(L·H) = {float(last['topk_floor']):.2f}."
+               if "topk_floor" in conc else ""),
         ))
         parts.append(w.table("head_concentration", conc))
     else:
@@ -132,9 +169,12 @@ def section_ablation(inp: ReportInputs, w: _Writer) -> Section:
     summ = MF.ablation_summary(abl)
     parts = [w.figure(
         "ablation", MF.ablation_figure(abl), "Accuracy change when heads are ablated, per checkpoint",
-        "Accuracy change when the top-k heads by critical→context attention are zeroed (black diamonds) vs "
-        "as many randomly chosen heads (grey, one point per repeat). If the top heads carry the dependency, "
-        "black sits clearly below the grey cloud.",
+        "Accuracy change when the top-k heads by critical→context attention are ablated (black diamonds) vs "
+        "reference sets of as many heads from the same layers (grey, one point per distinct set). If the top "
+        "heads carry the dependency, black sits clearly below the grey cloud."
+        + (f" Ablation: {_esc(str(abl['mode'].iloc[0]))} (mean = replaced by the head's mean output over the "
+           f"benchmark); {int(abl['n_sets'].iloc[0])} distinct layer-matched reference sets exist."
+           if {"mode", "n_sets"} <= set(abl.columns) else ""),
     )]
     disp = summ.assign(
         top_delta=summ["top_delta"].map(lambda v: f"{v:+.3f}"),

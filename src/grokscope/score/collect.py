@@ -58,6 +58,7 @@ class PairAccumulator:
     hidden_row: np.ndarray  # [n] int32: row of ``hidden`` (-1: not captured)
     hidden: np.ndarray | None  # [n_captured, 2, n_layer + 1, d_model] float16
     attention: np.ndarray | None  # [n, 2, n_layer, n_head] float16
+    hidden_at: str = "later"  # which token's states are kept (EncodedSentence.state_token)
 
     @classmethod
     def allocate(cls, n: int, hidden_row: np.ndarray, geometry: ModelGeometry, options: ScoreOptions,
@@ -74,7 +75,7 @@ class PairAccumulator:
         return cls(np.zeros((n, 2), dtype=np.float64), np.zeros((n, 2), dtype=np.int64),
                    np.full((n, 2), np.nan, dtype=np.float64),
                    [[np.empty(0, np.float32), np.empty(0, np.float32)] for _ in range(n)],
-                   hidden_row, hidden, attention)
+                   hidden_row, hidden, attention, options.hidden_at)
 
     def wants_hidden(self, batch: list[PackedRow]) -> bool:
         return self.hidden is not None and any(self.hidden_row[s // 2] >= 0 for r in batch for s in r.sentences)
@@ -83,7 +84,7 @@ class PairAccumulator:
             sentences: list[EncodedSentence]) -> None:
         _collect_logprobs(out.logprobs, owner, sentences, self.sums, self.counts, self.crit, self.phrase_lps)
         if out.hidden is not None and self.hidden is not None:
-            _collect_hidden(out, batch, sentences, self.hidden_row, self.hidden)
+            _collect_hidden(out, batch, sentences, self.hidden_row, self.hidden, self.hidden_at)
         if out.attention is not None and self.attention is not None:
             _collect_attention(out, batch, sentences, self.attention)
 
@@ -113,7 +114,7 @@ def _collect_logprobs(lp: np.ndarray, owner: list[tuple[int, int]], sentences: l
 
 
 def _collect_hidden(out: BatchOutput, batch: list[PackedRow], sentences: list[EncodedSentence],
-                    hidden_row: np.ndarray, hidden: np.ndarray) -> None:
+                    hidden_row: np.ndarray, hidden: np.ndarray, at: str = "later") -> None:
     import torch
 
     picks = [(k, s, path) for k, row in enumerate(batch) for s, path in zip(row.sentences, row.paths)
@@ -122,7 +123,7 @@ def _collect_hidden(out: BatchOutput, batch: list[PackedRow], sentences: list[En
         return
     stacked = torch.stack(out.hidden, dim=0)  # [n_layer+1, batch, T, d_model]
     b_idx = torch.tensor([k for k, _, _ in picks])
-    t_idx = torch.tensor([int(path[sentences[s].critical_token]) for _, s, path in picks])
+    t_idx = torch.tensor([int(path[sentences[s].state_token(at)]) for _, s, path in picks])
     vecs = stacked[:, b_idx, t_idx, :].float().cpu().numpy().transpose(1, 0, 2)  # [picks, n_layer+1, d_model]
     for (_, s, _), v in zip(picks, vecs):
         hidden[hidden_row[s // 2], s % 2] = v.astype(np.float16)

@@ -52,6 +52,13 @@ class EncodedSentence:
     attn_query: int = -1  # last token of the later of critical/context word
     attn_keys: list[int] = field(default_factory=list)  # tokens of the earlier word
 
+    def state_token(self, at: str = "later") -> int:
+        """Position whose hidden states are kept: the critical word's last token, or (``later``) the
+        later of it and the context word's last token (the critical token where there is no context)."""
+        if at == "later" and self.attn_query >= 0:
+            return max(self.critical_token, self.attn_query)
+        return self.critical_token
+
     @property
     def need(self) -> int:
         """Last position whose hidden state is needed (to predict, or to capture)."""

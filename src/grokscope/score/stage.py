@@ -141,6 +141,10 @@ def _already_scored(study: Study, ckpt: Checkpoint, expected: dict[str, Any], op
         raise DataError(f"{path}: already scored with different settings ({detail}); "
                         "use another --out or --force to re-score")
     missing_hidden = options.capture_hidden and not study.hidden_path(ckpt.step).exists()
+    at = meta.get("hidden_at", "critical")  # scores written before hidden_at existed read the critical token
+    if options.capture_hidden and not missing_hidden and at != options.hidden_at:
+        raise DataError(f"{path}: hidden states were kept at hidden_at = {at!r}, now {options.hidden_at!r}; "
+                        "use another --out or --force to re-score (or --set score.hidden_at=" + f"{at})")
     missing_attention = options.capture_attention and not study.attention_path(ckpt.step).exists()
     return not (missing_hidden or missing_attention)
 
@@ -189,7 +193,7 @@ def _score_one(job: ScoreJob, study: Study, ckpt: Checkpoint, loaded: tuple[Any,
         "convention": options.convention, "reduction": options.reduction, "region": options.region,
         "dtype": str(geometry.dtype).replace("torch.", ""),
         "hidden": options.capture_hidden, "attention": options.capture_attention,
-        "hidden_pairs": options.hidden_pairs, "seed": options.seed,
+        "hidden_pairs": options.hidden_pairs, "seed": options.seed, "hidden_at": options.hidden_at,
     }
     write_parquet(study.score_path(ckpt.step), result.table, metadata=metadata)
     seconds = time.perf_counter() - t0
