@@ -166,3 +166,36 @@ def test_changed_fraction_is_refused_and_missing_table_named(withheld_study, cap
     assert "no phrases table" in capsys.readouterr().err
     with pytest.raises(DataError):
         assign_withheld(pd.DataFrame({"uid": ["a"]}), 0.5, 0)
+
+
+def test_resume_after_a_crash_counts_the_same(tmp_path, gpt2_tokenizer_dir, monkeypatch):
+    import grokscope.data.corpus as corpus
+    from grokscope.stream import stage as prep
+
+    docs = make_corpus(3, 60)
+    a = write_jsonl(tmp_path / "a.jsonl", [" ".join(s) for s in docs[:30]])
+    b = write_jsonl(tmp_path / "b.jsonl", [" ".join(s) for s in docs[30:]])
+    opts = prep.PrepareOptions(corpus=[str(a), str(b)], tokenizer=str(gpt2_tokenizer_dir), seq_len=16, seed=2,
+                               progress=False, batch_chars=200, withhold=0.5,
+                               withhold_phrases=str(phrases_table(tmp_path / "ph")))
+    real = corpus.iter_documents
+
+    def dying(source, text_field="text"):
+        for i, doc in enumerate(real(source, text_field)):
+            if source == str(b) and i == 10:
+                raise KeyboardInterrupt  # killed while tokenizing the second file
+            yield doc
+
+    monkeypatch.setattr(corpus, "iter_documents", dying)
+    crashed = tmp_path / "crashed" / "tokens"
+    with pytest.raises(KeyboardInterrupt):
+        prep.prepare_corpus(opts, crashed)
+    monkeypatch.setattr(corpus, "iter_documents", real)
+    resumed = prep.prepare_corpus(opts, crashed)
+    assert resumed.stats["resumed"]
+    clean = prep.prepare_corpus(opts, tmp_path / "clean" / "tokens")
+    assert resumed.manifest["withhold"] == clean.manifest["withhold"]
+    assert clean.manifest["withhold"]["sentences_removed"] > 0
+    np.testing.assert_array_equal(np.load(crashed / "tokens.npy"), np.load(tmp_path / "clean" / "tokens" / "tokens.npy"))
+    pd.testing.assert_frame_equal(pd.read_parquet(crashed / "withheld.parquet"),
+                                  pd.read_parquet(tmp_path / "clean" / "tokens" / "withheld.parquet"))

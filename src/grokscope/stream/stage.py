@@ -46,6 +46,8 @@ from grokscope.stream.tokenize import tokenize_to_work
 EOS_TOKEN = "<|endoftext|>"
 WORK_DIR = ".work"
 FORMAT_VERSION = 1
+# the inputs that decide pass 1 (tokenize): a resumed pass 1 must have been started with the same
+PASS1_INPUTS = ("sources", "tokenizer_fingerprint", "text_field", "max_documents", "dtype", "withhold")
 
 
 @dataclass
@@ -104,15 +106,12 @@ def prepare_corpus(opts: PrepareOptions, tokens_dir: str | os.PathLike[str]) -> 
     }
     if bpe_key is not None:
         inputs["train_bpe"] = bpe_key
-    assignment = None
-    if opts.withhold > 0:
-        assignment, inputs["withhold"] = withhold.load_assignment(opts.withhold, opts.seed, opts.withhold_phrases)
+    assignment = withhold.add_to_inputs(inputs, opts.withhold, opts.seed, opts.withhold_phrases)
     done = _finished_manifest(tokens_dir, inputs)
     if done is not None:
         return PrepareResult(tokens_dir, done, skipped=True, seconds=time.perf_counter() - t0)
 
-    pass1_names = ("sources", "tokenizer_fingerprint", "text_field", "max_documents", "dtype", "withhold")
-    pass1_key: dict[str, Any] = {k: inputs[k] for k in pass1_names if k in inputs}
+    pass1_key = {k: inputs[k] for k in PASS1_INPUTS if k in inputs}
     t1 = time.perf_counter()
     state = tokenize_to_work(tok, sources, opts, work, dtype, pass1_key,
                              withhold.withholding_for(assignment) if assignment is not None else None)
@@ -151,10 +150,7 @@ def prepare_corpus(opts: PrepareOptions, tokens_dir: str | os.PathLike[str]) -> 
         "tokens_per_s": round(state["n_tokens"] / max(tokenize_seconds, 1e-9), 1) if not state["resumed"] else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    if assignment is not None:
-        store.write_parquet(tokens_dir / withhold.WITHHELD_FILE, withhold.withheld_table(assignment, state["withheld"]))
-        manifest["withhold"] = withhold.manifest_entry(assignment, state["withheld"], inputs["withhold"],
-                                                       state["n_tokens"])
+    withhold.record(tokens_dir, manifest, assignment, state)
     store.write_json(tokens_dir / "manifest.json", manifest)
     store.commit_npy(tokens_dir / "tokens.npy")  # last: tokens.npy + manifest.json = finished
     shutil.rmtree(work, ignore_errors=True)

@@ -259,3 +259,21 @@ def manifest_entry(table: Any, stats: dict[str, Any], key: dict[str, Any], kept_
     return {**key, "table": WITHHELD_FILE, "n_phrases": len(table), "n_withheld": int(table["withheld"].sum()),
             "sentences_removed": int(stats.get("sentences", 0)), "tokens_removed": int(stats.get("tokens", 0)),
             "token_share_removed": int(stats.get("tokens", 0)) / total if total else 0.0, "per_paradigm": strata}
+
+
+def add_to_inputs(inputs: dict[str, Any], fraction: float, seed: int, phrases: str) -> Any:
+    """The assignment table when ``fraction`` > 0 (its key put in ``inputs["withhold"]``), else None."""
+    if fraction <= 0:
+        return None
+    table, inputs["withhold"] = load_assignment(fraction, seed, phrases)
+    return table
+
+
+def record(tokens_dir: Path, manifest: dict[str, Any], table: Any, state: dict[str, Any]) -> None:
+    """Write ``withheld.parquet`` and the manifest's ``withhold`` entry (nothing when ``table`` is None)."""
+    from grokscope.core import store
+
+    if table is None:
+        return
+    store.write_parquet(tokens_dir / WITHHELD_FILE, withheld_table(table, state["withheld"]))
+    manifest["withhold"] = manifest_entry(table, state["withheld"], manifest["inputs"]["withhold"], state["n_tokens"])
