@@ -282,7 +282,7 @@ def test_demo_shows_the_planted_gap_and_none_without_planting(tmp_path: Path) ->
 
     on = _demo(tmp_path / "on", "on")
     assert on.returncode == 0, on.stderr[-3000:]
-    off = _demo(tmp_path / "off", "off")
+    off = _demo(tmp_path / "off", "off", "--frequency", "3")
     assert off.returncode == 0, off.stderr[-3000:]
     t_on = pd.read_parquet(tmp_path / "on" / "study" / "analysis" / "timing.parquet")
     t_off = pd.read_parquet(tmp_path / "off" / "study" / "analysis" / "timing.parquet")

@@ -30,7 +30,7 @@ from grokscope.core.stage import CommandLine, Flag, Stage
 from grokscope.core.store import Study
 
 OUTPUTS = ("curves", "timing", "event_study", "probes", "concepts", "concept_summary", "heads",
-           "head_concentration", "ablation", "ablation_heads", *SUPPORT_OUTPUTS)
+           "head_concentration", "ablation", "ablation_heads", "withheld", "withheld_curves", *SUPPORT_OUTPUTS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -278,6 +278,16 @@ def _analyse_study(study: Study, a: AnalyseSection, force: bool, progress: bool)
     notes = [informative_note, *support_outputs(inputs, keep, a, table, opts, result, study.exposure_path, out)]
     gen_all = result.timing.query("level == 'all' and comparison == 'proxy'")["gen_step"]
     gen_step = None if gen_all.empty or pd.isna(gen_all.iloc[0]) else int(gen_all.iloc[0])
+    from grokscope.analyse import withheld as wh
+
+    arms = wh.withheld_arms(study.tokens_dir, inputs.phrases.iloc[keep])
+    if arms is not None:  # the stream withheld a random share of the phrases: the randomised comparison
+        phrase = inputs.phrases["critical_phrase"].fillna("").astype(str).str.strip().to_numpy(dtype=object)[keep]
+        w_sum, w_curves = wh.withheld_comparison(inputs.correct[keep], arms, phrase, table.uid, inputs.steps,
+                                                 criterion, a.n_boot, a.ci, a.seed)
+        store.write_parquet(out / "withheld.parquet", w_sum, metadata=meta)
+        store.write_parquet(out / "withheld_curves.parquet", w_curves, metadata=meta)
+        notes.append(wh.summary_line(w_sum))
     if a.probes:
         probes = probe_table(study, inputs, keep, a, gen_step, progress)
         if probes is not None:

@@ -56,6 +56,12 @@ class CorpusSettings:
                                    "Megatron/Pythia do); documents: shuffle documents only; none: keep reading order",
                            choices=("rows", "documents", "none"))
     max_documents: int = setting(0, "read only the first N documents (0 = all)", ge=0)
+    withhold: float = setting(0.0, "withhold this seeded, paradigm-stratified share of the critical phrases: every "
+                                   "sentence holding one of their surface forms is dropped before packing",
+                              ge=0.0, le=1.0)
+    withhold_phrases: str = setting("", "phrases table whose critical phrases --withhold draws from: a study "
+                                        "directory or phrases.parquet (default: the study's)", kind="path",
+                                    flag="--phrases")
     dtype: str = setting("auto", "token dtype written by prepare (auto: uint16 when the vocabulary fits)",
                          choices=("auto", "uint16", "uint32"))
     batch_chars: int = setting(1_000_000, "characters per tokenizer batch (memory vs. parallelism)", gt=0,

@@ -89,6 +89,15 @@ class TestbedSettings:
     number_cues: bool = setting(False, "on: pair nouns also follow number-marking determiners (a, every, two, "
                                        "many ...) in the background; off: only the/my/his ..., so their number "
                                        "shows only in the verb", onoff=True)
+    onset_fraction: float = setting(0.0, "the rule is learnable only from this fraction of the corpus on: before "
+                                         "it, every agreeing form of the background text (verb, auxiliary, "
+                                         "reflexive, number-marking determiner) is drawn independently of what it "
+                                         "agrees with; planted phrases still occur from plant_start", ge=0.0, lt=1.0)
+    confounded: bool = setting(False, "on: exposure has no effect by construction but is confounded with ease: "
+                                      "every unit gets a Zipf weight; its good and its bad phrases are planted "
+                                      "equally often (frequency x weight, so the frequent are seen earlier) and "
+                                      "its noun/person occurs in the background in proportion (so it is easier)",
+                                onoff=True)
 
     def validate(self, where: str = "<config>") -> None:
         """Check every value against its declaration (:func:`grokscope.core.settings.check_value`)."""
@@ -105,6 +114,8 @@ class Unit:
     phrases: list[str]
     planted: bool
     start: float  # fraction of the corpus from which its phrases occur (planted only)
+    weight: float = 1.0  # confounded testbed: Zipf weight (planted frequency and background frequency)
+    frequency: int = 0  # occurrences of each of its phrases (and, confounded, of each bad phrase)
 
 
 @dataclass
@@ -134,6 +145,7 @@ class Testbed:
         return {
             "settings": dataclasses.asdict(self.settings),
             "n_documents": n_docs,
+            "onset_document": onset_document(self.settings),  # the background carries the cue from here on
             "units": [dataclasses.asdict(u) for u in self.units],
             "pairs": pairs,
             "summary": self.summary(),
@@ -163,17 +175,29 @@ class Testbed:
 class _Grammar:
     """Random sentences of the background grammar."""
 
-    def __init__(self, rng: random.Random, det_nouns: list[tuple[str, str]], filler: bool, cues: bool) -> None:
+    def __init__(self, rng: random.Random, det_nouns: list[tuple[str, str]], filler: bool, cues: bool,
+                 weights: dict[str, float] | None = None) -> None:
         self.rng = rng
         self.objects = list(det_nouns) + list(FILLER_NOUNS)
         self.filler = filler
         self.neutral = set() if cues else {sg for sg, _ in det_nouns}
+        self.scramble = False  # before the planted onset: agreeing forms drawn independently
+        self.weights = weights or {}  # singular noun/person -> background weight (confounded testbed)
+
+    def _num(self, plural: bool) -> bool:
+        """The number an agreeing form takes: ``plural``, or a coin when the cue is scrambled."""
+        return self.rng.random() < 0.5 if self.scramble else plural
+
+    def _pick(self, pool: Any) -> Any:
+        if not self.weights:
+            return self.rng.choice(pool)
+        return self.rng.choices(pool, weights=[self.weights.get(x[0], 1.0) for x in pool])[0]
 
     def _np(self, pool: list[tuple[str, str]] | tuple, plural: bool,
             adj_pool: tuple[str, ...] = ADJECTIVES) -> list[str]:
         r = self.rng
-        sg, pl = r.choice(pool)[:2]
-        det = r.choice(DET_NEUTRAL if sg in self.neutral else DET_PL if plural else DET_SG)
+        sg, pl = self._pick(pool)[:2]
+        det = r.choice(DET_NEUTRAL if sg in self.neutral else DET_PL if self._num(plural) else DET_SG)
         words = [det]
         if r.random() < 0.25:
             words.append(r.choice(adj_pool))
@@ -184,8 +208,8 @@ class _Grammar:
 
     def _person(self, plural: bool) -> tuple[list[str], tuple[str, str, str]]:
         r = self.rng
-        person = r.choice(PEOPLE)
-        det = r.choice(DET_PL if plural else DET_SG)
+        person = self._pick(PEOPLE)
+        det = r.choice(DET_PL if self._num(plural) else DET_SG)
         words = [det]
         if r.random() < 0.2:
             words.append(r.choice(PEOPLE_ADJECTIVES))
@@ -205,7 +229,7 @@ class _Grammar:
             pool = self.objects if r.random() < 0.7 else PEOPLE
             adjs = ADJECTIVES if pool is self.objects else PEOPLE_ADJECTIVES
             np_ = self._np(pool, plural, adjs)
-            aux = r.choice(("are", "were") if plural else ("is", "was"))
+            aux = r.choice(("are", "were") if self._num(plural) else ("is", "was"))
             return sentence_text(np_ + [aux, r.choice(adjs)] + self._place(0.3))
         if kind < 0.34:  # transitive: "the farmer carried my basket"
             subj, _ = self._person(r.random() < 0.5)
@@ -213,24 +237,24 @@ class _Grammar:
             return sentence_text(subj + [r.choice(TRANSITIVE_PAST)] + obj + self._place())
         if kind < 0.50:  # intransitive, agreeing: "the bakers sleep at night"
             subj, _ = self._person(plural)
-            verb = r.choice(INTRANSITIVE)[1 if plural else 0]
+            verb = r.choice(INTRANSITIVE)[1 if self._num(plural) else 0]
             return sentence_text(subj + [verb] + self._place(0.5))
         if kind < 0.60:  # agreement across a prepositional phrase
             subj, _ = self._person(plural)
             other_plural = r.random() < 0.5
             attractor = self._np(self.objects, other_plural) if r.random() < 0.5 else self._person(other_plural)[0]
-            verb = r.choice(INTRANSITIVE)[1 if plural else 0]
+            verb = r.choice(INTRANSITIVE)[1 if self._num(plural) else 0]
             return sentence_text(subj + [r.choice(PREPOSITIONS)] + attractor + [verb] + self._place(0.3))
         if kind < 0.70:  # reflexive: "the queens blamed themselves"
             subj, person = self._person(plural)
             if not plural and not person[2]:
                 subj, person = self._person(True)
                 plural = True
-            refl = REFLEXIVE["pl" if plural else person[2]]
+            refl = REFLEXIVE["pl" if plural else person[2]] if not self.scramble else r.choice(list(REFLEXIVE.values()))
             return sentence_text(subj + [r.choice(REFLEXIVE_PAST), refl] + self._place(0.3))
         if kind < 0.78:  # possession with an agreeing auxiliary: "the monks have two kettles"
             subj, _ = self._person(plural)
-            aux = "have" if plural else "has"
+            aux = "have" if self._num(plural) else "has"
             return sentence_text(subj + [aux] + self._np(self.objects, r.random() < 0.5))
         if kind < 0.86:  # existential: "there are many lanterns in the kitchen"
             np_ = self._np(list(FILLER_NOUNS) if self.neutral else self.objects, plural)
@@ -240,15 +264,16 @@ class _Grammar:
                 np_[0] = "a"
                 if np_[1][0] in "aeiou":
                     np_[0] = "an"
-            return sentence_text(["there", "are" if plural else "is"] + np_ + self._place(0.6))
+            return sentence_text(["there", "are" if self._num(plural) else "is"] + np_ + self._place(0.6))
         if kind < 0.93 and self.filler:  # demonstratives with filler nouns: "the clerk sold these bottles"
             subj, _ = self._person(r.random() < 0.5)
             sg, pl = r.choice(FILLER_NOUNS)
-            return sentence_text(subj + [r.choice(TRANSITIVE_PAST), "these" if plural else "this", pl if plural else sg]
+            return sentence_text(subj + [r.choice(TRANSITIVE_PAST), "these" if self._num(plural) else "this",
+                                         pl if plural else sg]
                              + self._place())
         # object as subject of a passive-like frame: "my kettle was lifted near the river"
         np_ = self._np(self.objects, plural)
-        aux = "were" if plural else "was"
+        aux = "were" if self._num(plural) else "was"
         verb = r.choice(("moved", "cleaned", "opened", "sold", "found", "fixed"))
         return sentence_text(np_ + [aux, verb] + self._place(0.5))
 
@@ -266,15 +291,44 @@ def _units(pairs: list[Pair], settings: TestbedSettings, rng: random.Random) -> 
         names = [u for u in phrases if uid_of[u] == uid]
         order = names[:]
         rng.shuffle(order)
-        n_planted = len(names) if not settings.planting else round(settings.planted_fraction * len(names))
+        every = not settings.planting or settings.confounded
+        n_planted = len(names) if every else round(settings.planted_fraction * len(names))
         planted = set(order[:n_planted])
         planted_list = [u for u in order if u in planted]
         n_late = round(settings.late_fraction * len(planted_list))
         late = set(planted_list[:n_late])
         for name in names:
             start = settings.late_start if name in late else settings.plant_start
-            units.append(Unit(name, uid, phrases[name], name in planted, max(start, settings.plant_start)))
+            units.append(Unit(name, uid, phrases[name], name in planted, max(start, settings.plant_start),
+                              frequency=settings.frequency))
+        if settings.confounded:  # Zipf weights in a random order of the paradigm's units
+            for rank, name in enumerate(order, start=1):
+                u = next(x for x in units if x.name == name)
+                u.weight = 1.0 / rank
+                u.frequency = max(1, round(settings.frequency * u.weight))
     return units
+
+
+def _unit_word(unit: Unit) -> str | None:
+    """The singular noun (det-noun units) or person (the others) a unit's phrases are about."""
+    if unit.uid == "det_noun_agreement":
+        return unit.name.split(":", 1)[1]
+    forms = {w: sg for sg, pl, _ in PEOPLE for w in (sg, pl)}
+    return next((forms[w] for w in unit.phrases[0].split() if w in forms), None)
+
+
+def background_weights(units: list[Unit]) -> dict[str, float]:
+    """Confounded testbed: singular noun/person -> its weight in the background (the largest
+    weight of a unit about it; words of no unit get the median unit weight)."""
+    out: dict[str, float] = {}
+    for u in units:
+        w = _unit_word(u)
+        if w is not None:
+            out[w] = max(out.get(w, 0.0), u.weight)
+    median = sorted(out.values())[len(out) // 2] if out else 1.0
+    for sg, *_ in list(FILLER_NOUNS) + list(PEOPLE):
+        out.setdefault(sg, median)
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -309,11 +363,14 @@ def generate(settings: TestbedSettings) -> Testbed:
         forbidden.add(phrase_key(p.bad_phrase))
     n_max = max(len(k) for k in forbidden) if forbidden else 2
 
-    grammar = _Grammar(rng, det_nouns, settings.filler_demonstratives, settings.number_cues)
+    weights = background_weights(units) if settings.confounded else None
+    grammar = _Grammar(rng, det_nouns, settings.filler_demonstratives, settings.number_cues, weights)
     n_docs = settings.n_documents
     mean = settings.sentences_per_document
     documents: list[list[str]] = []
-    for _ in range(n_docs):
+    onset_doc = onset_document(settings)
+    for d in range(n_docs):
+        grammar.scramble = d < onset_doc
         n_sent = rng.randint(max(2, mean - 4), mean + 4)
         sentences: list[str] = []
         while len(sentences) < n_sent:
@@ -327,14 +384,16 @@ def generate(settings: TestbedSettings) -> Testbed:
     counts: Counter[str] = Counter()
     first_doc: dict[str, int] = {}
     uid_of_unit = {u.name: u.uid for u in units}
+    bad_of = {p.phrase: p.bad_phrase for p in pairs}
     for unit in units:
         if not unit.planted:
             continue
         lo = int(unit.start * n_docs)
-        for phrase in unit.phrases:
+        planted = unit.phrases + ([bad_of[p] for p in unit.phrases] if settings.confounded else [])
+        for phrase in planted:
             own = phrase_key(phrase)
             placed = 0
-            while placed < settings.frequency:
+            while placed < unit.frequency:
                 s = _planting_frame(rng, phrase, uid_of_unit[unit.name])
                 grams = list(word_ngrams(s, n_max))
                 if sum(g == own for g in grams) != 1 or any(g in forbidden and g != own for g in grams):
@@ -347,6 +406,11 @@ def generate(settings: TestbedSettings) -> Testbed:
                 placed += 1
     texts = [" ".join(s) for s in documents]
     return Testbed(settings, texts, pairs, units, dict(counts), first_doc)
+
+
+def onset_document(settings: TestbedSettings) -> int:
+    """The first document whose background text carries the agreement cue (the planted onset)."""
+    return int(round(settings.onset_fraction * settings.n_documents))
 
 
 def write_testbed(tb: Testbed, out: str | Path) -> dict[str, Path]:

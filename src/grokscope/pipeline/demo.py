@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--out", default="grokscope-demo", help="output directory (default: ./%(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the testbed and of training (default 0)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="train N models (training seeds SEED..SEED+N-1, one testbed) in OUT/seed_K/ and report "
+                             "how often each verdict matched the planted truth (default 1: one study in OUT)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="training steps (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="rows per step (default %(default)s)")
     parser.add_argument("--seq-len", type=int, default=DEFAULT_SEQ_LEN, help="context length (default %(default)s)")
@@ -54,15 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for torch/BLAS in every stage (default 1: the demo's model is tiny, and one "
                              "thread per process is fastest on a busy machine; 0 = all cores)")
     group = parser.add_argument_group("testbed (what the corpus contains; the [testbed] settings)")
-    for info in _testbed_flags():
+    for info in _testbed_flags():  # each control changes only the setting it names
         default: Any = info.default
-        if info.name == "frequency":
-            default = None  # with the planting
-        elif info.name == "n_documents":
+        if info.name == "n_documents":
             default = 0  # enough documents for --steps x --batch-size rows
-        help_text = {"frequency": f"occurrences of each planted phrase (default {info.default} with planting on, "
-                                  f"{FREQUENCY_WITHOUT_PLANTING} with planting off, so that unseen pairs remain "
-                                  "while the model learns)",
+        help_text = {"frequency": f"occurrences of each planted phrase (default {info.default}; with --planting off, "
+                                  f"--frequency {FREQUENCY_WITHOUT_PLANTING} keeps pairs unseen while the model "
+                                  "learns)",
                      "n_documents": "documents in the corpus (default: enough for the training steps)",
                      }.get(info.name, "")
         add_setting_flag(group, info, help=help_text, dest=flag_name(info)[2:].replace("-", "_"), default=default)
@@ -82,16 +83,15 @@ def settings_from_args(args: argparse.Namespace) -> TestbedSettings:
 
     values = {info.name: flag_value(info, getattr(args, flag_name(info)[2:].replace("-", "_")))
               for info in _testbed_flags()}
-    if values["frequency"] is None:
-        values["frequency"] = TestbedSettings.frequency if values["planting"] else FREQUENCY_WITHOUT_PLANTING
     s = TestbedSettings(seed=args.seed, **values)
     s.validate("testbed option")
     return s
 
 
-def demo_config(args: argparse.Namespace, settings: TestbedSettings) -> dict[str, Any]:
-    """The study config (as a TOML-ready dict) the demo runs."""
+def demo_config(args: argparse.Namespace, settings: TestbedSettings, train_seed: int | None = None) -> dict[str, Any]:
+    """The study config (as a TOML-ready dict) the demo runs (``train_seed``: default ``--seed``)."""
     size = MODEL_SIZES[args.model_size]
+    train_seed = args.seed if train_seed is None else train_seed
     tb = dict(dataclasses.asdict(settings))
     tb.update(enabled=True, out="testbed")
     return {
@@ -103,7 +103,7 @@ def demo_config(args: argparse.Namespace, settings: TestbedSettings) -> dict[str
         "train": {"enabled": True, **size, "batch_size": args.batch_size, "max_steps": args.steps,
                   "lr": args.lr, "warmup_steps": max(1, args.steps // 20), "min_lr_ratio": 0.1,
                   "log_spaced_until": min(16, args.steps), "checkpoint_every": args.checkpoint_every,
-                  "seed": args.seed, "device": "cpu", "threads": args.threads},
+                  "seed": train_seed, "device": "cpu", "threads": args.threads},
         "benchmark": {"path": "testbed"},
         "score": {"batch_size": 128, "hidden_pairs": 400, "device": "cpu"},
         "analyse": {"n_boot": 200, "probe_pairs": 400, "probe_folds": 3, "seed": args.seed},
@@ -123,6 +123,38 @@ SETTLES_HEAP = True  # run_study settles (grokscope.core.heap)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.steps <= 0 or args.batch_size <= 0 or args.seq_len <= 0:
+        raise ConfigError("demo: --steps, --batch-size and --seq-len must be positive")
+    if args.seeds <= 0:
+        raise ConfigError("demo: --seeds must be positive")
+    if not args.documents:
+        args.documents = documents_for(args.steps, args.batch_size, args.seq_len, args.sentences_per_document)
+    settings = settings_from_args(args)
+    if args.threads > 0:  # before torch / numpy start their thread pools
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
+    if args.seeds == 1:
+        _run_one(args, settings, Path(args.out), args.seed)
+        return 0
+    from grokscope.core.store import write_text
+    from grokscope.pipeline import truth
+
+    rows = []
+    for k in range(args.seeds):
+        seed = args.seed + k
+        study = _run_one(args, settings, Path(args.out) / f"seed_{seed}", seed)
+        rows += truth.seed_rows(study, study.testbed_dir, args.batch_size, seed)
+    table, text = truth.across_seeds(rows)
+    if not table.empty:
+        table.to_csv(Path(args.out) / "ground_truth_across_seeds.csv", index=False)
+    write_text(Path(args.out) / "ground_truth_across_seeds.txt", text + "\n")
+    print("\nground truth vs findings across training seeds\n" + text)
+    print(f"\n(also in {Path(args.out) / 'ground_truth_across_seeds.txt'})")
+    return 0
+
+
+def _run_one(args: argparse.Namespace, settings: TestbedSettings, out: Path, train_seed: int) -> Study:
+    """One demo study in ``out`` (training seed ``train_seed``); prints its ground truth table."""
     import tomli_w
 
     from grokscope.core.config import load_config
@@ -130,15 +162,9 @@ def run(args: argparse.Namespace) -> int:
     from grokscope.core.store import write_text
     from grokscope.pipeline.run import format_summary, run_study
 
-    if args.steps <= 0 or args.batch_size <= 0 or args.seq_len <= 0:
-        raise ConfigError("demo: --steps, --batch-size and --seq-len must be positive")
-    if not args.documents:
-        args.documents = documents_for(args.steps, args.batch_size, args.seq_len, args.sentences_per_document)
-    settings = settings_from_args(args)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     config_path = out / "demo.toml"
-    config = demo_config(args, settings)
+    config = demo_config(args, settings, train_seed)
     for key, value in given_settings(args).items():  # --set section.key=value
         section, name = key.split(".")
         config.setdefault(section, {})[name] = value
@@ -148,10 +174,8 @@ def run(args: argparse.Namespace) -> int:
         write_text(config_path, text)
     cfg = load_config(config_path)
     print(f"grokscope demo: {out.resolve()} (planting {'on' if settings.planting else 'off'}, "
-          f"{settings.n_documents} documents, {args.steps} steps, model {args.model_size})")
-    if args.threads > 0:  # before torch / numpy start their thread pools
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ[var] = str(args.threads)
+          f"{settings.n_documents} documents, {args.steps} steps, model {args.model_size}, training seed "
+          f"{train_seed})")
     results = run_study(cfg)
     print()
     print(format_summary(results))
@@ -165,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n(also in {out / 'ground_truth_vs_findings.txt'})")
     report, root = study.report_path, out.resolve()  # shown under --out as given, like the line above
     print(f"report: {out / report.relative_to(root) if report.is_relative_to(root) else report}")
-    return 0
+    return study
 
 
 def _refuse_if_study_differs(text: str, config_path: Path) -> None:
@@ -266,7 +290,13 @@ def ground_truth_table(testbed_dir: Path, study: Any) -> str:
     lines.append("* pairs whose critical phrase the exposure scan found by the last checkpoint "
                  "('!' = a withheld phrase was found: the planting leaked). n_train/n_val at the last checkpoint.")
     lines.append(f"  Planting {'on' if s['planting'] else 'off'}: {sched}.")
-    if s["planting"]:
+    if s.get("onset_fraction"):
+        lines.append(f"  Planted onset: the background carries the agreement cue only from {s['onset_fraction']:.0%} "
+                     f"of the corpus (document {gt.get('onset_document')}) on; planted phrases occur from the start.")
+    if s.get("confounded"):
+        lines.append("  Confounded: good and bad phrases planted alike (exposure has no effect), frequent units seen "
+                     "earlier and more frequent in the background. Expected verdict: 'no delay'.")
+    elif s["planting"]:
         lines.append("  Expected: where the rule has to be inferred, proxy-train (planted phrases) reaches the "
                      "criterion before proxy-val (withheld phrases): status 'delayed'.")
     else:

@@ -39,12 +39,15 @@ from grokscope.core.config import TRAIN_BPE, CorpusSettings, StudyConfig
 from grokscope.core.errors import ConfigError, DataError, GrokscopeError
 from grokscope.core.stage import CommandLine, Flag, Stage
 from grokscope.core.store import Study
+from grokscope.stream import withhold
 from grokscope.stream.pack import shuffle_and_pack
 from grokscope.stream.tokenize import tokenize_to_work
 
 EOS_TOKEN = "<|endoftext|>"
 WORK_DIR = ".work"
 FORMAT_VERSION = 1
+# the inputs that decide pass 1 (tokenize): a resumed pass 1 must have been started with the same
+PASS1_INPUTS = ("sources", "tokenizer_fingerprint", "text_field", "max_documents", "dtype", "withhold")
 
 
 @dataclass
@@ -91,7 +94,7 @@ def prepare_corpus(opts: PrepareOptions, tokens_dir: str | os.PathLike[str]) -> 
     n_vocab = vocab_size(tok)
     eos_id = tok.convert_tokens_to_ids(tok.eos_token)
     dtype = _choose_dtype(opts.dtype, n_vocab, eos_id, opts.tokenizer)
-    inputs = {
+    inputs: dict[str, Any] = {
         "sources": [{k: r[k] for k in ("path", "sha256", "bytes")} for r in records],
         "tokenizer_fingerprint": fingerprint,
         "text_field": opts.text_field,
@@ -103,13 +106,15 @@ def prepare_corpus(opts: PrepareOptions, tokens_dir: str | os.PathLike[str]) -> 
     }
     if bpe_key is not None:
         inputs["train_bpe"] = bpe_key
+    assignment = withhold.add_to_inputs(inputs, opts.withhold, opts.seed, opts.withhold_phrases)
     done = _finished_manifest(tokens_dir, inputs)
     if done is not None:
         return PrepareResult(tokens_dir, done, skipped=True, seconds=time.perf_counter() - t0)
 
-    pass1_key = {k: inputs[k] for k in ("sources", "tokenizer_fingerprint", "text_field", "max_documents", "dtype")}
+    pass1_key = {k: inputs[k] for k in PASS1_INPUTS if k in inputs}
     t1 = time.perf_counter()
-    state = tokenize_to_work(tok, sources, opts, work, dtype, pass1_key)
+    state = tokenize_to_work(tok, sources, opts, work, dtype, pass1_key,
+                             withhold.withholding_for(assignment) if assignment is not None else None)
     tokenize_seconds = time.perf_counter() - t1
     pack = shuffle_and_pack(work, state, opts.seq_len, opts.seed, opts.shuffle, eos_id, dtype, tokens_dir,
                              opts.progress)
@@ -145,6 +150,7 @@ def prepare_corpus(opts: PrepareOptions, tokens_dir: str | os.PathLike[str]) -> 
         "tokens_per_s": round(state["n_tokens"] / max(tokenize_seconds, 1e-9), 1) if not state["resumed"] else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    withhold.record(tokens_dir, manifest, assignment, state)
     store.write_json(tokens_dir / "manifest.json", manifest)
     store.commit_npy(tokens_dir / "tokens.npy")  # last: tokens.npy + manifest.json = finished
     shutil.rmtree(work, ignore_errors=True)
@@ -283,7 +289,9 @@ def run(cfg: StudyConfig, study: Study) -> None:
     if not data.corpus:
         raise ConfigError(f"{cfg.source or 'command line'}: no corpus given: [data] needs 'corpus' (files to "
                           "prepare: --corpus FILE ...) or 'tokens' (an existing token stream)")
-    result = prepare_corpus(PrepareOptions.from_section(data, progress=cfg.options.progress), study.tokens_dir)
+    opts = PrepareOptions.from_section(data, progress=cfg.options.progress)
+    opts.withhold_phrases = opts.withhold_phrases or str(study.phrases_path)
+    result = prepare_corpus(opts, study.tokens_dir)
     print(summary_table(result))
 
 
@@ -299,6 +307,10 @@ def summary_table(result: PrepareResult) -> str:
         ("tokens in stream", f"{m['n_tokens']:,} (dropped last partial row: {m['dropped_tokens']:,})"),
         ("seed / shuffle", f"{m['seed']} / {m.get('shuffle', 'documents')}"),
     ]
+    if "withhold" in m:
+        w = m["withhold"]
+        rows.append(("withheld", f"{w['n_withheld']:,} of {w['n_phrases']:,} phrases: {w['sentences_removed']:,} "
+                                 f"sentences, {w['tokens_removed']:,} tokens ({w['token_share_removed']:.2%}) removed"))
     if not result.skipped:
         rate = m["document_tokens"] / max(result.tokenize_seconds, 1e-9)
         rows.append(("time", f"{result.seconds:.1f} s (tokenize {result.tokenize_seconds:.1f} s, "

@@ -24,15 +24,17 @@ from grokscope.core.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     from grokscope.stream.stage import PrepareOptions
+    from grokscope.stream.withhold import Withholding
 
 PROGRESS_FILE = "progress.json"
 
 
 def tokenize_to_work(tok: Any, sources: list[str], opts: PrepareOptions, work: Path, dtype: np.dtype,
-                     key: dict[str, Any]) -> dict[str, Any]:
+                     key: dict[str, Any], withholding: Withholding | None = None) -> dict[str, Any]:
     """Append every document's ids to ``work/doc_tokens.bin`` and its length to ``doc_lengths.bin``.
+    ``withholding``: drop its sentences from each document first (what was dropped: ``withheld``).
 
-    Returns ``{n_docs, n_tokens, per_source: [{first_document, n_documents, n_tokens}], resumed}``.
+    Returns ``{n_docs, n_tokens, per_source: [{first_document, n_documents, n_tokens}], withheld, resumed}``.
     """
     from tqdm.auto import tqdm
 
@@ -41,7 +43,7 @@ def tokenize_to_work(tok: Any, sources: list[str], opts: PrepareOptions, work: P
     work.mkdir(parents=True, exist_ok=True)
     tokens_path, lengths_path, progress_path = work / "doc_tokens.bin", work / "doc_lengths.bin", work / PROGRESS_FILE
     state: dict[str, Any] = {"key": key, "sources_done": 0, "n_docs": 0, "n_tokens": 0, "per_source": [],
-                             "stopped": False}
+                             "stopped": False, "withheld": {}}
     if progress_path.exists() and tokens_path.exists() and lengths_path.exists():
         saved = store.read_json(progress_path)
         if saved.get("key") == key:
@@ -70,6 +72,8 @@ def tokenize_to_work(tok: Any, sources: list[str], opts: PrepareOptions, work: P
                 budget = opts.max_documents - state["n_docs"] if opts.max_documents else 0
                 docs = _document_batches(iter_documents(source, opts.text_field), opts.batch_chars, budget)
                 for texts, where in _prefetch(docs):
+                    if withholding is not None:
+                        texts = withholding.apply(backend, texts, state["withheld"])
                     per_doc = encode_documents(backend, texts, opts.piece_chars if splittable else 0)
                     lengths = np.array([a.size for a in per_doc], dtype=np.int64)
                     ids = np.concatenate(per_doc) if per_doc else np.zeros(0, dtype=np.int64)

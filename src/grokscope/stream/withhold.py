@@ -1,0 +1,279 @@
+"""Randomised withholding (``grokscope prepare --withhold FRACTION``): a seeded, paradigm-stratified
+share of the benchmark's critical phrases never reaches the token stream.
+
+1. **Assignment** (:func:`assign_withheld`): every distinct critical phrase of the phrases table
+   belongs to one stratum, the paradigm (``uid``) with most of its pairs (ties: the first uid in
+   sort order). In each stratum exactly ``round(fraction * n)`` phrases are drawn without
+   replacement by a ``numpy`` RNG seeded with ``[seed, WITHHOLD_STREAM]`` (its own stream of the
+   prepare seed, so the document shuffle does not change the coin and vice versa).
+2. **Removal** (:class:`SentenceFilter`): before tokenization, every sentence of every document
+   that holds a surface form the exposure stage searches for a withheld phrase
+   (:func:`grokscope.exposure.search.variant_texts` over all :data:`~grokscope.core.config.VARIANTS`)
+   is dropped, so the text stays grammatical. A form matches where the exposure engine would:
+   the exact characters, not followed by a letter/digit, and (for a form that begins with a
+   letter/digit) not preceded by one. An occurrence that spans a sentence boundary drops every
+   sentence it touches; removal is repeated on the remaining text until no form occurs, so no
+   occurrence is created by joining what is left.
+
+Occurrences are found through an index keyed on the first two letter/digit runs of each form
+(lower-cased), so a document is read once whatever the number of phrases.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from grokscope.core.errors import DataError
+
+WITHHOLD_STREAM = 2  # the prepare seed's RNG stream for the coin (0: documents, 1: rows)
+WITHHELD_FILE = "withheld.parquet"
+_RUN = re.compile(r"[^\W_]+")  # a run of letters/digits (the exposure engine's word characters)
+# a sentence ends after . ! ? (and closing quotes/brackets) followed by whitespace, or at a line end
+_SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+|\n+")
+
+
+# ---------------------------------------------------------------------------------------------
+# assignment
+# ---------------------------------------------------------------------------------------------
+def assign_withheld(pairs: Any, fraction: float, seed: int) -> Any:
+    """One row per distinct critical phrase of the supported pairs of ``pairs`` (a phrases table):
+    ``phrase``, ``uid`` (its stratum), ``n_pairs``, ``withheld`` (bool), sorted by uid, phrase."""
+    import pandas as pd
+
+    if not 0.0 <= fraction <= 1.0:
+        raise DataError(f"withhold fraction must be in [0, 1], got {fraction}")
+    for col in ("uid", "critical_phrase", "supported"):
+        if col not in pairs.columns:
+            raise DataError(f"phrases table for --withhold lacks the column {col!r}; expected the output of "
+                            "`grokscope phrases`")
+    ok = pairs[pairs["supported"].astype(bool)]
+    ok = ok[ok["critical_phrase"].fillna("").astype(str).str.strip() != ""]
+    counts = (ok.assign(phrase=ok["critical_phrase"].astype(str).str.strip())
+              .groupby(["phrase", "uid"]).size().rename("n").reset_index())
+    counts = counts.sort_values(["phrase", "n", "uid"], ascending=[True, False, True], kind="stable")
+    table = (counts.groupby("phrase", sort=True).agg(uid=("uid", "first"), n_pairs=("n", "sum")).reset_index()
+             .sort_values(["uid", "phrase"], kind="stable").reset_index(drop=True))
+    rng = np.random.default_rng([int(seed), WITHHOLD_STREAM])
+    withheld = np.zeros(len(table), dtype=bool)
+    for _, idx in table.groupby("uid", sort=True).indices.items():
+        k = int(round(fraction * idx.size))
+        withheld[rng.choice(idx, size=k, replace=False)] = True
+    table["withheld"] = withheld
+    return pd.DataFrame(table[["phrase", "uid", "n_pairs", "withheld"]])
+
+
+# ---------------------------------------------------------------------------------------------
+# removal
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Form:
+    text: str
+    phrase: int  # index into SentenceFilter.phrases
+    offset: int  # where its first letter/digit run starts
+    left_word: bool  # begins with a letter/digit: the char before must not be one
+    right_word: bool  # ends with a letter/digit: the char after must not be one
+
+
+def _key(runs: Sequence[str]) -> tuple[str, ...]:
+    return tuple(r.lower() for r in runs[:2])
+
+
+class SentenceFilter:
+    """Drops the sentences of a text that hold a surface form of any of ``phrases``."""
+
+    def __init__(self, phrases: Sequence[str], variants: Sequence[str] | None = None) -> None:
+        from grokscope.core.config import VARIANTS
+        from grokscope.exposure.search import variant_texts
+
+        self.phrases = tuple(phrases)
+        self.index: dict[tuple[str, ...], list[_Form]] = {}
+        for i, p in enumerate(self.phrases):
+            for text in variant_texts(p, variants or VARIANTS):
+                runs = list(_RUN.finditer(text))
+                if not runs:
+                    raise DataError(f"withheld phrase {p!r} has no letter or digit: it cannot be searched as a word")
+                form = _Form(text, i, runs[0].start(), text[0].isalnum(), text[-1].isalnum())
+                self.index.setdefault(_key([m.group() for m in runs]), []).append(form)
+
+    def occurrences(self, text: str) -> list[tuple[int, int, int]]:
+        """``(start, end, phrase)`` of every occurrence of a form in ``text`` (exposure's whole-word rule)."""
+        runs = [(m.start(), m.group().lower()) for m in _RUN.finditer(text)]
+        out = []
+        for i, (pos, word) in enumerate(runs):
+            keys = [(word,)] + ([(word, runs[i + 1][1])] if i + 1 < len(runs) else [])
+            for key in keys:
+                for f in self.index.get(key, ()):
+                    a = pos - f.offset
+                    b = a + len(f.text)
+                    if a < 0 or not text.startswith(f.text, a):
+                        continue
+                    if f.left_word and a > 0 and text[a - 1].isalnum():
+                        continue
+                    if f.right_word and b < len(text) and text[b].isalnum():
+                        continue
+                    out.append((a, b, f.phrase))
+        return out
+
+    def filter(self, text: str) -> tuple[str, list[tuple[str, set[int]]]]:
+        """``text`` without the sentences that hold a form, and the removed sentences with the
+        phrases that hit each. Repeats until the remaining text holds no form."""
+        removed: list[tuple[str, set[int]]] = []
+        while True:
+            hits = self.occurrences(text)
+            if not hits:
+                return text, removed
+            spans = sentence_spans(text)
+            starts = np.array([s for s, _ in spans], dtype=np.int64)
+            hit_by: dict[int, set[int]] = {}
+            for a, b, p in hits:
+                while text[a].isspace():  # a form's leading space belongs to the sentence before: not hit
+                    a += 1
+                first = int(np.searchsorted(starts, a, side="right")) - 1
+                last = int(np.searchsorted(starts, b - 1, side="right")) - 1
+                for k in range(first, last + 1):
+                    hit_by.setdefault(k, set()).add(p)
+            removed += [(text[spans[k][0]:spans[k][1]], hit_by[k]) for k in sorted(hit_by)]
+            text = "".join(text[s:e] for k, (s, e) in enumerate(spans) if k not in hit_by)
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """``[start, end)`` of each sentence of ``text``, its trailing whitespace included; they tile ``text``."""
+    spans, pos = [], 0
+    for m in _SENTENCE_END.finditer(text):
+        if m.end() > pos:
+            spans.append((pos, m.end()))
+            pos = m.end()
+    if pos < len(text) or not spans:
+        spans.append((pos, len(text)))
+    return spans
+
+
+# ---------------------------------------------------------------------------------------------
+# what was removed (kept in the pass-1 progress state, so a resumed run counts the same)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Withholding:
+    """The filter plus the strata of its phrases, applied to batches of documents in pass 1."""
+
+    filter: SentenceFilter
+    strata: tuple[str, ...]  # the uid of each phrase of the filter
+
+    def apply(self, backend: Any, texts: list[str], stats: dict[str, Any]) -> list[str]:
+        """The texts with their withheld sentences dropped; adds to ``stats`` (JSON-able):
+        ``sentences``, ``tokens`` (of the dropped sentences, encoded alone), and per phrase /
+        per stratum ``[sentences, tokens]`` (a sentence hit by several counts for each)."""
+        kept, dropped = [], []
+        for t in texts:
+            k, rem = self.filter.filter(t)
+            kept.append(k)
+            dropped += rem
+        if not dropped:
+            return kept
+        encs = backend.encode_batch_fast([s for s, _ in dropped], add_special_tokens=False)
+        per_phrase = stats.setdefault("per_phrase", {})
+        per_stratum = stats.setdefault("per_stratum", {})
+        for (_, phrases), enc in zip(dropped, encs):
+            n = len(enc.ids)
+            stats["sentences"] = stats.get("sentences", 0) + 1
+            stats["tokens"] = stats.get("tokens", 0) + n
+            for p in phrases:
+                row = per_phrase.setdefault(str(p), [0, 0])
+                row[0] += 1
+                row[1] += n
+            for u in {self.strata[p] for p in phrases}:
+                row = per_stratum.setdefault(u, [0, 0])
+                row[0] += 1
+                row[1] += n
+        return kept
+
+
+def withholding_for(table: Any) -> Withholding:
+    """The :class:`Withholding` of the withheld rows of an :func:`assign_withheld` table."""
+    rows = table[table["withheld"]]
+    return Withholding(SentenceFilter(rows["phrase"].tolist()), tuple(rows["uid"].tolist()))
+
+
+def withheld_table(table: Any, stats: dict[str, Any]) -> Any:
+    """The assignment table with ``sentences_removed`` / ``tokens_removed`` per withheld phrase."""
+    out = table.copy()
+    sent = np.zeros(len(out), dtype=np.int64)
+    toks = np.zeros(len(out), dtype=np.int64)
+    rows = np.flatnonzero(out["withheld"].to_numpy())
+    for p, (s, t) in stats.get("per_phrase", {}).items():
+        sent[rows[int(p)]] = s
+        toks[rows[int(p)]] = t
+    out["sentences_removed"] = sent
+    out["tokens_removed"] = toks
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# what prepare calls
+# ---------------------------------------------------------------------------------------------
+def phrases_file(path: str) -> Path:
+    """``path`` itself (a phrases.parquet) or the phrases table of the study directory ``path``."""
+    from grokscope.core.store import Study
+
+    p = Path(path)
+    return p if p.suffix == ".parquet" else Study(p).phrases_path
+
+
+def load_assignment(fraction: float, seed: int, phrases: str) -> tuple[Any, dict[str, Any]]:
+    """The assignment table of ``phrases`` and the key that enters the prepare inputs."""
+    import pandas as pd
+
+    from grokscope.core import store
+
+    path = phrases_file(phrases)
+    if not path.exists():
+        raise DataError(f"--withhold {fraction}: no phrases table at {path}; make it first (grokscope phrases "
+                        "--benchmark BENCHMARK --out STUDY) or pass --phrases STUDY")
+    try:
+        pairs = pd.read_parquet(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input
+        raise DataError(f"{path}: not a readable phrases table ({e})") from None
+    table = assign_withheld(pairs, fraction, seed)
+    forms = withholding_for(table).filter.index
+    forms_text = sorted(f.text for fs in forms.values() for f in fs)
+    key = {"fraction": fraction, "seed": int(seed), "phrases_sha256": store.file_sha256(path),
+           "forms_sha256": hashlib.sha256(json.dumps(forms_text).encode()).hexdigest()}
+    return table, key
+
+
+def manifest_entry(table: Any, stats: dict[str, Any], key: dict[str, Any], kept_tokens: int) -> dict[str, Any]:
+    """What the manifest records of the withholding: the key (fraction, seed, input hashes), the
+    withheld and kept phrase counts, sentences and tokens removed, and the share per stratum."""
+    total = kept_tokens + int(stats.get("tokens", 0))
+    strata = {}
+    for uid, part in table.groupby("uid", sort=True):
+        s, t = stats.get("per_stratum", {}).get(uid, [0, 0])
+        strata[uid] = {"phrases": len(part), "withheld": int(part["withheld"].sum()), "sentences_removed": s,
+                       "tokens_removed": t, "token_share_removed": t / total if total else 0.0}
+    return {**key, "table": WITHHELD_FILE, "n_phrases": len(table), "n_withheld": int(table["withheld"].sum()),
+            "sentences_removed": int(stats.get("sentences", 0)), "tokens_removed": int(stats.get("tokens", 0)),
+            "token_share_removed": int(stats.get("tokens", 0)) / total if total else 0.0, "per_paradigm": strata}
+
+
+def add_to_inputs(inputs: dict[str, Any], fraction: float, seed: int, phrases: str) -> Any:
+    """The assignment table when ``fraction`` > 0 (its key put in ``inputs["withhold"]``), else None."""
+    if fraction <= 0:
+        return None
+    table, inputs["withhold"] = load_assignment(fraction, seed, phrases)
+    return table
+
+
+def record(tokens_dir: Path, manifest: dict[str, Any], table: Any, state: dict[str, Any]) -> None:
+    """Write ``withheld.parquet`` and the manifest's ``withhold`` entry (nothing when ``table`` is None)."""
+    from grokscope.core import store
+
+    if table is None:
+        return
+    store.write_parquet(tokens_dir / WITHHELD_FILE, withheld_table(table, state["withheld"]))
+    manifest["withhold"] = manifest_entry(table, state["withheld"], manifest["inputs"]["withhold"], state["n_tokens"])
