@@ -348,15 +348,48 @@ def fuse_activations(model: Any) -> int:
     return swapped
 
 
-def load_checkpoint_tokenizer(ckpt: Checkpoint, override: str = "") -> Any:
-    from grokscope.core.tokenizer import load_tokenizer
+def load_checkpoint_tokenizer(ckpt: Checkpoint, override: str = "", allow_mismatch: bool = False) -> Any:
+    """The checkpoint's own tokenizer, or ``override``; an override that differs (fingerprint) from
+    a tokenizer the checkpoint carries is refused unless ``allow_mismatch``."""
+    from grokscope.core.tokenizer import load_tokenizer, tokenizer_fingerprint
 
     if override:
-        return load_tokenizer(override)
+        tok = load_tokenizer(override)
+        if not allow_mismatch and ckpt.is_local and _has_tokenizer_files(Path(ckpt.path)):
+            own = load_tokenizer(ckpt.path)
+            mine, theirs = tokenizer_fingerprint(tok), tokenizer_fingerprint(own)
+            if mine != theirs:
+                raise DataError(
+                    f"{ckpt.label}: --tokenizer {override} (fingerprint {mine}) differs from the tokenizer the "
+                    f"checkpoint carries (fingerprint {theirs}); drop --tokenizer, or pass "
+                    "--allow-tokenizer-mismatch if the ids really mean the same tokens")
+        check_tokenizer_encodes(tok, ckpt.label)
+        return tok
     try:
-        return load_tokenizer(ckpt.path)
+        tok = load_tokenizer(ckpt.path)
     except DataError as e:
         raise DataError(f"{e}; pass the model's tokenizer with --tokenizer") from None
+    check_tokenizer_encodes(tok, ckpt.label)
+    return tok
+
+
+PROBE_TEXT = " The cat sat on the mat."
+
+
+def _has_tokenizer_files(path: Path) -> bool:
+    return path.is_dir() and any((path / n).exists() for n in ("tokenizer.json", "tokenizer_config.json",
+                                                                 "vocab.json"))
+
+
+def check_tokenizer_encodes(tokenizer: Any, where: str) -> None:
+    """A tokenizer that encodes a plain English sentence to no ids (an empty vocabulary, as a
+    ``GPT2Tokenizer`` saved from vocab.json/merges.txt by transformers 5 loads) would score
+    every sentence as 0 tokens and log-prob 0: an error naming ``where``."""
+    ids = tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise DataError(f"{where}: its tokenizer encodes {PROBE_TEXT.strip()!r} to no tokens (an empty or broken "
+                        f"vocabulary of {len(tokenizer.get_vocab())} entries); pass a working tokenizer with "
+                        "--tokenizer")
 
 
 def check_tokenizer_matches(tokenizer: Any, model: Any, where: str) -> None:

@@ -156,6 +156,8 @@ class ScoreSection(ScoringSettings):
                                          "EleutherAI/pythia-160m@step1000 (default: the study's run)", kind="specs")
     phrases: str = setting("", "phrases.parquet with critical spans (default: the study's)", kind="path")
     tokenizer: str = setting("", "tokenizer to use instead of each checkpoint's own", kind="spec")
+    allow_tokenizer_mismatch: bool = setting(False, "score with --tokenizer even where it differs (fingerprint) "
+                                                    "from the tokenizer a checkpoint carries", harmless=True)
     step: int = setting(-1, "training step of a single plain HF dir (-1 = from its name)", ge=-1)
     tokens_seen: int = setting(-1, "tokens seen by a single plain HF dir (-1 = from the run)", ge=-1)
     tokens_per_step: int = setting(0, "tokens per step, for steps read from directory names / stepN revisions "

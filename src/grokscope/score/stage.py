@@ -61,6 +61,7 @@ class ScoreJob:
     benchmark_fingerprint: str
     options: ScoreOptions
     tokenizer: str = ""  # override; default: the checkpoint's own tokenizer
+    allow_tokenizer_mismatch: bool = False  # score with the override even where it differs from the checkpoint's
     device: str = "auto"
     dtype: str = "auto"
     threads: int = 0
@@ -121,7 +122,7 @@ def _failed(ckpt: Checkpoint, e: GrokscopeError, errors: list[str]) -> Checkpoin
 
 def _load(job: ScoreJob, ckpt: Checkpoint, device: str) -> tuple[Any, Any]:
     """The checkpoint's tokenizer and model, checked against each other (runs one checkpoint ahead)."""
-    tokenizer = load_checkpoint_tokenizer(ckpt, job.tokenizer)
+    tokenizer = load_checkpoint_tokenizer(ckpt, job.tokenizer, job.allow_tokenizer_mismatch)
     model = load_model(ckpt, device, job.dtype, attention=job.options.capture_attention,
                        progress=job.options.progress and not job.prefetch)
     check_tokenizer_matches(tokenizer, model, ckpt.label)
@@ -243,8 +244,9 @@ def run(cfg: StudyConfig, study: Study) -> None:
     checkpoints = discover_checkpoints(specs, step=_given(sc.step), tokens_seen=_given(sc.tokens_seen),
                                        tokens_per_step=sc.tokens_per_step or None, errors=errors)
     job = ScoreJob(checkpoints=checkpoints, pairs=pairs, benchmark=benchmark, benchmark_fingerprint=fingerprint,
-                   options=options, tokenizer=sc.tokenizer, device=sc.device, dtype=sc.dtype, threads=sc.threads,
-                   force=cfg.options.force, prefetch=sc.prefetch)
+                   options=options, tokenizer=sc.tokenizer, allow_tokenizer_mismatch=sc.allow_tokenizer_mismatch,
+                   device=sc.device, dtype=sc.dtype, threads=sc.threads, force=cfg.options.force,
+                   prefetch=sc.prefetch)
     summaries = score_checkpoints(job, study, errors)
     _print_summary(summaries, len(pairs))
     if errors:
