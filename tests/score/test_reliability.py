@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -15,14 +13,11 @@ transformers = pytest.importorskip("transformers")
 
 from grokscope import cli  # noqa: E402
 from grokscope.core.store import Study, read_parquet_metadata  # noqa: E402
-from tests.score.test_stage import (  # noqa: E402,F401 - fixtures
-    _gpt2_model,
-    _one_thread,
-    _save_checkpoint,
-    gpt2_tok,
-    pairs,
-    pythia_tok,
-)
+from tests.score import test_stage as base  # noqa: E402
+
+_gpt2_model, _save_checkpoint = base._gpt2_model, base._save_checkpoint
+# the fixtures of the scoring tests: real tokenizers, real BLiMP pairs with spans, one torch thread
+gpt2_tok, pairs, _one_thread = base.gpt2_tok, base.pairs, base._one_thread
 
 
 def _empty_vocab_tokenizer():
