@@ -54,11 +54,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def _run_stage_command(name: str, args: argparse.Namespace) -> int:
     from grokscope.core.flags import config_from_args
+    from grokscope.core.locks import stage_lock
     from grokscope.core.store import Study
 
     stage = load_stage(name)
     cfg = config_from_args(stage, args).resolved()
-    stage.run(cfg, Study.for_config(cfg))
+    study = Study.for_config(cfg)
+    with stage_lock(study.root, name):
+        stage.run(cfg, study)
     return 0
 
 

@@ -88,3 +88,92 @@ def test_tokenizer_other_than_the_checkpoints_own_is_refused(study, pythia_token
 
 def test_the_checkpoints_own_tokenizer_given_again_is_accepted(study, gpt2_tokenizer_dir, capsys):
     assert cli.main(_argv(study, "--tokenizer", str(gpt2_tokenizer_dir), "--no-hidden", "--no-attention")) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# two processes on one study
+# ---------------------------------------------------------------------------------------------
+_HOLD = """
+import sys, time
+from grokscope.core.locks import stage_lock
+with stage_lock(sys.argv[1], "score"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def _holder(root: Path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    p = subprocess.Popen([sys.executable, "-c", _HOLD, str(root)], stdout=subprocess.PIPE, text=True, env=env)
+    assert p.stdout is not None and p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_second_score_on_one_study_is_refused_naming_the_first_and_a_stale_lock_is_taken_over(study, capsys):
+    import socket
+
+    root = study / "study"
+    holder = _holder(root)
+    try:
+        assert cli.main(_argv(study, "--no-hidden", "--no-attention")) == 2
+        err = capsys.readouterr().err
+        assert f"pid {holder.pid} on {socket.gethostname()}" in err and "another `grokscope score`" in err
+        assert Study(root).scored_steps() == []
+    finally:
+        holder.kill()  # SIGKILL: the lock file stays, its flock goes with the process
+        holder.wait()
+    assert (root / ".lock-score").read_text()  # the dead holder's details are still there
+    assert cli.main(_argv(study, "--no-hidden", "--no-attention")) == 0
+    assert "taking over a stale lock" in capsys.readouterr().err and Study(root).scored_steps() == [0]
+
+
+def test_temporary_array_names_are_unique_per_process_and_removed_on_failure(study, monkeypatch, capsys):
+    from grokscope.core.errors import DataError
+    from grokscope.core.store import unique_partial
+    from grokscope.score import stage
+
+    target = Study(study / "study").hidden_path(0)
+    assert unique_partial(target) != unique_partial(target) and str(target.name) in unique_partial(target).name
+
+    def boom(*a, **k):
+        raise DataError("scoring failed half-way")
+
+    monkeypatch.setattr(stage, "score_pairs", boom)
+    assert cli.main(_argv(study, "--hidden-pairs", "3")) == 2
+    assert "scoring failed half-way" in capsys.readouterr().err
+    assert not list((study / "study").rglob("*.partial")) and Study(study / "study").scored_steps() == []
+
+
+def test_a_table_whose_arrays_are_not_its_own_is_scored_again(study, capsys):
+    root = Study(study / "study")
+    assert cli.main(_argv(study, "--hidden-pairs", "4")) == 0
+    meta = read_parquet_metadata(root.score_path(0))
+    assert meta["hidden_bytes"] == root.hidden_path(0).stat().st_size
+    assert meta["attention_bytes"] == root.attention_path(0).stat().st_size
+    good = root.hidden_path(0).read_bytes()
+    # what a second process with --hidden-pairs 2 used to leave: another run's arrays beside this table
+    import numpy as np
+
+    np.save(root.hidden_path(0), np.zeros((2, 2, 3, 64), np.float16))
+    capsys.readouterr()
+    assert cli.main(_argv(study, "--hidden-pairs", "4")) == 0
+    captured = capsys.readouterr()
+    assert "not the arrays scored with it" in captured.err and "scored" in captured.out
+    assert root.hidden_path(0).read_bytes() == good  # rebuilt as the table says
+
+
+def test_truncated_score_table_is_treated_as_not_scored(study, capsys):
+    root = Study(study / "study")
+    assert cli.main(_argv(study, "--no-hidden", "--no-attention")) == 0
+    full = root.score_path(0).read_bytes()
+    root.score_path(0).write_bytes(full[: len(full) // 2])
+    capsys.readouterr()
+    assert cli.main(_argv(study, "--no-hidden", "--no-attention")) == 0
+    assert f"{root.score_path(0)} is unreadable" in capsys.readouterr().err
+    import pandas as pd
+
+    assert len(pd.read_parquet(root.score_path(0))) == 8

@@ -130,20 +130,35 @@ def _load(job: ScoreJob, ckpt: Checkpoint, device: str) -> tuple[Any, Any]:
 
 
 def _already_scored(study: Study, ckpt: Checkpoint, expected: dict[str, Any], options: ScoreOptions) -> bool:
+    """Whether the checkpoint's table is on disk, readable, scored with these settings, and its arrays
+    complete (the sizes the table recorded when they were committed with it)."""
     from grokscope.core.store import read_parquet_metadata
 
     path = study.score_path(ckpt.step)
     if not path.exists():
         return False
-    meta = read_parquet_metadata(path)
+    try:
+        meta = read_parquet_metadata(path)
+    except Exception as e:  # noqa: BLE001 - an unreadable table (truncated by something else) is not scored
+        print(f"grokscope score: {path} is unreadable ({type(e).__name__}: {e}); scoring step {ckpt.step} again",
+              file=sys.stderr)
+        return False
     differing = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
     if differing:
         detail = ", ".join(f"{k}: {a!r} on disk vs {b!r} now" for k, (a, b) in differing.items())
         raise DataError(f"{path}: already scored with different settings ({detail}); "
                         "use another --out or --force to re-score")
-    missing_hidden = options.capture_hidden and not study.hidden_path(ckpt.step).exists()
-    missing_attention = options.capture_attention and not study.attention_path(ckpt.step).exists()
-    return not (missing_hidden or missing_attention)
+    for wanted, array, key in ((options.capture_hidden, study.hidden_path(ckpt.step), "hidden_bytes"),
+                               (options.capture_attention, study.attention_path(ckpt.step), "attention_bytes")):
+        if not wanted:
+            continue
+        if not array.exists():
+            return False
+        if key in meta and array.stat().st_size != meta[key]:
+            print(f"grokscope score: {array} has {array.stat().st_size} bytes but {path.name} recorded {meta[key]} "
+                  f"(not the arrays scored with it); scoring step {ckpt.step} again", file=sys.stderr)
+            return False
+    return True
 
 
 def _summary_from_disk(study: Study, ckpt: Checkpoint) -> CheckpointSummary:
@@ -157,7 +172,7 @@ def _summary_from_disk(study: Study, ckpt: Checkpoint) -> CheckpointSummary:
 def _score_one(job: ScoreJob, study: Study, ckpt: Checkpoint, loaded: tuple[Any, Any],
                encode_cache: dict[tuple[str, str], list[tuple[EncodedSentence, EncodedSentence]]],
                t0: float) -> CheckpointSummary:
-    from grokscope.core.store import commit_npy, open_npy_for_writing, write_npy, write_parquet
+    from grokscope.core.store import commit_npy, open_npy_for_writing, unique_partial, write_npy, write_parquet
     from grokscope.core.tokenizer import tokenizer_fingerprint
 
     tokenizer, model = loaded
@@ -169,17 +184,22 @@ def _score_one(job: ScoreJob, study: Study, ckpt: Checkpoint, loaded: tuple[Any,
     geometry = model_geometry(model)
     options = replace(job.options, desc=f"step {ckpt.step}")
     hidden_out = None
-    if options.capture_hidden:
-        n_captured = int((_hidden_rows(encoded, options) >= 0).sum())
-        hidden_out = open_npy_for_writing(study.hidden_path(ckpt.step),
-                                          (n_captured, 2, geometry.n_layer + 1, geometry.d_model), np.float16)
-    result = score_pairs(model, tokenizer, job.pairs, options=options, encoded=encoded, hidden_out=hidden_out)
-    # arrays first, the Parquet last: its presence marks the checkpoint as done
-    if hidden_out is not None:
-        hidden_out.flush()
-        result.hidden = None
-        del hidden_out
-        commit_npy(study.hidden_path(ckpt.step))
+    partial = unique_partial(study.hidden_path(ckpt.step))
+    try:
+        if options.capture_hidden:
+            n_captured = int((_hidden_rows(encoded, options) >= 0).sum())
+            hidden_out = open_npy_for_writing(study.hidden_path(ckpt.step),
+                                              (n_captured, 2, geometry.n_layer + 1, geometry.d_model), np.float16,
+                                              partial=partial)
+        result = score_pairs(model, tokenizer, job.pairs, options=options, encoded=encoded, hidden_out=hidden_out)
+        # arrays first, the Parquet last: its presence marks the checkpoint as done
+        if hidden_out is not None:
+            hidden_out.flush()
+            result.hidden = None
+            del hidden_out
+            commit_npy(study.hidden_path(ckpt.step), partial)
+    finally:
+        partial.unlink(missing_ok=True)
     if result.attention is not None:
         write_npy(study.attention_path(ckpt.step), result.attention)
     metadata = {
@@ -192,6 +212,10 @@ def _score_one(job: ScoreJob, study: Study, ckpt: Checkpoint, loaded: tuple[Any,
         "hidden": options.capture_hidden, "attention": options.capture_attention,
         "hidden_pairs": options.hidden_pairs, "seed": options.seed,
     }
+    for key, array in (("hidden_bytes", study.hidden_path(ckpt.step)),
+                       ("attention_bytes", study.attention_path(ckpt.step))):
+        if array.exists() and metadata[key.split("_")[0]]:
+            metadata[key] = array.stat().st_size  # checked on resume: this table's arrays, complete
     write_parquet(study.score_path(ckpt.step), result.table, metadata=metadata)
     seconds = time.perf_counter() - t0
     acc = float(result.table["correct"].mean()) if len(result.table) else float("nan")
