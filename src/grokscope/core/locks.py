@@ -63,7 +63,8 @@ def stage_lock(root: str | os.PathLike[str], stage: str) -> Iterator[Path]:
         except OSError as e:
             if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
-            raise LockedError(f"{root}: another `grokscope {stage}` is running on this study ({_describe(_holder(fd))}, "
+            holder = _describe(_holder(fd))
+            raise LockedError(f"{root}: another `grokscope {stage}` is running on this study ({holder}, "
                               f"lock {path}); wait for it to finish or use another --out") from None
         before = _holder(fd)
         if before and before.get("pid") != os.getpid():
