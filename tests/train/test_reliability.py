@@ -3,7 +3,6 @@ different model, are refused naming what differs; the finished run stays byte-id
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
