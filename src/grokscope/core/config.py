@@ -19,10 +19,11 @@ from typing import Any
 
 import tomllib
 
-from grokscope.core.errors import ConfigError
+from grokscope.core.errors import ConfigError, DataError
 from grokscope.core.paths import resolve_path, resolve_spec
 from grokscope.core.settings import SettingInfo, check_value, coerce, section_settings, setting, suggest
 from grokscope.core.store import Study
+from grokscope.core.textfile import read_utf8
 from grokscope.data.testbed import TestbedSettings
 
 FORMATS = ("auto", "grokscope", "megatron", "nanogpt", "olmo")
@@ -312,7 +313,9 @@ def load_config(path: str | os.PathLike[str]) -> StudyConfig:
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(read_utf8(path))
+    except DataError as e:
+        raise ConfigError(str(e)) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     cfg = config_from_dict(raw, where=str(path))

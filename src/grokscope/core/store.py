@@ -134,7 +134,22 @@ def open_npy_for_writing(path: str | os.PathLike[str], shape: tuple[int, ...], d
     ``<path>.partial``; :func:`unique_partial` for a name no other process shares) exists."""
     tmp = Path(partial) if partial is not None else Path(str(path) + ".partial")
     tmp.parent.mkdir(parents=True, exist_ok=True)
+    # a memory map on a full disk dies of SIGBUS, not an OSError: check the room first
+    check_free_space(path, int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
     return np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+
+
+def check_free_space(path: str | os.PathLike[str], nbytes: int, margin: int = 1 << 20) -> None:
+    """A :class:`~grokscope.core.errors.GrokscopeError` naming ``path`` when its filesystem has less
+    than ``nbytes`` (+ ``margin``) free."""
+    import shutil
+
+    from grokscope.core.errors import GrokscopeError
+
+    free = shutil.disk_usage(Path(path).parent).free
+    if free < nbytes + margin:
+        raise GrokscopeError(f"cannot write {path}: no space left on device ({nbytes:,} bytes to write, "
+                             f"{free:,} free); free space (or use another --out) and re-run")
 
 
 def commit_npy(path: str | os.PathLike[str], partial: str | os.PathLike[str] | None = None) -> None:

@@ -142,8 +142,9 @@ def _iter_raw(path: str | Path, wanted: list[str] | None) -> Iterator[tuple[Sour
 
 def _may_hold_other_uids(f: Path) -> bool:
     """A BLiMP file holds one paradigm named like the file; peek at its first line."""
-    with f.open(encoding="utf-8") as fh:
-        first = fh.readline()
+    from grokscope.core.textfile import iter_utf8_lines
+
+    first = next((line for _, line in iter_utf8_lines(f)), "")
     try:
         uid = json.loads(first).get("UID") or json.loads(first).get("uid")
     except (json.JSONDecodeError, AttributeError):
@@ -152,16 +153,17 @@ def _may_hold_other_uids(f: Path) -> bool:
 
 
 def _iter_jsonl(f: Path) -> Iterator[tuple[Source, Any, str]]:
-    with f.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            src = Source(str(f), lineno)
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as e:
-                raw = _Invalid(f"{src}: not valid JSON ({e.msg} at column {e.colno})")
-            yield src, raw, f.stem
+    from grokscope.core.textfile import iter_utf8_lines
+
+    for lineno, line in iter_utf8_lines(f):
+        if not line.strip():
+            continue
+        src = Source(str(f), lineno)
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as e:
+            raw = _Invalid(f"{src}: not valid JSON ({e.msg} at column {e.colno})")
+        yield src, raw, f.stem
 
 
 def _iter_hub(wanted: list[str] | None) -> Iterator[tuple[Source, Any, str]]:
