@@ -177,3 +177,50 @@ def test_truncated_score_table_is_treated_as_not_scored(study, capsys):
     import pandas as pd
 
     assert len(pd.read_parquet(root.score_path(0))) == 8
+
+
+# ---------------------------------------------------------------------------------------------
+# a failing disk: one message naming the path and the reason, no temporary file left, earlier outputs intact
+# ---------------------------------------------------------------------------------------------
+def _second_checkpoint(study: Path, gpt2_tok) -> None:
+    _save_checkpoint(_gpt2_model(vocab=50304), gpt2_tok, study / "study" / "run" / "checkpoints" / "step_00000004", 4)
+
+
+def _temporaries(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith((".tmp", ".partial"))]
+
+
+def test_read_only_study_is_one_message_and_finished_scores_stay(study, gpt2_tok, monkeypatch, capsys):
+    import errno
+    import os
+
+    root = study / "study"
+    assert cli.main(_argv(study, "--hidden-pairs", "3")) == 0
+    before = _digest(root / "scores")
+    _second_checkpoint(study, gpt2_tok)
+    real_replace = os.replace
+
+    def read_only(src, dst):
+        if "scores" in str(dst):
+            raise OSError(errno.EROFS, "Read-only file system", str(src), None, str(dst))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", read_only)
+    capsys.readouterr()
+    assert cli.main(_argv(study, "--hidden-pairs", "3")) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Read-only file system [errno EROFS]" in err
+    assert str(Study(root).hidden_path(4)) in err
+    assert _digest(root / "scores") == before and not _temporaries(root)
+
+
+def test_too_little_space_for_hidden_states_is_refused_before_writing(study, monkeypatch, capsys):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 30, (1 << 30) - 8192, 8192))
+    assert cli.main(_argv(study, "--hidden-pairs", "4")) == 2
+    err = capsys.readouterr().err
+    assert "no space left on device" in err and "8,192 free" in err and str(Study(study / "study").hidden_path(0)) in err
+    assert Study(study / "study").scored_steps() == [] and not _temporaries(study / "study")
