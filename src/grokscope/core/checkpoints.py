@@ -120,6 +120,11 @@ def _from_spec(spec: str, step: int | None, tokens_seen: int | None, tokens_per_
             raise DataError(f"{path}: a checkpoint must be a directory (a Hugging Face model dir), got a file")
         return _from_dir(path, step, tokens_seen, tokens_per_step, in_glob=False, errors=errors)
     if is_hub_id(spec):
+        parent = path.parent
+        if str(parent) not in ("", ".") and parent.is_dir() and not spec.startswith("hf:"):
+            # runs/step100 beside an existing runs/: a missing local directory, not a hub id to wait for
+            raise DataError(f"checkpoint '{spec}': directory does not exist (not looked up on the hub: "
+                            f"{parent} is a local directory)")
         return [_from_hub_id(spec, step, tokens_seen, tokens_per_step)]
     raise DataError(f"checkpoint '{spec}': directory does not exist")
 
