@@ -108,3 +108,19 @@ def test_tokenizer_file_that_is_not_a_tokenizer(tmp_path, corpus, capsys, conten
     code, err = _run(["prepare", "--corpus", str(corpus), "--tokenizer", str(tok), "--out", str(tmp_path / "s")],
                      capsys)
     assert code == 2 and "Traceback" not in err and f"{tok}: not a tokenizers tokenizer.json" in err
+
+
+def test_paradigm_typo_lists_the_paradigms_of_the_directory(tmp_path, capsys):
+    from grokscope.core.errors import DataError
+    from grokscope.data.benchmark import load_pairs
+
+    d = tmp_path / "blimp"
+    d.mkdir()
+    for uid in ("anaphor_gender_agreement", "determiner_noun_agreement_1"):
+        (d / f"{uid}.jsonl").write_text(json.dumps({"sentence_good": "A b.", "sentence_bad": "B a.", "UID": uid,
+                                                    "pairID": 0}) + "\n")
+    with pytest.raises(DataError) as e:
+        load_pairs(d, paradigms=["anaphor_gender_agrement"])
+    msg = str(e.value)
+    assert "did you mean 'anaphor_gender_agreement'?" in msg and "available (2)" in msg
+    assert "determiner_noun_agreement_1" in msg

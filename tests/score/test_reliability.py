@@ -224,3 +224,11 @@ def test_too_little_space_for_hidden_states_is_refused_before_writing(study, mon
     err = capsys.readouterr().err
     assert "no space left on device" in err and "8,192 free" in err and str(Study(study / "study").hidden_path(0)) in err
     assert Study(study / "study").scored_steps() == [] and not _temporaries(study / "study")
+
+
+def test_broken_model_config_is_named_as_such(study, capsys):
+    cfg = study / "study" / "run" / "checkpoints" / "step_00000000" / "config.json"
+    cfg.write_text(cfg.read_text()[:40])
+    assert cli.main(_argv(study, "--no-hidden", "--no-attention")) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: the model's config is not valid JSON" in err and "tokenizer" not in err.split("config.json")[1]

@@ -358,6 +358,7 @@ def load_checkpoint_tokenizer(ckpt: Checkpoint, override: str = "", allow_mismat
     a tokenizer the checkpoint carries is refused unless ``allow_mismatch``."""
     from grokscope.core.tokenizer import load_tokenizer, tokenizer_fingerprint
 
+    _check_model_config(ckpt)
     if override:
         tok = load_tokenizer(override)
         if not allow_mismatch and ckpt.is_local and _has_tokenizer_files(Path(ckpt.path)):
@@ -379,6 +380,18 @@ def load_checkpoint_tokenizer(ckpt: Checkpoint, override: str = "", allow_mismat
 
 
 PROBE_TEXT = " The cat sat on the mat."
+
+
+def _check_model_config(ckpt: Checkpoint) -> None:
+    """A broken ``config.json`` named as such (the tokenizer loader reads it too, and used to be blamed)."""
+    cfg = Path(ckpt.path) / "config.json"
+    if not ckpt.is_local or not cfg.is_file():
+        return
+    try:
+        json.loads(cfg.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{cfg}: the model's config is not valid JSON ({e}); restore it from the checkpoint's "
+                        "source") from None
 
 
 def _has_tokenizer_files(path: Path) -> bool:

@@ -90,8 +90,16 @@ def load_pairs(
         known = set(df["uid"])
         missing = [p for p in wanted if p not in known]
         if missing:
+            import difflib
+
+            # a BLiMP directory's unwanted files are not read: their names are the paradigms on offer
+            p_dir = Path(str(path)).expanduser()
+            offered = known | ({f.stem for f in p_dir.glob("*.jsonl")} if p_dir.is_dir() else set())
+            close = {m: difflib.get_close_matches(m, offered, n=1) for m in missing}
+            hint = "; ".join(f"'{m}': did you mean '{c[0]}'?" for m, c in close.items() if c)
             raise DataError(
-                f"{path}: paradigm(s) {missing} not found; available: {sorted(known)[:80]}"
+                f"{path}: paradigm(s) {missing} not found" + (f" ({hint})" if hint else "")
+                + f"; available ({len(offered)}): {sorted(offered)[:80]}"
             )
         df = df[df["uid"].isin(wanted)].reset_index(drop=True)
     if len(df) == 0:
