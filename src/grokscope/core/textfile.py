@@ -25,7 +25,7 @@ def iter_utf8_lines(path: str | os.PathLike[str],
     """``(line number, line)`` from 1 (byte offsets in errors count from 0), lines with their newline
     ("\\r\\n" becomes "\\n", as in text mode)."""
     offset = 0
-    with (opener or open)(str(path), "rb") as f:  # type: ignore[operator]
+    with (opener or open)(str(path), "rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
                 line = raw.decode("utf-8")

@@ -212,10 +212,9 @@ def _score_one(job: ScoreJob, study: Study, ckpt: Checkpoint, loaded: tuple[Any,
         "hidden": options.capture_hidden, "attention": options.capture_attention,
         "hidden_pairs": options.hidden_pairs, "seed": options.seed,
     }
-    for key, array in (("hidden_bytes", study.hidden_path(ckpt.step)),
-                       ("attention_bytes", study.attention_path(ckpt.step))):
-        if array.exists() and metadata[key.split("_")[0]]:
-            metadata[key] = array.stat().st_size  # checked on resume: this table's arrays, complete
+    for kind, array in (("hidden", study.hidden_path(ckpt.step)), ("attention", study.attention_path(ckpt.step))):
+        if array.exists() and metadata[kind]:
+            metadata[f"{kind}_bytes"] = array.stat().st_size  # checked on resume: this table's arrays, complete
     write_parquet(study.score_path(ckpt.step), result.table, metadata=metadata)
     seconds = time.perf_counter() - t0
     acc = float(result.table["correct"].mean()) if len(result.table) else float("nan")
