@@ -124,3 +124,51 @@ def test_paradigm_typo_lists_the_paradigms_of_the_directory(tmp_path, capsys):
     msg = str(e.value)
     assert "did you mean 'anaphor_gender_agreement'?" in msg and "available (2)" in msg
     assert "determiner_noun_agreement_1" in msg
+
+
+# ---------------------------------------------------------------------------------------------
+# a failing disk under prepare and train: one message naming the path and the errno reason
+# ---------------------------------------------------------------------------------------------
+def _failing_replace(monkeypatch: pytest.MonkeyPatch, code: int, inside: Path) -> None:
+    import errno
+    import os
+
+    real = os.replace
+
+    def replace(src, dst, *a, **k):
+        if str(inside) in str(dst):
+            raise OSError(code, os.strerror(code), str(src), None, str(dst))
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert errno.errorcode[code]
+
+
+@pytest.mark.parametrize("code", ["EROFS", "ENOSPC"])
+def test_prepare_on_a_failing_disk(tmp_path, corpus, gpt2_tokenizer_dir, monkeypatch, capsys, code):
+    import errno
+
+    out = tmp_path / "s"
+    _failing_replace(monkeypatch, getattr(errno, code), out)
+    err_code, err = _run(["prepare", "--corpus", str(corpus), "--tokenizer", str(gpt2_tokenizer_dir), "--out",
+                          str(out), "--seq-len", "8", "--no-progress"], capsys)
+    assert err_code == 2 and "Traceback" not in err and f"[errno {code}]" in err and str(out) in err
+    assert not (out / "tokens" / "manifest.json").exists()
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_train_on_a_read_only_disk(tmp_path, monkeypatch, capsys):
+    import errno
+
+    pytest.importorskip("torch")
+    from tests.train.test_stage import make_prepared_stream, train_cli
+
+    tokens = make_prepared_stream(tmp_path / "stream", n_rows=200)
+    before = _digest(tokens)
+    out = tmp_path / "s"
+    _failing_replace(monkeypatch, errno.EROFS, out)
+    assert train_cli(tokens, out, "--max-steps", "2") == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "Read-only file system [errno EROFS]" in err and str(out) in err
+    assert _digest(tokens) == before  # the input stream untouched
+    assert not [p for p in out.rglob("*") if p.name.endswith((".tmp", ".partial"))]
