@@ -129,6 +129,7 @@ def test_second_score_on_one_study_is_refused_naming_the_first_and_a_stale_lock_
     assert (root / ".lock-score").read_text()  # the dead holder's details are still there
     assert cli.main(_argv(study, "--no-hidden", "--no-attention")) == 0
     assert "taking over a stale lock" in capsys.readouterr().err and Study(root).scored_steps() == [0]
+    assert not (root / ".lock-score").exists()  # released cleanly: removed
 
 
 def test_temporary_array_names_are_unique_per_process_and_removed_on_failure(study, monkeypatch, capsys):

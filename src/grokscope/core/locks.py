@@ -50,22 +50,39 @@ def _describe(info: dict[str, object]) -> str:
     return f"pid {info.get('pid')} on {info.get('host')}, started {when}"
 
 
-@contextlib.contextmanager
-def stage_lock(root: str | os.PathLike[str], stage: str) -> Iterator[Path]:
-    """Hold ``root/.lock-<stage>`` while the block runs; :class:`LockedError` when a live process has it."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    path = lock_path(root, stage)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
+def _open_locked(path: Path, stage: str, root: Path) -> int:
+    """An fd of ``path`` holding its flock; retried when the file was replaced while we waited (a holder
+    removes it on release, so a lock on the old inode would not exclude a newcomer on the new one)."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
+            holder = _describe(_holder(fd))
+            os.close(fd)
             if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
-            holder = _describe(_holder(fd))
             raise LockedError(f"{root}: another `grokscope {stage}` is running on this study ({holder}, "
                               f"lock {path}); wait for it to finish or use another --out") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def stage_lock(root: str | os.PathLike[str], stage: str) -> Iterator[Path]:
+    """Hold ``root/.lock-<stage>`` while the block runs; :class:`LockedError` when a live process has it.
+    On release the lock file is removed (and ``root`` too when this call made it and it stayed empty)."""
+    root = Path(root)
+    made = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    path = lock_path(root, stage)
+    fd = _open_locked(path, stage, root)
+    try:
         before = _holder(fd)
         if before and before.get("pid") != os.getpid():
             print(f"grokscope {stage}: taking over a stale lock of {_describe(before)} (that process has ended)",
@@ -77,7 +94,10 @@ def stage_lock(root: str | os.PathLike[str], stage: str) -> Iterator[Path]:
         try:
             yield path
         finally:
-            os.ftruncate(fd, 0)  # released cleanly: no stale holder to report next time
+            path.unlink(missing_ok=True)  # released cleanly: no stale holder to report next time
             fcntl.flock(fd, fcntl.LOCK_UN)
+            if made:
+                with contextlib.suppress(OSError):
+                    root.rmdir()  # only if empty: a command that failed before writing leaves no directory
     finally:
         os.close(fd)
