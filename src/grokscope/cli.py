@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import errno
 import gc
 import importlib
 import os
@@ -28,6 +29,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("grokscope.pipeline.demo", "offline controlled-exposure testbed: generate, train, analyse, report"),
 }
 STAGE_COMMANDS: dict[str, str] = {e.name: e.help for e in ENTRIES if e.command}
+
+
+# a study directory that cannot be written: one message naming the path, exit 2 (temporary files are
+# removed where they are made: store.atomic_path, score's arrays; finished outputs are never touched)
+DISK_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG})
+
+
+def disk_error_text(e: OSError) -> str:
+    where = e.filename if e.filename is not None else "the study directory"
+    if e.filename2 is not None:
+        where = f"{e.filename2} (from {e.filename})"
+    reason = e.strerror or os.strerror(e.errno or 0)
+    return f"cannot write {where}: {reason} [errno {errno.errorcode.get(e.errno or 0, e.errno)}]; finished outputs " \
+           "are kept; free space / make it writable (or use another --out) and re-run"
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -54,11 +69,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def _run_stage_command(name: str, args: argparse.Namespace) -> int:
     from grokscope.core.flags import config_from_args
+    from grokscope.core.locks import stage_lock
     from grokscope.core.store import Study
 
     stage = load_stage(name)
     cfg = config_from_args(stage, args).resolved()
-    stage.run(cfg, Study.for_config(cfg))
+    study = Study.for_config(cfg)
+    with stage_lock(study.root, name):
+        stage.run(cfg, study)
     return 0
 
 
@@ -91,6 +109,11 @@ def main(argv: list[str] | None = None, pause_gc: bool = False) -> int:
         return int(module.run(args) or 0)
     except GrokscopeError as e:
         print(f"grokscope {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in DISK_ERRNOS:
+            raise
+        print(f"grokscope {args.command}: error: {disk_error_text(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"grokscope {args.command}: interrupted; finished work is kept, re-run to resume", file=sys.stderr)

@@ -96,3 +96,13 @@ def test_errors_list_collects_and_keeps_the_rest(tmp_path):
     found = discover_checkpoints([str(run), str(tmp_path / "missing")], errors=errors)
     assert [c.step for c in found] == [1]
     assert len(errors) == 2 and "no model weights" in errors[0] and "does not exist" in errors[1]
+
+
+def test_missing_local_dir_that_looks_like_a_hub_id_is_not_sent_to_the_hub(tmp_path, monkeypatch):
+    """``runs/step100`` beside an existing ``runs/`` (issue #21: tried on the hub for 52 s)."""
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"'runs/step100': directory does not exist \(not looked up on the hub: runs"):
+        discover_checkpoints(["runs/step100"], tokens_per_step=1)
+    (c,) = discover_checkpoints(["someone/model@step20"], tokens_per_step=100)  # no local someone/: the hub
+    assert c.source == "hub"

@@ -120,6 +120,11 @@ def _from_spec(spec: str, step: int | None, tokens_seen: int | None, tokens_per_
             raise DataError(f"{path}: a checkpoint must be a directory (a Hugging Face model dir), got a file")
         return _from_dir(path, step, tokens_seen, tokens_per_step, in_glob=False, errors=errors)
     if is_hub_id(spec):
+        parent = path.parent
+        if str(parent) not in ("", ".") and parent.is_dir() and not spec.startswith("hf:"):
+            # runs/step100 beside an existing runs/: a missing local directory, not a hub id to wait for
+            raise DataError(f"checkpoint '{spec}': directory does not exist (not looked up on the hub: "
+                            f"{parent} is a local directory)")
         return [_from_hub_id(spec, step, tokens_seen, tokens_per_step)]
     raise DataError(f"checkpoint '{spec}': directory does not exist")
 
@@ -348,15 +353,61 @@ def fuse_activations(model: Any) -> int:
     return swapped
 
 
-def load_checkpoint_tokenizer(ckpt: Checkpoint, override: str = "") -> Any:
-    from grokscope.core.tokenizer import load_tokenizer
+def load_checkpoint_tokenizer(ckpt: Checkpoint, override: str = "", allow_mismatch: bool = False) -> Any:
+    """The checkpoint's own tokenizer, or ``override``; an override that differs (fingerprint) from
+    a tokenizer the checkpoint carries is refused unless ``allow_mismatch``."""
+    from grokscope.core.tokenizer import load_tokenizer, tokenizer_fingerprint
 
+    _check_model_config(ckpt)
     if override:
-        return load_tokenizer(override)
+        tok = load_tokenizer(override)
+        if not allow_mismatch and ckpt.is_local and _has_tokenizer_files(Path(ckpt.path)):
+            own = load_tokenizer(ckpt.path)
+            mine, theirs = tokenizer_fingerprint(tok), tokenizer_fingerprint(own)
+            if mine != theirs:
+                raise DataError(
+                    f"{ckpt.label}: --tokenizer {override} (fingerprint {mine}) differs from the tokenizer the "
+                    f"checkpoint carries (fingerprint {theirs}); drop --tokenizer, or pass "
+                    "--allow-tokenizer-mismatch if the ids really mean the same tokens")
+        check_tokenizer_encodes(tok, ckpt.label)
+        return tok
     try:
-        return load_tokenizer(ckpt.path)
+        tok = load_tokenizer(ckpt.path)
     except DataError as e:
         raise DataError(f"{e}; pass the model's tokenizer with --tokenizer") from None
+    check_tokenizer_encodes(tok, ckpt.label)
+    return tok
+
+
+PROBE_TEXT = " The cat sat on the mat."
+
+
+def _check_model_config(ckpt: Checkpoint) -> None:
+    """A broken ``config.json`` named as such (the tokenizer loader reads it too, and used to be blamed)."""
+    cfg = Path(ckpt.path) / "config.json"
+    if not ckpt.is_local or not cfg.is_file():
+        return
+    try:
+        json.loads(cfg.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{cfg}: the model's config is not valid JSON ({e}); restore it from the checkpoint's "
+                        "source") from None
+
+
+def _has_tokenizer_files(path: Path) -> bool:
+    return path.is_dir() and any((path / n).exists() for n in ("tokenizer.json", "tokenizer_config.json",
+                                                                 "vocab.json"))
+
+
+def check_tokenizer_encodes(tokenizer: Any, where: str) -> None:
+    """A tokenizer that encodes a plain English sentence to no ids (an empty vocabulary, as a
+    ``GPT2Tokenizer`` saved from vocab.json/merges.txt by transformers 5 loads) would score
+    every sentence as 0 tokens and log-prob 0: an error naming ``where``."""
+    ids = tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise DataError(f"{where}: its tokenizer encodes {PROBE_TEXT.strip()!r} to no tokens (an empty or broken "
+                        f"vocabulary of {len(tokenizer.get_vocab())} entries); pass a working tokenizer with "
+                        "--tokenizer")
 
 
 def check_tokenizer_matches(tokenizer: Any, model: Any, where: str) -> None:

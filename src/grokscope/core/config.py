@@ -19,10 +19,11 @@ from typing import Any
 
 import tomllib
 
-from grokscope.core.errors import ConfigError
+from grokscope.core.errors import ConfigError, DataError
 from grokscope.core.paths import resolve_path, resolve_spec
 from grokscope.core.settings import SettingInfo, check_value, coerce, section_settings, setting, suggest
 from grokscope.core.store import Study
+from grokscope.core.textfile import read_utf8
 from grokscope.data.testbed import TestbedSettings
 
 FORMATS = ("auto", "grokscope", "megatron", "nanogpt", "olmo")
@@ -166,6 +167,8 @@ class ScoreSection(ScoringSettings):
                                          "EleutherAI/pythia-160m@step1000 (default: the study's run)", kind="specs")
     phrases: str = setting("", "phrases.parquet with critical spans (default: the study's)", kind="path")
     tokenizer: str = setting("", "tokenizer to use instead of each checkpoint's own", kind="spec")
+    allow_tokenizer_mismatch: bool = setting(False, "score with --tokenizer even where it differs (fingerprint) "
+                                                    "from the tokenizer a checkpoint carries", harmless=True)
     step: int = setting(-1, "training step of a single plain HF dir (-1 = from its name)", ge=-1)
     tokens_seen: int = setting(-1, "tokens seen by a single plain HF dir (-1 = from the run)", ge=-1)
     tokens_per_step: int = setting(0, "tokens per step, for steps read from directory names / stepN revisions "
@@ -356,7 +359,9 @@ def load_config(path: str | os.PathLike[str]) -> StudyConfig:
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(read_utf8(path))
+    except DataError as e:
+        raise ConfigError(str(e)) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     cfg = config_from_dict(raw, where=str(path))

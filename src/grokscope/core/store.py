@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -120,16 +121,39 @@ def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
         np.save(f, array)
 
 
-def open_npy_for_writing(path: str | os.PathLike[str], shape: tuple[int, ...], dtype: Any) -> np.memmap:
+def unique_partial(path: str | os.PathLike[str]) -> Path:
+    """A temporary name beside ``path`` that no other process uses (pid + random suffix)."""
+    path = Path(path)
+    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial"
+
+
+def open_npy_for_writing(path: str | os.PathLike[str], shape: tuple[int, ...], dtype: Any,
+                         partial: str | os.PathLike[str] | None = None) -> np.memmap:
     """Create a ``.npy`` memory map to be filled incrementally. Fill it, ``flush()`` it, then
-    call :func:`commit_npy` to move it into place; until then only ``<path>.partial`` exists."""
-    partial = Path(str(path) + ".partial")
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    return np.lib.format.open_memmap(partial, mode="w+", dtype=dtype, shape=shape)
+    call :func:`commit_npy` to move it into place; until then only ``partial`` (default
+    ``<path>.partial``; :func:`unique_partial` for a name no other process shares) exists."""
+    tmp = Path(partial) if partial is not None else Path(str(path) + ".partial")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    # a memory map on a full disk dies of SIGBUS, not an OSError: check the room first
+    check_free_space(path, int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
+    return np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
 
 
-def commit_npy(path: str | os.PathLike[str]) -> None:
-    os.replace(str(path) + ".partial", path)
+def check_free_space(path: str | os.PathLike[str], nbytes: int, margin: int = 1 << 20) -> None:
+    """A :class:`~grokscope.core.errors.GrokscopeError` naming ``path`` when its filesystem has less
+    than ``nbytes`` (+ ``margin``) free."""
+    import shutil
+
+    from grokscope.core.errors import GrokscopeError
+
+    free = shutil.disk_usage(Path(path).parent).free
+    if free < nbytes + margin:
+        raise GrokscopeError(f"cannot write {path}: no space left on device ({nbytes:,} bytes to write, "
+                             f"{free:,} free); free space (or use another --out) and re-run")
+
+
+def commit_npy(path: str | os.PathLike[str], partial: str | os.PathLike[str] | None = None) -> None:
+    os.replace(partial if partial is not None else str(path) + ".partial", path)
 
 
 def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

@@ -29,7 +29,13 @@ def load_tokenizer(spec: str | os.PathLike[str]) -> Any:
     path = Path(spec)
     if path.is_file():
         if path.name.endswith(".json") and path.name != "vocab.json":
-            return _with_special_tokens(PreTrainedTokenizerFast(tokenizer_file=str(path)), str(path))
+            try:
+                fast: Any = PreTrainedTokenizerFast(tokenizer_file=str(path))
+            except Exception as e:  # noqa: BLE001 - random bytes, or JSON that is not a tokenizer
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise DataError(f"{path}: not a tokenizers tokenizer.json (expected JSON with a 'model' holding a "
+                                f"vocab, and merges for BPE): {reason}") from None
+            return _with_special_tokens(fast, str(path))
         raise DataError(f"{path}: expected a tokenizer.json file or a tokenizer directory")
     if path.is_dir():
         if (path / "tokenizer.json").exists() or (path / "tokenizer_config.json").exists():

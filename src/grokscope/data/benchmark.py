@@ -90,8 +90,16 @@ def load_pairs(
         known = set(df["uid"])
         missing = [p for p in wanted if p not in known]
         if missing:
+            import difflib
+
+            # a BLiMP directory's unwanted files are not read: their names are the paradigms on offer
+            p_dir = Path(str(path)).expanduser()
+            offered = known | ({f.stem for f in p_dir.glob("*.jsonl")} if p_dir.is_dir() else set())
+            close = {m: difflib.get_close_matches(m, offered, n=1) for m in missing}
+            hint = "; ".join(f"'{m}': did you mean '{c[0]}'?" for m, c in close.items() if c)
             raise DataError(
-                f"{path}: paradigm(s) {missing} not found; available: {sorted(known)[:80]}"
+                f"{path}: paradigm(s) {missing} not found" + (f" ({hint})" if hint else "")
+                + f"; available ({len(offered)}): {sorted(offered)[:80]}"
             )
         df = df[df["uid"].isin(wanted)].reset_index(drop=True)
     if len(df) == 0:
@@ -142,8 +150,9 @@ def _iter_raw(path: str | Path, wanted: list[str] | None) -> Iterator[tuple[Sour
 
 def _may_hold_other_uids(f: Path) -> bool:
     """A BLiMP file holds one paradigm named like the file; peek at its first line."""
-    with f.open(encoding="utf-8") as fh:
-        first = fh.readline()
+    from grokscope.core.textfile import iter_utf8_lines
+
+    first = next((line for _, line in iter_utf8_lines(f)), "")
     try:
         uid = json.loads(first).get("UID") or json.loads(first).get("uid")
     except (json.JSONDecodeError, AttributeError):
@@ -152,16 +161,17 @@ def _may_hold_other_uids(f: Path) -> bool:
 
 
 def _iter_jsonl(f: Path) -> Iterator[tuple[Source, Any, str]]:
-    with f.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            src = Source(str(f), lineno)
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as e:
-                raw = _Invalid(f"{src}: not valid JSON ({e.msg} at column {e.colno})")
-            yield src, raw, f.stem
+    from grokscope.core.textfile import iter_utf8_lines
+
+    for lineno, line in iter_utf8_lines(f):
+        if not line.strip():
+            continue
+        src = Source(str(f), lineno)
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as e:
+            raw = _Invalid(f"{src}: not valid JSON ({e.msg} at column {e.colno})")
+        yield src, raw, f.stem
 
 
 def _iter_hub(wanted: list[str] | None) -> Iterator[tuple[Source, Any, str]]:

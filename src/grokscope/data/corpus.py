@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import glob
 import gzip
-import io
 import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from grokscope.core.errors import DataError
 
@@ -80,12 +78,6 @@ def _check_suffix(path: str) -> None:
         )
 
 
-def _open_text(path: str) -> IO[str]:
-    if path.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="strict")
-    return open(path, encoding="utf-8", errors="strict")
-
-
 def iter_documents(source: str, text_field: str = "text") -> Iterator[Document]:
     """Documents of one source, in file order (streamed)."""
     if source.startswith(HF_PREFIX):
@@ -99,11 +91,10 @@ def iter_documents(source: str, text_field: str = "text") -> Iterator[Document]:
 
 
 def _lines(path: str) -> Iterator[tuple[int, str]]:
+    from grokscope.core.textfile import iter_utf8_lines
+
     try:
-        with _open_text(path) as f:
-            yield from enumerate(f, start=1)
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start} of a line)") from None
+        yield from iter_utf8_lines(path, gzip.open if path.endswith(".gz") else None)  # type: ignore[arg-type]
     except (gzip.BadGzipFile, EOFError, OSError) as e:
         raise DataError(f"{path}: cannot read file: {e}") from None
 

@@ -166,7 +166,16 @@ def run_study(
 
 
 def _stage_function(name: str) -> Callable[[StudyConfig, Study], None]:
-    return load_stage(name).run
+    """The stage's ``run``, holding its study lock (:mod:`grokscope.core.locks`) while it runs."""
+    from grokscope.core.locks import stage_lock
+
+    run = load_stage(name).run
+
+    def locked(cfg: StudyConfig, study: Study) -> None:
+        with stage_lock(study.root, name):
+            run(cfg, study)
+
+    return locked
 
 
 def output_exists(name: str, eff: StudyConfig, study: Study) -> bool:

@@ -103,6 +103,12 @@ def encode_pairs(tokenizer: Any, pairs: pd.DataFrame,
         texts = [lead + s for s in pairs[side].astype(str).tolist()]
         enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
         encoded[side] = list(zip(enc["input_ids"], enc["offset_mapping"], texts))
+        empty = [i for i, ids in enumerate(enc["input_ids"]) if not ids]
+        if empty:
+            r = pairs.iloc[empty[0]]
+            who = f"pair ({r['uid']}, {r['pair_id']})" if "uid" in pairs.columns else f"pair {empty[0]}"
+            raise DataError(f"the tokenizer encodes the {side} sentence of {len(empty)} pair(s) to no tokens, "
+                            f"e.g. {who}: {texts[empty[0]]!r}; the tokenizer does not fit this text")
     spans = _span_arrays(pairs)
     shift = len(lead)
     out = []

@@ -61,6 +61,7 @@ class ScoreJob:
     benchmark_fingerprint: str
     options: ScoreOptions
     tokenizer: str = ""  # override; default: the checkpoint's own tokenizer
+    allow_tokenizer_mismatch: bool = False  # score with the override even where it differs from the checkpoint's
     device: str = "auto"
     dtype: str = "auto"
     threads: int = 0
@@ -121,7 +122,7 @@ def _failed(ckpt: Checkpoint, e: GrokscopeError, errors: list[str]) -> Checkpoin
 
 def _load(job: ScoreJob, ckpt: Checkpoint, device: str) -> tuple[Any, Any]:
     """The checkpoint's tokenizer and model, checked against each other (runs one checkpoint ahead)."""
-    tokenizer = load_checkpoint_tokenizer(ckpt, job.tokenizer)
+    tokenizer = load_checkpoint_tokenizer(ckpt, job.tokenizer, job.allow_tokenizer_mismatch)
     model = load_model(ckpt, device, job.dtype, attention=job.options.capture_attention,
                        progress=job.options.progress and not job.prefetch)
     check_tokenizer_matches(tokenizer, model, ckpt.label)
@@ -129,24 +130,39 @@ def _load(job: ScoreJob, ckpt: Checkpoint, device: str) -> tuple[Any, Any]:
 
 
 def _already_scored(study: Study, ckpt: Checkpoint, expected: dict[str, Any], options: ScoreOptions) -> bool:
+    """Whether the checkpoint's table is on disk, readable, scored with these settings, and its arrays
+    complete (the sizes the table recorded when they were committed with it)."""
     from grokscope.core.store import read_parquet_metadata
 
     path = study.score_path(ckpt.step)
     if not path.exists():
         return False
-    meta = read_parquet_metadata(path)
+    try:
+        meta = read_parquet_metadata(path)
+    except Exception as e:  # noqa: BLE001 - an unreadable table (truncated by something else) is not scored
+        print(f"grokscope score: {path} is unreadable ({type(e).__name__}: {e}); scoring step {ckpt.step} again",
+              file=sys.stderr)
+        return False
     differing = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
     if differing:
         detail = ", ".join(f"{k}: {a!r} on disk vs {b!r} now" for k, (a, b) in differing.items())
         raise DataError(f"{path}: already scored with different settings ({detail}); "
                         "use another --out or --force to re-score")
-    missing_hidden = options.capture_hidden and not study.hidden_path(ckpt.step).exists()
     at = meta.get("hidden_at", "critical")  # scores written before hidden_at existed read the critical token
-    if options.capture_hidden and not missing_hidden and at != options.hidden_at:
+    if options.capture_hidden and study.hidden_path(ckpt.step).exists() and at != options.hidden_at:
         raise DataError(f"{path}: hidden states were kept at hidden_at = {at!r}, now {options.hidden_at!r}; "
                         "use another --out or --force to re-score (or --set score.hidden_at=" + f"{at})")
-    missing_attention = options.capture_attention and not study.attention_path(ckpt.step).exists()
-    return not (missing_hidden or missing_attention)
+    for wanted, array, key in ((options.capture_hidden, study.hidden_path(ckpt.step), "hidden_bytes"),
+                               (options.capture_attention, study.attention_path(ckpt.step), "attention_bytes")):
+        if not wanted:
+            continue
+        if not array.exists():
+            return False
+        if key in meta and array.stat().st_size != meta[key]:
+            print(f"grokscope score: {array} has {array.stat().st_size} bytes but {path.name} recorded {meta[key]} "
+                  f"(not the arrays scored with it); scoring step {ckpt.step} again", file=sys.stderr)
+            return False
+    return True
 
 
 def _summary_from_disk(study: Study, ckpt: Checkpoint) -> CheckpointSummary:
@@ -160,7 +176,7 @@ def _summary_from_disk(study: Study, ckpt: Checkpoint) -> CheckpointSummary:
 def _score_one(job: ScoreJob, study: Study, ckpt: Checkpoint, loaded: tuple[Any, Any],
                encode_cache: dict[tuple[str, str], list[tuple[EncodedSentence, EncodedSentence]]],
                t0: float) -> CheckpointSummary:
-    from grokscope.core.store import commit_npy, open_npy_for_writing, write_npy, write_parquet
+    from grokscope.core.store import commit_npy, open_npy_for_writing, unique_partial, write_npy, write_parquet
     from grokscope.core.tokenizer import tokenizer_fingerprint
 
     tokenizer, model = loaded
@@ -172,17 +188,22 @@ def _score_one(job: ScoreJob, study: Study, ckpt: Checkpoint, loaded: tuple[Any,
     geometry = model_geometry(model)
     options = replace(job.options, desc=f"step {ckpt.step}")
     hidden_out = None
-    if options.capture_hidden:
-        n_captured = int((_hidden_rows(encoded, options) >= 0).sum())
-        hidden_out = open_npy_for_writing(study.hidden_path(ckpt.step),
-                                          (n_captured, 2, geometry.n_layer + 1, geometry.d_model), np.float16)
-    result = score_pairs(model, tokenizer, job.pairs, options=options, encoded=encoded, hidden_out=hidden_out)
-    # arrays first, the Parquet last: its presence marks the checkpoint as done
-    if hidden_out is not None:
-        hidden_out.flush()
-        result.hidden = None
-        del hidden_out
-        commit_npy(study.hidden_path(ckpt.step))
+    partial = unique_partial(study.hidden_path(ckpt.step))
+    try:
+        if options.capture_hidden:
+            n_captured = int((_hidden_rows(encoded, options) >= 0).sum())
+            hidden_out = open_npy_for_writing(study.hidden_path(ckpt.step),
+                                              (n_captured, 2, geometry.n_layer + 1, geometry.d_model), np.float16,
+                                              partial=partial)
+        result = score_pairs(model, tokenizer, job.pairs, options=options, encoded=encoded, hidden_out=hidden_out)
+        # arrays first, the Parquet last: its presence marks the checkpoint as done
+        if hidden_out is not None:
+            hidden_out.flush()
+            result.hidden = None
+            del hidden_out
+            commit_npy(study.hidden_path(ckpt.step), partial)
+    finally:
+        partial.unlink(missing_ok=True)
     if result.attention is not None:
         write_npy(study.attention_path(ckpt.step), result.attention)
     metadata = {
@@ -195,6 +216,9 @@ def _score_one(job: ScoreJob, study: Study, ckpt: Checkpoint, loaded: tuple[Any,
         "hidden": options.capture_hidden, "attention": options.capture_attention,
         "hidden_pairs": options.hidden_pairs, "seed": options.seed, "hidden_at": options.hidden_at,
     }
+    for kind, array in (("hidden", study.hidden_path(ckpt.step)), ("attention", study.attention_path(ckpt.step))):
+        if array.exists() and metadata[kind]:
+            metadata[f"{kind}_bytes"] = array.stat().st_size  # checked on resume: this table's arrays, complete
     write_parquet(study.score_path(ckpt.step), result.table, metadata=metadata)
     seconds = time.perf_counter() - t0
     acc = float(result.table["correct"].mean()) if len(result.table) else float("nan")
@@ -247,8 +271,9 @@ def run(cfg: StudyConfig, study: Study) -> None:
     checkpoints = discover_checkpoints(specs, step=_given(sc.step), tokens_seen=_given(sc.tokens_seen),
                                        tokens_per_step=sc.tokens_per_step or None, errors=errors)
     job = ScoreJob(checkpoints=checkpoints, pairs=pairs, benchmark=benchmark, benchmark_fingerprint=fingerprint,
-                   options=options, tokenizer=sc.tokenizer, device=sc.device, dtype=sc.dtype, threads=sc.threads,
-                   force=cfg.options.force, prefetch=sc.prefetch)
+                   options=options, tokenizer=sc.tokenizer, allow_tokenizer_mismatch=sc.allow_tokenizer_mismatch,
+                   device=sc.device, dtype=sc.dtype, threads=sc.threads, force=cfg.options.force,
+                   prefetch=sc.prefetch)
     summaries = score_checkpoints(job, study, errors)
     _print_summary(summaries, len(pairs))
     if errors:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from grokscope.core.config import TrainSection
-from grokscope.core.errors import MissingStageError
+from grokscope.core.errors import DataError, MissingStageError
 
 # [train] keys that do not change the weights a run produces: a resume may change them.
 RESUMABLE_KEYS = frozenset({"enabled", "threads", "state_every", "state_seconds", "peak_tflops"})
@@ -40,10 +40,17 @@ def load_run_tokenizer(s: TrainingStream, spec: str) -> Any | None:
     """The tokenizer saved into every checkpoint: ``spec`` if given, else the tokenizer directory
     recorded with the stream (a prepared stream's ``tokens/tokenizer/``), else None (checkpoints
     then hold only the model)."""
-    from grokscope.core.tokenizer import load_tokenizer
+    from grokscope.core.tokenizer import load_tokenizer, tokenizer_fingerprint
 
     if spec:
-        return load_tokenizer(spec)
+        tok = load_tokenizer(spec)
+        recorded_fp = s.stream.tokenizer
+        if recorded_fp and tokenizer_fingerprint(tok) != recorded_fp:
+            raise DataError(
+                f"{s.path}: the stream was tokenized with a tokenizer of fingerprint {recorded_fp}, but --tokenizer "
+                f"{spec} has fingerprint {tokenizer_fingerprint(tok)}; its checkpoints would carry the wrong "
+                "tokenizer. Drop --tokenizer (the stream's own is used) or give the one the stream was made with")
+        return tok
     recorded = getattr(s.stream, "tokenizer_dir", None)
     if recorded is not None and Path(recorded).is_dir():
         return load_tokenizer(recorded)
@@ -76,6 +83,21 @@ def run_identity(cfg: TrainSection, device: str, fingerprint: dict[str, Any],
     train = dataclasses.asdict(cfg)
     train["device"] = device
     return {"train": train, "stream": fingerprint, "model": model_info}
+
+
+def finished_run_differences(run_json: Path, cfg: TrainSection) -> list[str]:
+    """``train.key: run has X, now Y`` for every [train] key that changes the weights and differs from
+    what the finished run in ``run_json`` recorded (device is resolved there: not compared)."""
+    import json
+
+    try:
+        saved = json.loads(run_json.read_text(encoding="utf-8")).get("train", {})
+    except (OSError, ValueError):
+        return []
+    now = dataclasses.asdict(cfg)
+    skip = RESUMABLE_KEYS | {"device"}
+    return [f"train.{key}: run has {saved.get(key)!r}, now {now.get(key)!r}"
+            for key in sorted(set(saved) | set(now)) if key not in skip and saved.get(key) != now.get(key)]
 
 
 def identity_differences(saved: dict[str, Any], new: dict[str, Any]) -> list[str]:

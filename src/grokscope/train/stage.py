@@ -11,6 +11,7 @@ from grokscope.core.config import StudyConfig, TrainSection
 from grokscope.core.errors import ConfigError, MissingStageError
 from grokscope.core.stage import CommandLine, Flag, Stage
 from grokscope.core.store import Study
+from grokscope.train.run_inputs import finished_run_differences
 from grokscope.train.trainer import CHECKPOINT_JSON, Trainer, summary_table
 
 
@@ -34,6 +35,11 @@ def run(cfg: StudyConfig, study: Study) -> None:
             "a run grokscope trains reads batch_size rows per step, so set them equal (or rows_per_step = 0)"
         )
     if is_complete(study.run_dir, cfg.train):
+        diffs = finished_run_differences(study.run.run_json, cfg.train)
+        if diffs:
+            raise ConfigError(f"{study.run.run_json}: this run is complete but was trained with a different config; "
+                              "differing keys:\n  " + "\n  ".join(diffs)
+                              + "\nUse a new --out for the new model, or restore the original settings.")
         print(f"grokscope train: {study.run_dir} is complete (step {cfg.train.max_steps}); nothing to do")
         return
     result = Trainer(
