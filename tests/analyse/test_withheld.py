@@ -48,6 +48,40 @@ def test_planted_delay_and_effect_are_found():
     assert (row["n_kept"], row["n_withheld"], row["phrases_withheld"]) == ((~held).sum(), held.sum(), 100)
 
 
+def test_halfrise_and_paper_onsets_of_the_arms():
+    """The study's default rule: one threshold half-way between the pooled floor (first 3 checkpoints)
+    and ceiling (last 10% of log tokens), crossed by each arm's isotonic fit; worked by hand on a
+    noise-free group whose arms rise from 0.5 to 0.9 at indices 2 and 5."""
+    n_ph, m = 20, 5
+    cluster = np.repeat(np.arange(n_ph), m)
+    held = (np.arange(n_ph) % 2 == 1)[cluster]
+    onset = np.where(held, 5, 2)
+    rise = np.arange(STEPS.size)[None, :] >= onset[:, None]
+    # right on a fixed 90% of the pairs after the onset, half of them before (exactly, per arm)
+    idx = np.zeros(held.size, dtype=np.int64)
+    for arm in (held, ~held):
+        idx[arm] = np.arange(arm.sum()) % 10
+    idx = idx[:, None]
+    correct = np.where(rise, idx < 9, idx < 5)
+    acc_all = correct.mean(0)
+    floor = acc_all[:3].mean()
+    tok = STEPS.astype(float)
+    lt = np.log10(tok[tok > 0])
+    last = (tok > 0) & (np.log10(np.maximum(tok, 1)) >= lt.max() - 0.1 * (lt.max() - lt.min()) - 1e-12)
+    threshold = 0.5 * (floor + acc_all[last].mean())
+    kept = correct[~held].mean(0)
+    assert kept[1] < threshold <= kept[2]  # the hand-worked threshold separates the plateaus
+    crit = Criterion("halfrise", min_pairs=10)
+    row, _ = compare_group(correct, held, cluster, STEPS, crit, 0, 0.95, np.random.default_rng(0))
+    assert (row["kept_onset_step"], row["withheld_onset_step"]) == (STEPS[2], STEPS[5])
+    paper = Criterion("paper", level=0.85, min_pairs=10)
+    row, _ = compare_group(correct, held, cluster, STEPS, paper, 0, 0.95, np.random.default_rng(0))
+    assert (row["kept_onset_step"], row["withheld_onset_step"]) == (STEPS[2], STEPS[5])
+    never = Criterion("paper", level=0.95, min_pairs=10)
+    row, _ = compare_group(correct, held, cluster, STEPS, never, 0, 0.95, np.random.default_rng(0))
+    assert row["kept_onset_step"] is None and np.isnan(row["delay_steps"])
+
+
 def test_no_planted_difference_gives_no_delay():
     rng = np.random.default_rng(1)
     correct, held, cluster, _ = planted(rng, 200, 3, 3)
@@ -103,7 +137,8 @@ def test_analyse_stage_adds_the_comparison_when_the_stream_withheld(tmp_path):
     store.write_parquet(study.tokens_dir / "withheld.parquet", pd.DataFrame({"phrase": distinct, "withheld": coin}))
     manifest = store.read_json(study.tokens_dir / "manifest.json")
     store.write_json(study.tokens_dir / "manifest.json", {**manifest, "withhold": {"table": "withheld.parquet"}})
-    text = analyse_study(study, AnalyseSection(n_boot=50, n_perm=50, probes=False, heads=False, ablation=False),
+    text = analyse_study(study, AnalyseSection(n_boot=50, n_perm=50, probes=False, heads=False, ablation=False,
+                                                keep_uninformative=True),
                          force=True)
     assert "withheld (randomised)" in text
     got = pd.read_parquet(study.analysis_dir / "withheld.parquet")

@@ -284,7 +284,7 @@ def _analyse_study(study: Study, a: AnalyseSection, force: bool, progress: bool)
     if arms is not None:  # the stream withheld a random share of the phrases: the randomised comparison
         phrase = inputs.phrases["critical_phrase"].fillna("").astype(str).str.strip().to_numpy(dtype=object)[keep]
         w_sum, w_curves = wh.withheld_comparison(inputs.correct[keep], arms, phrase, table.uid, inputs.steps,
-                                                 criterion, a.n_boot, a.ci, a.seed)
+                                                 criterion, a.n_boot, a.ci, a.seed, inputs.tokens)
         store.write_parquet(out / "withheld.parquet", w_sum, metadata=meta)
         store.write_parquet(out / "withheld_curves.parquet", w_curves, metadata=meta)
         notes.append(wh.summary_line(w_sum))

@@ -4,7 +4,8 @@
 Arms are intention-to-treat: a pair is in the withheld arm when its critical phrase was drawn by
 the coin (``tokens/withheld.parquet``), whatever else the removal took with it. Per group (all
 pairs; each paradigm) the comparison reports each arm's accuracy curve, its onset (the analysis's
-own :func:`grokscope.analyse.dynamics.onset_index` with the study's criterion), the delay
+study's onset rule, :func:`arm_onsets`: for ``halfrise`` one threshold per group from the
+pooled curve of both arms), the delay
 (withheld onset − kept onset, in steps) and the effect of exposure (mean over checkpoints of kept −
 withheld accuracy), with percentile intervals of a **cluster bootstrap**: critical phrases (the
 unit the coin assigned) are resampled within arm, with
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from grokscope.analyse.dynamics import Criterion, onset_index
+from grokscope.analyse.onset import first_crossing, first_reach, floor_and_ceiling, monotone_fit
 from grokscope.analyse.resampling import bootstrap_weights, percentile_interval
 from grokscope.core import store
 from grokscope.core.errors import DataError
@@ -61,11 +63,28 @@ def _delay(steps: np.ndarray, k: np.ndarray, h: np.ndarray) -> np.ndarray:
     return out
 
 
+def arm_onsets(acc: np.ndarray, n: np.ndarray, pooled: np.ndarray, n_pooled: np.ndarray, tokens: np.ndarray,
+               criterion: Criterion) -> np.ndarray:
+    """Onset index ``[B]`` (-1: never) of one arm's curves ``acc`` ``[B, T]`` (``n`` ``[B]`` pairs) under the
+    study's rule: ``halfrise`` crosses half-way between the floor and ceiling of the group's pooled curve
+    ``pooled`` ``[B, T]`` (both arms, ``n_pooled`` ``[B]``; one threshold per replicate, shared by the arms),
+    ``paper`` first reaches ``level``, the others as :func:`~grokscope.analyse.dynamics.onset_index`."""
+    n_t = np.broadcast_to(n[:, None], acc.shape)
+    if criterion.mode == "halfrise":
+        floor, ceil = floor_and_ceiling(pooled * n_pooled[:, None], n_pooled[:, None], tokens,
+                                        criterion.floor_checkpoints, criterion.ceiling_share, criterion.min_pairs)
+        return first_crossing(monotone_fit(acc, n_t, criterion.min_pairs), 0.5 * (floor + ceil))
+    if criterion.mode == "paper":
+        return first_reach(acc, n_t, criterion.level, criterion.min_pairs)
+    return onset_index(acc, n_t, criterion)
+
+
 def compare_group(correct: np.ndarray, withheld: np.ndarray, cluster: np.ndarray, steps: np.ndarray,
-                  criterion: Criterion, n_boot: int, ci: float, rng: np.random.Generator) -> tuple[dict[str, Any],
-                                                                                                    pd.DataFrame]:
-    """One group: ``correct`` ``[n, T]`` bool, ``withheld`` ``[n]`` bool, ``cluster`` ``[n]`` phrase ids.
-    Returns the summary row and the curves (arm, step, accuracy, n_pairs)."""
+                  criterion: Criterion, n_boot: int, ci: float, rng: np.random.Generator,
+                  tokens: np.ndarray | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """One group: ``correct`` ``[n, T]`` bool, ``withheld`` ``[n]`` bool, ``cluster`` ``[n]`` phrase ids,
+    ``tokens`` ``[T]`` tokens seen at each step (default: ``steps``, the same log-token ceiling when tokens
+    are proportional to steps). Returns the summary row and the curves (arm, step, accuracy, n_pairs)."""
     correct = correct.astype(np.float64)
     _, cl = np.unique(cluster, return_inverse=True)
     cl_arm = np.zeros(cl.max() + 1, dtype=np.int64)
@@ -75,8 +94,10 @@ def compare_group(correct: np.ndarray, withheld: np.ndarray, cluster: np.ndarray
     w = w_cl[:, cl].astype(np.float64)  # every pair carries its phrase's weight
     acc_k, n_k = _arm_curves(w, correct, ~withheld)
     acc_h, n_h = _arm_curves(w, correct, withheld)
-    on_k = onset_index(acc_k, np.broadcast_to(n_k[:, None], acc_k.shape), criterion)
-    on_h = onset_index(acc_h, np.broadcast_to(n_h[:, None], acc_h.shape), criterion)
+    acc_all, n_all = _arm_curves(w, correct, np.ones(len(withheld), dtype=bool))
+    tok = steps if tokens is None else tokens
+    on_k = arm_onsets(acc_k, n_k, acc_all, n_all, tok, criterion)
+    on_h = arm_onsets(acc_h, n_h, acc_all, n_all, tok, criterion)
     delay = _delay(steps, on_k, on_h)
     effect = np.nanmean(acc_k - acc_h, axis=1)
     d_lo, d_hi = percentile_interval(delay[1:], ci) if n_boot else (np.nan, np.nan)
@@ -95,7 +116,7 @@ def compare_group(correct: np.ndarray, withheld: np.ndarray, cluster: np.ndarray
 
 def withheld_comparison(correct: np.ndarray, arms: np.ndarray, phrase: np.ndarray, uid: np.ndarray,
                         steps: np.ndarray, criterion: Criterion, n_boot: int, ci: float,
-                        seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+                        seed: int, tokens: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The comparison for all pairs and per paradigm (pairs with NaN ``arms`` left out; a group
     needs pairs in both arms). Returns ``(summary, curves)`` tables."""
     rng = np.random.default_rng([seed, 19])
@@ -106,7 +127,7 @@ def withheld_comparison(correct: np.ndarray, arms: np.ndarray, phrase: np.ndarra
         held = arms[mask] == 1.0
         if held.all() or not held.any():
             continue
-        row, curves = compare_group(correct[mask], held, phrase[mask], steps, criterion, n_boot, ci, rng)
+        row, curves = compare_group(correct[mask], held, phrase[mask], steps, criterion, n_boot, ci, rng, tokens)
         rows.append({"level": level, "group": group, **row})
         frames.append(curves.assign(level=level, group=group))
     if not rows:
