@@ -172,3 +172,43 @@ def test_train_on_a_read_only_disk(tmp_path, monkeypatch, capsys):
     assert "Traceback" not in err and "Read-only file system [errno EROFS]" in err and str(out) in err
     assert _digest(tokens) == before  # the input stream untouched
     assert not [p for p in out.rglob("*") if p.name.endswith((".tmp", ".partial"))]
+
+
+# ---------------------------------------------------------------------------------------------
+# a read-only study directory under phrases, analyse and report (a simulated study: no training)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def analysed_sim(tmp_path_factory):
+    from grokscope.analyse.simulate import SimPhenomenon, simulate_study
+    from grokscope.core import store
+
+    sim = simulate_study(tmp_path_factory.mktemp("ro") / "s", phenomena=[SimPhenomenon("a", 2000, 8000)],
+                         paradigms_per_phenomenon=2, n_pairs_per_paradigm=80, hidden_pairs=20, n_layer=2, n_head=2,
+                         d_model=8, planted_head=1, seed=1)
+    store.write_text(sim.study.config_path, "[analyse]\nn_boot = 40\nn_perm = 40\nprobes = false\nheads = false\n"
+                     "ablation = false\nconcepts = false\nkeep_uninformative = true\n")
+    assert cli.main(["analyse", str(sim.study.root)]) == 0
+    return sim.study
+
+
+@pytest.mark.parametrize("stage", ["phrases", "analyse", "report"])
+def test_stage_on_a_read_only_study(analysed_sim, tmp_path, monkeypatch, capsys, stage):
+    import errno
+    import shutil
+
+    root = tmp_path / "s"
+    shutil.copytree(analysed_sim.root, root)
+    capsys.readouterr()
+    before = _digest(root)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"sentence_good": "The cats sleep.", "sentence_bad": "The cats sleeps.",
+                                 "UID": "u", "pairID": 0}) + "\n")
+    argv = {"phrases": ["phrases", "--benchmark", str(pairs), "--out", str(root), "--force"],
+            "analyse": ["analyse", str(root), "--force"], "report": ["report", str(root)]}[stage]
+    _failing_replace(monkeypatch, errno.EROFS, root)
+    code, err = _run(argv, capsys)
+    assert code == 2 and "Traceback" not in err and "Read-only file system [errno EROFS]" in err, err
+    message = [line for line in err.splitlines() if line.startswith("grokscope")]  # (progress bars aside)
+    assert len(message) == 1 and str(root) in message[0], err
+    assert _digest(root) == before  # every finished output byte-identical
+    assert not [p for p in root.rglob("*") if p.name.endswith((".tmp", ".partial"))]

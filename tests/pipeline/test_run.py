@@ -87,6 +87,22 @@ def test_runs_stages_in_order_then_nothing_to_do(tmp_path: Path) -> None:
     assert [r.status for r in results] == ["skipped"] + ["done"] * 7
 
 
+def test_a_stream_that_withholds_phrases_runs_phrases_before_prepare(tmp_path: Path) -> None:
+    """prepare --withhold cuts the stream from the phrases table: phrases runs first, and a change of
+    the benchmark (phrases' section) then also redoes prepare."""
+    path = _write_study(tmp_path)
+    path.write_text(path.read_text().replace('tokenizer = "train-bpe"', 'tokenizer = "train-bpe"\nwithhold = 0.5'))
+    fakes = Fakes()
+    pipeline.run_study(load_config(path), stages=fakes.table(), echo=lambda s: None)
+    assert fakes.calls == ["phrases", "prepare", "train", "exposure", "score", "analyse", "report"]
+    path.write_text(path.read_text().replace('[benchmark]', '[benchmark]\nskip_invalid = true'))
+    with pytest.raises(ConfigError, match="--reset phrases"):
+        pipeline.run_study(load_config(path), stages=Fakes().table(), echo=lambda s: None)
+    fakes = Fakes()
+    pipeline.run_study(load_config(path), stages=fakes.table(), echo=lambda s: None, reset="phrases")
+    assert fakes.calls == ["phrases", "prepare", "train", "exposure", "score", "analyse", "report"]
+
+
 def test_paused_collection_resumes_before_the_first_stage_with_its_libraries_in(tmp_path: Path, monkeypatch) -> None:
     """Under the console script (collection paused, grokscope.core.heap) run_study imports the
     libraries of the stages about to run, freezes them and turns collection back on before the
@@ -258,11 +274,17 @@ def test_testbed_stage_generates_once_and_refuses_other_settings(tmp_path: Path)
 
 
 def test_studies_configs_load() -> None:
-    for name in ("demo.toml", "corpus_cpu.toml", "pythia.toml"):
+    for name in ("demo.toml", "corpus_cpu.toml", "pythia.toml", "withhold_cpu.toml"):
         cfg = load_config(REPO / "studies" / name)
         assert cfg.benchmark.path or cfg.testbed.enabled
     cpu = load_config(REPO / "studies" / "corpus_cpu.toml")
     assert cpu.train.enabled and cpu.data.corpus
+    held = load_config(REPO / "studies" / "withhold_cpu.toml")
+    assert held.data.withhold == 0.5 and len(held.benchmark.paradigms) == 15
+    assert held.train == cpu.train and held.score == cpu.score
+    blimp = REPO.parent / "shared" / "data" / "blimp"
+    if blimp.is_dir():
+        assert all((blimp / f"{u}.jsonl").exists() for u in held.benchmark.paradigms)
     py = load_config(REPO / "studies" / "pythia.toml")
     assert not py.train.enabled and len(py.score.checkpoints) >= 10
     assert py.score.checkpoints[-1].endswith("step143000")

@@ -120,3 +120,23 @@ def test_demo_seeds_end_to_end_at_the_smallest_size(tmp_path):
         cfg = (out / f"seed_{seed}" / "demo.toml").read_text()
         assert f"seed = {seed}" in cfg
     assert "ground truth vs findings across training seeds" in done.stdout
+
+
+def test_findings_carry_the_descriptive_row_and_the_headline_verdict(tmp_path):
+    study = Study(tmp_path)
+    nan = float("nan")
+    rows = [  # level, group, comparison, fit, gen, delay, status, effect, ci
+        ("all", "all", "proxy", 10, 20, 10.0, "delayed", nan, nan, nan),
+        ("paradigm", "p1", "proxy", 10, 30, 20.0, "delayed", nan, nan, nan),
+        ("paradigm", "p1", "adjusted", nan, nan, nan, "delayed", 1.25, 0.5, 2.0),
+        ("paradigm", "p2", "proxy", nan, nan, nan, "not learned", nan, nan, nan),
+        ("paradigm", "p2", "adjusted", nan, nan, nan, "no estimate", nan, nan, nan),
+    ]
+    t = pd.DataFrame(rows, columns=["level", "group", "comparison", "fit_step", "gen_step", "delay_steps", "status",
+                                    "effect", "effect_ci_low", "effect_ci_high"]).assign(n_train=5, n_val=7)
+    store.write_parquet(study.analysis_dir / "timing.parquet", t)
+    got = demo.findings(study.root)
+    assert got["p1"] == {"fit_step": 10, "gen_step": 30, "delay_steps": 20.0, "status": "delayed", "n_train": 5,
+                         "n_val": 7, "verdict": "delayed", "log_or": 1.25, "log_or_ci": (0.5, 2.0)}
+    assert got["p2"]["verdict"] == "no estimate" and got["p2"]["log_or"] is None and got["p2"]["fit_step"] is None
+    assert demo._log_or(got["p1"]) == "+1.25 [+0.50, +2.00]" and demo._log_or(got["p2"]) == "-"

@@ -217,22 +217,31 @@ def _refuse_if_study_differs(text: str, config_path: Path) -> None:
 # ground truth next to findings
 # --------------------------------------------------------------------------------------
 def findings(study_root: Path) -> dict[str, dict[str, Any]]:
-    """paradigm -> {fit_step, gen_step, delay_steps, status, n_train, n_val} (comparison "proxy")."""
+    """paradigm -> {fit_step, gen_step, delay_steps, status, n_train, n_val} of the descriptive
+    comparison "proxy", plus the headline ``verdict`` (status of the comparison "adjusted") with its
+    ``log_or`` and interval ``log_or_ci`` when the analysis wrote it."""
     import pandas as pd
 
     path = Study(study_root).analysis_dir / "timing.parquet"
     if not path.exists():
         return {}
     t = pd.read_parquet(path)
-    t = t[(t["level"] == "paradigm") & (t["comparison"] == "proxy")]
+    t = t[t["level"] == "paradigm"]
     out: dict[str, dict[str, Any]] = {}
-    for row in t.itertuples(index=False):
+    for row in t[t["comparison"] == "proxy"].itertuples(index=False):
         out[str(row.group)] = {
             "fit_step": None if pd.isna(row.fit_step) else int(row.fit_step),
             "gen_step": None if pd.isna(row.gen_step) else int(row.gen_step),
             "delay_steps": None if pd.isna(row.delay_steps) else float(row.delay_steps),
             "status": str(row.status), "n_train": int(row.n_train), "n_val": int(row.n_val),
         }
+    if "effect" in t.columns:
+        for row in t[t["comparison"] == "adjusted"].itertuples(index=False):
+            f = out.setdefault(str(row.group), {})
+            f["verdict"] = str(row.status)
+            f["log_or"] = None if pd.isna(row.effect) else float(row.effect)
+            f["log_or_ci"] = (None if pd.isna(row.effect_ci_low) else
+                              (float(row.effect_ci_low), float(row.effect_ci_high)))
     return out
 
 
@@ -258,6 +267,13 @@ def observed_exposure(study_root: Path, truth: list[dict[str, Any]]) -> dict[str
     return out
 
 
+def _log_or(f: dict[str, Any]) -> str:
+    if f.get("log_or") is None:
+        return "-"
+    ci = f.get("log_or_ci")
+    return f"{f['log_or']:+.2f}" + (f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "")
+
+
 def ground_truth_table(testbed_dir: Path, study: Any) -> str:
     from grokscope.core.store import read_json
 
@@ -266,9 +282,11 @@ def ground_truth_table(testbed_dir: Path, study: Any) -> str:
     seen = observed_exposure(study.root, gt["pairs"])
     s = gt["settings"]
     lines = [
-        "ground truth (testbed)                                   | found by the analysis (proxy-train vs proxy-val)",
+        "ground truth (testbed)                                   | found by the analysis: proxy-train vs proxy-val "
+        "(descriptive) | headline verdict (adjusted)",
         f"{'paradigm':<24}{'pairs':>6}{'planted':>8}{'withheld':>9}{'seen*':>7} | "
-        f"{'n_train':>7}{'n_val':>6}{'fit step':>9}{'gen step':>9}{'delay':>7}  status",
+        f"{'n_train':>7}{'n_val':>6}{'fit step':>9}{'gen step':>9}{'delay':>7}  {'status':<12}| "
+        f"{'log OR [95% CI]':<22}verdict",
     ]
 
     def fmt(v: Any) -> str:
@@ -282,8 +300,10 @@ def ground_truth_table(testbed_dir: Path, study: Any) -> str:
             f"{uid:<24}{row['pairs']:>6}{row['planted_pairs']:>8}{row['withheld_pairs']:>9}{seen_txt:>7} | "
             f"{fmt(f.get('n_train')):>7}{fmt(f.get('n_val')):>6}"
             f"{fmt(f.get('fit_step')):>9}{fmt(f.get('gen_step')):>9}{fmt(f.get('delay_steps')):>7}  "
-            f"{f.get('status', 'no analysis')}"
+            f"{f.get('status', 'no analysis'):<12}| {_log_or(f):<22}{f.get('verdict', '-')}"
         )
+    lines.append("  log OR: effect of having seen the critical phrase on correctness over the paradigm's rise window, "
+                 "adjusted for word frequencies, length and distance, clustered by phrase (docs/analysis.md).")
     sched = f"planted phrases occur {s['frequency']}x each, from {s['plant_start']:.0%} of the corpus on"
     if s["late_fraction"]:
         sched += f"; {s['late_fraction']:.0%} of them only from {s['late_start']:.0%}"
@@ -298,7 +318,7 @@ def ground_truth_table(testbed_dir: Path, study: Any) -> str:
                      "earlier and more frequent in the background. Expected verdict: 'no delay'.")
     elif s["planting"]:
         lines.append("  Expected: where the rule has to be inferred, proxy-train (planted phrases) reaches the "
-                     "criterion before proxy-val (withheld phrases): status 'delayed'.")
+                     "criterion before proxy-val (withheld phrases): status 'delayed', a positive adjusted log OR.")
     else:
         lines.append("  Expected: no systematic gap: every unit is planted, so proxy-val holds only pairs not seen yet "
                      "(by chance of position), and it should track proxy-train.")

@@ -41,6 +41,16 @@ ENTRIES: tuple[Entry, ...] = (
 STAGES: tuple[str, ...] = tuple(e.name for e in ENTRIES)
 
 
+def order(withhold: bool = False) -> tuple[str, ...]:
+    """The stages in the order ``grokscope run`` takes them. A stream that withholds phrases
+    (``[data] withhold`` > 0) is cut from the phrases table, so ``phrases`` (which reads only the
+    benchmark) moves before ``prepare``; otherwise :data:`STAGES`."""
+    if not withhold:
+        return STAGES
+    rest = [s for s in STAGES if s != "phrases"]
+    return (*rest[:rest.index("prepare")], "phrases", *rest[rest.index("prepare"):])
+
+
 def entry(name: str) -> Entry:
     for e in ENTRIES:
         if e.name == name:

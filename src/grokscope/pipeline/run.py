@@ -37,7 +37,7 @@ from grokscope.core.config import StudyConfig, load_config
 from grokscope.core.errors import ConfigError, GrokscopeError
 from grokscope.core.paths import has_glob, is_local
 from grokscope.core.store import Study, read_json, write_json
-from grokscope.pipeline.registry import STAGES, load_stage
+from grokscope.pipeline.registry import STAGES, load_stage, order
 from grokscope.pipeline.saved import check_config_against_saved, refuse_saved_copy, save_config
 
 
@@ -101,12 +101,13 @@ def _check_reset_stage(stage: str) -> None:
         raise ConfigError(f"--reset: unknown stage {stage!r}; stages are {', '.join(STAGES)}")
 
 
-def reset_stages(study: Study, first: str, echo: Callable[[str], None] = print) -> None:
-    """Move the outputs of ``first`` and every later stage to ``STUDY/reset/<UTC time>/`` and
-    forget their completion, so the next run redoes them. Nothing moves if any of those
-    outputs lies outside the study."""
+def reset_stages(study: Study, first: str, echo: Callable[[str], None] = print,
+                 stages: tuple[str, ...] = STAGES) -> None:
+    """Move the outputs of ``first`` and every later stage (in the run's order ``stages``) to
+    ``STUDY/reset/<UTC time>/`` and forget their completion, so the next run redoes them.
+    Nothing moves if any of those outputs lies outside the study."""
     _check_reset_stage(first)
-    later = STAGES[STAGES.index(first):]
+    later = stages[stages.index(first):]
     root = study.root.resolve()
     found = [(stage, path) for stage in later for path in load_stage(stage).outputs(study) if path.exists()]
     for stage, path in found:
@@ -157,9 +158,9 @@ def run_study(
     # the saved copy itself (API use; the CLI refuses it): nothing to compare with or to save
     saved_copy = bool(cfg.source) and not first_run and study.config_path.resolve() == Path(cfg.source).resolve()
     if not saved_copy:
-        check_config_against_saved(cfg, study, reset)
+        check_config_against_saved(cfg, study, reset, order(eff.data.withhold > 0))
     if reset:
-        reset_stages(study, reset, echo)
+        reset_stages(study, reset, echo, order(eff.data.withhold > 0))
     if (first_run or reset) and not saved_copy:
         save_config(cfg, study)
     return _run_stages(eff, study, stages or {}, echo)
@@ -185,11 +186,12 @@ def output_exists(name: str, eff: StudyConfig, study: Study) -> bool:
 def _run_stages(eff: StudyConfig, study: Study, overrides: dict[str, Callable[[StudyConfig, Study], None]],
                 echo: Callable[[str], None]) -> list[StageResult]:
     state = _read_state(study)
-    records = {name: load_stage(name) for name in STAGES}
-    wanted = {name: records[name].wanted(eff) for name in STAGES}
+    stages = order(eff.data.withhold > 0)
+    records = {name: load_stage(name) for name in stages}
+    wanted = {name: records[name].wanted(eff) for name in stages}
     results: list[StageResult] = []
     upstream_ran = False
-    for i, name in enumerate(STAGES):
+    for i, name in enumerate(stages):
         if wanted[name]:
             results.append(StageResult(name, "skipped", 0.0, wanted[name]))
             echo(f"  {name:<9} skipped  ({wanted[name]})")
@@ -201,7 +203,7 @@ def _run_stages(eff: StudyConfig, study: Study, overrides: dict[str, Callable[[S
         # under the console script (collection paused, grokscope.core.heap) the libraries of the stages
         # about to run are imported before the first one's "running" line (stage times are the stages'
         # own work) and frozen, which saves the 9 full collections (1.3 s) a demo run made over them
-        heap.settle_after(*dict.fromkeys(lib for later in STAGES[i:] if not wanted[later]
+        heap.settle_after(*dict.fromkeys(lib for later in stages[i:] if not wanted[later]
                                          for lib in records[later].libraries))
         echo(f"  {name:<9} running ...")
         t0 = time.perf_counter()

@@ -33,15 +33,17 @@ def changed_keys(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return out
 
 
-def first_stage_of(section: str) -> str:
-    """The first stage whose results a config section changes ([study] seed: every stage)."""
-    return next((name for name in STAGES if section in load_stage(name).sections), STAGES[0])
+def first_stage_of(section: str, stages: tuple[str, ...] = STAGES) -> str:
+    """The first stage (in the run's order ``stages``) whose results a config section changes
+    ([study] seed: every stage)."""
+    return next((name for name in stages if section in load_stage(name).sections), stages[0])
 
 
-def check_config_against_saved(cfg: StudyConfig, study: Study, reset: str = "") -> None:
+def check_config_against_saved(cfg: StudyConfig, study: Study, reset: str = "",
+                               stages: tuple[str, ...] = STAGES) -> None:
     """Refuse a run whose config differs from the study's saved copy in keys that change
-    results, unless every such key belongs to ``reset`` or a later stage (the run then saves
-    the new config)."""
+    results, unless every such key belongs to ``reset`` or a later stage of ``stages`` (the run
+    then saves the new config)."""
     path = study.config_path
     if not path.exists():
         return
@@ -52,14 +54,14 @@ def check_config_against_saved(cfg: StudyConfig, study: Study, reset: str = "") 
     diff = changed_keys(saved, cfg.to_dict())
     if not diff:
         return
-    first = min((first_stage_of(k.split(".")[0]) for k in diff), key=STAGES.index)
+    first = min((first_stage_of(k.split(".")[0], stages) for k in diff), key=stages.index)
     head = (f"{cfg.source}: the study {study.root} was run with a different config; these keys change "
             f"results: {', '.join(diff)}")
     if not reset:
         raise ConfigError(f"{head}. Restore them, give the study a new [study] out, or re-run with "
                           f"--reset {first} to redo the {first} stage and the ones after it (their outputs "
                           "are moved aside, not deleted).")
-    if STAGES.index(reset) > STAGES.index(first):
+    if stages.index(reset) > stages.index(first):
         raise ConfigError(f"{head}; they change the {first} stage, which --reset {reset} does not redo: "
                           f"use --reset {first}, restore them, or give the study a new [study] out.")
 
