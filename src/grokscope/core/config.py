@@ -137,6 +137,9 @@ class ExposureSection:
     checkpoints: list[str] = setting([], "checkpoint steps: comma lists (0,1,2,4,1000), 'pythia', or checkpoint "
                                          "dirs/globs (default: [score] checkpoints, else the study's run)",
                                      kind="specs")
+    window_tokens: int = setting(0, "windowed exposure of long-distance pairs: also count the later of critical/"
+                                    "context word within N tokens after the earlier, same row and document "
+                                    "(separate *_window_* columns); 0 = off", ge=0)
 
 
 CONVENTIONS = ("lm_eval", "minicons", "none")

@@ -18,6 +18,12 @@ tokenizers or files: it takes plain arrays.
   stream. It returns a :class:`ScanResult`; results of disjoint row ranges merge exactly
   (:func:`merge_results`), which is what the Dask scale-out relies on.
 
+* :class:`WindowRules` — optional windowed matches, counted in the same pass: window ``q`` counts
+  an accepted match of one of its *second* sequences that starts at most ``tokens`` tokens after
+  the end of a match of one of its *first* sequences in the same row, with no EOS between (a
+  long-distance dependency: the context word, then the critical word). Windows count as extra
+  sequences ``n_phrase_sequences + q``, so results, shards and merges carry them unchanged.
+
 A match of sequence ``p`` (length ``m``) at ``rows[r, i:i+m]`` counts when
 
 1. it lies inside row ``r`` (rows are independent training units; matches never span rows,
@@ -38,6 +44,52 @@ from typing import Any
 import numpy as np
 
 from grokscope.exposure.words import WordTables
+
+
+# ---------------------------------------------------------------------------------------------
+# windowed matches
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WindowRules:
+    """Windows over the index's sequences (see the module docstring). Window ``q`` has first
+    sequences ``first_seqs[first_ptr[q]:first_ptr[q+1]]``; sequence ``s`` is a second sequence of
+    windows ``second_windows[second_ptr[s]:second_ptr[s+1]]``. ``tokens``: the largest gap, in
+    tokens, from the last token of the first match to the first token of the second (1 = adjacent).
+    ``eos_id``: the document boundary no window spans (-1: none)."""
+
+    first_ptr: np.ndarray  # int64 [n_windows + 1]
+    first_seqs: np.ndarray  # int32
+    second_ptr: np.ndarray  # int64 [n_phrase_sequences + 1]
+    second_windows: np.ndarray  # int32
+    tokens: int
+    eos_id: int = -1
+
+    @property
+    def n_windows(self) -> int:
+        return int(self.first_ptr.shape[0] - 1)
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return self.first_ptr, self.first_seqs, self.second_ptr, self.second_windows
+
+
+def window_rules(n_sequences: int, windows: Sequence[tuple[Sequence[int], Sequence[int]]], tokens: int,
+                 eos_id: int | None = None) -> WindowRules:
+    """:class:`WindowRules` of ``windows``: per window (first sequence ids, second sequence ids)."""
+    if tokens <= 0:
+        raise ValueError(f"window_rules: tokens must be positive, got {tokens}")
+    first_ptr = np.zeros(len(windows) + 1, dtype=np.int64)
+    first_ptr[1:] = np.cumsum([len(f) for f, _ in windows])
+    first_seqs = np.array([int(x) for f, _ in windows for x in f], dtype=np.int32)
+    pairs = sorted((int(s2), q) for q, (_, second) in enumerate(windows) for s2 in set(second))
+    bad = [x for x in first_seqs.tolist() + [p[0] for p in pairs] if not 0 <= x < n_sequences]
+    if bad:
+        raise ValueError(f"window_rules: sequence id {bad[0]} outside [0, {n_sequences})")
+    counts = np.bincount(np.array([p[0] for p in pairs], dtype=np.int64), minlength=n_sequences)
+    second_ptr = np.zeros(n_sequences + 1, dtype=np.int64)
+    second_ptr[1:] = np.cumsum(counts)
+    second_windows = np.array([q for _, q in pairs], dtype=np.int32)
+    return WindowRules(first_ptr, first_seqs, second_ptr, second_windows, int(tokens),
+                       -1 if eos_id is None else int(eos_id))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,18 +130,25 @@ class PhraseIndex:
     seq_start_check: np.ndarray
     tables: WordTables = field(repr=False)
     flat: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int32))  # all sequences' tokens
+    windows: WindowRules | None = None
 
     @functools.cached_property
     def source_key(self) -> str:
-        """Content hash of (flat, lengths, tables); computed only when the index is shipped."""
-        return _source_key(self.flat, self.lengths, self.tables)
+        """Content hash of (flat, lengths, tables, windows); computed only when the index is shipped."""
+        return _source_key(self.flat, self.lengths, self.tables, self.windows)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return _index_from_source, (self.source_key, self.flat, self.lengths, self.tables)
+        return _index_from_source, (self.source_key, self.flat, self.lengths, self.tables, self.windows)
+
+    @property
+    def n_phrase_sequences(self) -> int:
+        """Token sequences in the trie (windows excluded)."""
+        return int(self.lengths.shape[0])
 
     @property
     def n_sequences(self) -> int:
-        return int(self.lengths.shape[0])
+        """Counted ids: the trie's sequences, then one per window."""
+        return self.n_phrase_sequences + (self.windows.n_windows if self.windows is not None else 0)
 
     @property
     def n_nodes(self) -> int:
@@ -100,39 +159,46 @@ _FILTER_MULT = np.int64(-2960836687051489901)  # 0xD6E8FEB86659FD93: the Bloom f
 _INDEX_CACHE: dict[str, PhraseIndex] = {}
 
 
-def _source_key(flat: np.ndarray, lens: np.ndarray, tables: WordTables) -> str:
+def _source_key(flat: np.ndarray, lens: np.ndarray, tables: WordTables, windows: WindowRules | None = None) -> str:
     import hashlib
 
     h = hashlib.blake2b(digest_size=16)
+    extra: tuple[np.ndarray, ...] = ()
+    if windows is not None:
+        extra = (*windows.arrays(), np.array([windows.tokens, windows.eos_id], dtype=np.int64))
     for a in (flat, lens, tables.continues_word, tables.ends_word, tables.tail_index, tables.cont_index,
-              tables.pair_word):
+              tables.pair_word, *extra):
         a = np.ascontiguousarray(a)
         h.update(str((a.dtype.str, a.shape)).encode())
         h.update(a.tobytes())
     return h.hexdigest()
 
 
-def _index_from_source(key: str, flat: np.ndarray, lens: np.ndarray, tables: WordTables) -> PhraseIndex:
+def _index_from_source(key: str, flat: np.ndarray, lens: np.ndarray, tables: WordTables,
+                       windows: WindowRules | None = None) -> PhraseIndex:
     """Unpickle a :class:`PhraseIndex`: rebuild it from its sequences, once per process."""
     index = _INDEX_CACHE.get(key)
     if index is None:
-        index = build_index_arrays(flat, lens, tables)
+        index = build_index_arrays(flat, lens, tables, windows)
         index.__dict__["source_key"] = key  # the cached_property's value: known, not re-hashed
         _INDEX_CACHE.clear()  # a process searches one phrase set at a time: keep only the latest
         _INDEX_CACHE[key] = index
     return index
 
 
-def build_index(sequences: Iterable[Sequence[int]], tables: WordTables) -> PhraseIndex:
+def build_index(sequences: Iterable[Sequence[int]], tables: WordTables,
+                windows: WindowRules | None = None) -> PhraseIndex:
     """Trie over ``sequences`` (must be unique, non-empty, ids < vocab size; EOS must not occur
-    in them — a phrase never spans a document boundary). See :func:`build_index_arrays`."""
+    in them — a phrase never spans a document boundary), with optional ``windows`` over them.
+    See :func:`build_index_arrays`."""
     seqs = [list(s) for s in sequences]
     lens = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
     flat = np.fromiter((int(t) for s in seqs for t in s), dtype=np.int64, count=int(lens.sum()))
-    return build_index_arrays(flat, lens, tables)
+    return build_index_arrays(flat, lens, tables, windows)
 
 
-def build_index_arrays(flat: np.ndarray, lengths: np.ndarray, tables: WordTables) -> PhraseIndex:
+def build_index_arrays(flat: np.ndarray, lengths: np.ndarray, tables: WordTables,
+                       windows: WindowRules | None = None) -> PhraseIndex:
     """Trie over the sequences ``flat`` cut at ``lengths`` (int64 ``[total]`` / ``[n]``).
     Built level by level with NumPy (``np.unique`` of ``parent * vocab + token``), so nodes are
     numbered breadth-first and nothing loops in Python over sequences."""
@@ -140,6 +206,8 @@ def build_index_arrays(flat: np.ndarray, lengths: np.ndarray, tables: WordTables
     lens = np.asarray(lengths, dtype=np.int64)
     flat = np.asarray(flat, dtype=np.int64)
     n = lens.size
+    if windows is not None and windows.second_ptr.shape[0] != n + 1:
+        raise ValueError(f"build_index: windows are over {windows.second_ptr.shape[0] - 1} sequences, not {n}")
     if n and lens.min() <= 0:
         raise ValueError(f"build_index: sequence {int(np.argmin(lens))} is empty")
     if int(lens.sum()) != flat.size:
@@ -198,7 +266,7 @@ def build_index_arrays(flat: np.ndarray, lengths: np.ndarray, tables: WordTables
         lengths=lens, vocab_size=vocab, root_child=root_child, hash_table=table,
         hash_bits=bits, deep_token=deep_token, edge_filter=edge_filter, filter_bits=fbits, node_seq=node_seq,
         node_has_child=has_child,
-        seq_start_check=np.ascontiguousarray(start_check, dtype=np.bool_), tables=tables,
+        seq_start_check=np.ascontiguousarray(start_check, dtype=np.bool_), tables=tables, windows=windows,
     )
 
 
@@ -236,13 +304,20 @@ def _kernels() -> _Kernels:
         def scan(rows, row0, vocab, root_child, table, shift, hmask, deep_token, efilter, fshift, fmask, node_seq,
                  node_has_child,
                  seq_start_check, continues_word, ends_word, tail_index, cont_index, pair_word, check_words, counts,
-                 first_row):  # pragma: no cover - compiled
-            # rows: [n_rows, row_len] token ids (all < vocab); counts/first_row: [n_sequences]
+                 first_row, n_win, w_first_ptr, w_first_seqs, w_second_ptr, w_second_windows, w_tokens, eos,
+                 last_row, last_end):  # pragma: no cover - compiled
+            # rows: [n_rows, row_len] token ids (all < vocab); counts/first_row: [n_sequences (+ n_win)]
+            # windows (n_win > 0): last_row/last_end [n_phrase_sequences] = row and end of each
+            # sequence's latest accepted match; window q counts at id n_phrase + q
             n_rows, row_len = rows.shape
+            n_phrase = w_second_ptr.shape[0] - 1
             mult = np.int64(-7046029254386353131)
             fmult = np.int64(-2960836687051489901)
             for r in range(n_rows):
+                last_eos = -1
                 for i in range(row_len):
+                    if n_win > 0 and rows[r, i] == eos:
+                        last_eos = i
                     n = root_child[rows[r, i]]
                     if n < 0:
                         continue
@@ -266,6 +341,20 @@ def _kernels() -> _Kernels:
                                 counts[s] += 1
                                 if first_row[s] < 0:
                                     first_row[s] = row0 + r
+                                if n_win > 0:
+                                    for k in range(w_second_ptr[s], w_second_ptr[s + 1]):
+                                        q = w_second_windows[k]
+                                        for m in range(w_first_ptr[q], w_first_ptr[q + 1]):
+                                            c = w_first_seqs[m]
+                                            e = last_end[c]
+                                            if last_row[c] == row0 + r and e < i and i - e <= w_tokens \
+                                                    and last_eos < e:
+                                                counts[n_phrase + q] += 1
+                                                if first_row[n_phrase + q] < 0:
+                                                    first_row[n_phrase + q] = row0 + r
+                                                break
+                                    last_row[s] = row0 + r
+                                    last_end[s] = j
                         if not node_has_child[n]:
                             break
                         j += 1
@@ -327,13 +416,22 @@ def scan_rows(index: PhraseIndex, rows: np.ndarray, row0: int = 0, counts: np.nd
         return counts, first_row
     if not rows.flags.c_contiguous:
         rows = np.ascontiguousarray(rows)
+    w = index.windows
+    n_phrase = index.n_phrase_sequences
+    if w is not None and w.n_windows > 0:
+        win = (np.int64(w.n_windows), *w.arrays(), np.int64(w.tokens), np.int64(w.eos_id),
+               np.full(n_phrase, -1, dtype=np.int64), np.full(n_phrase, -1, dtype=np.int64))
+    else:
+        z64, z32 = np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32)
+        win = (np.int64(0), z64, z32, np.zeros(n_phrase + 1, dtype=np.int64), z32, np.int64(0), np.int64(-1),
+               np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     _kernels().scan(
         rows, np.int64(row0), np.int64(index.vocab_size), index.root_child, index.hash_table,
         np.int64(64 - index.hash_bits), np.int64((1 << index.hash_bits) - 1), index.deep_token,
         index.edge_filter, np.int64(64 - index.filter_bits), np.int64((1 << index.filter_bits) - 1),
         index.node_seq, index.node_has_child, index.seq_start_check, index.tables.continues_word,
         index.tables.ends_word, index.tables.tail_index, index.tables.cont_index, index.tables.pair_word,
-        bool(check_words), counts, first_row,
+        bool(check_words), counts, first_row, *win,
     )
     return counts, first_row
 

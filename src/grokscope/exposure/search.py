@@ -7,6 +7,11 @@ and returns a :class:`PhraseMatches`: for each phrase its first row and its coun
 checkpoint window. In this process, on a local Dask cluster or on a ``client`` you hold (see
 :mod:`grokscope.exposure.shards`); the compiled search is :mod:`grokscope.exposure.engine`.
 
+Windowed matches (``windows``, ``window_tokens`` > 0): for a long-distance dependency, each
+window (texts of its first word, texts of its second) counts occurrences of the second within
+``window_tokens`` tokens after the first, in the same row and document, in the same pass
+(:class:`grokscope.exposure.engine.WindowRules`); ``PhraseMatches.window_*`` holds them.
+
 Variants (counts sum over them, identical token sequences counted once):
 ``mid`` — " this sketch" (mid-text, leading space; " there was bound" for a phrase that begins
 its sentence with a common word); ``sentence_start`` — " This sketch" (after a full stop) and
@@ -17,7 +22,7 @@ searched in those; a bare phrase is taken as its mid-text form.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,12 @@ from grokscope.exposure.shards import DEFAULT_SHARD_ROWS, StreamSpec, search_str
 
 #: a searched phrase: its text and the surface-form texts searched for it
 PhraseKey = tuple[str, tuple[str, ...]]
+#: a window: the texts of its first word, the texts of its second
+WindowKey = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+def _window_key(w: Any) -> WindowKey:
+    return tuple(w[0]), tuple(w[1])
 
 
 def variant_texts(phrase: str, variants: Sequence[str], forms: Sequence[str] | None = None) -> list[str]:
@@ -147,6 +158,14 @@ class PhraseMatches:
     n_sequences: int
     keys: tuple[PhraseKey, ...] = ()
     variants: tuple[str, ...] = VARIANTS
+    window_keys: tuple[WindowKey, ...] = ()
+    window_first_row: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    window_counts: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+
+    def windows_of(self, windows: Sequence[WindowKey]) -> np.ndarray:
+        """Row indices into ``window_first_row`` / ``window_counts`` of each of ``windows``."""
+        pos = {k: i for i, k in enumerate(self.window_keys)}
+        return np.array([pos[_window_key(w)] for w in windows], dtype=np.int64)
 
     def rows_of(self, phrases: Sequence[str], forms: Sequence[Sequence[str] | None] | None = None) -> np.ndarray:
         """Row indices into ``first_row`` / ``counts`` of each of ``phrases`` (with their
@@ -162,8 +181,9 @@ class PhraseSearch:
 
     def __init__(self, phrases: Sequence[str], tokenizer: Any, variants: Sequence[str] = VARIANTS,
                  eos_id: int | None = None, vocab_size: int | None = None,
-                 forms: Sequence[Sequence[str] | None] | None = None) -> None:
-        from grokscope.exposure.engine import build_index
+                 forms: Sequence[Sequence[str] | None] | None = None,
+                 windows: Sequence[WindowKey] | None = None, window_tokens: int = 0) -> None:
+        from grokscope.exposure.engine import build_index, window_rules
         from grokscope.exposure.words import pad_tables, word_tables
 
         self.variants = tuple(variants)
@@ -171,7 +191,14 @@ class PhraseSearch:
         tables = word_tables(tokenizer)
         if vocab_size is not None and tables.vocab_size < vocab_size:
             tables = pad_tables(tables, vocab_size)
-        self.index = build_index(self.sequences.sequences, tables)
+        self.window_keys: tuple[WindowKey, ...] = ()
+        sequences, rules = list(self.sequences.sequences), None
+        if windows and window_tokens > 0:
+            self.window_keys = tuple(dict.fromkeys(_window_key(w) for w in windows))
+            ids = _WindowSequences(tokenizer, sequences, self.window_keys, eos_id)
+            members = [(ids.of(f), ids.of(s)) for f, s in self.window_keys]  # adds the words' sequences
+            rules = window_rules(len(sequences), members, window_tokens, eos_id)
+        self.index = build_index(sequences, tables, rules)
 
     @property
     def phrases(self) -> tuple[str, ...]:
@@ -195,5 +222,43 @@ class PhraseSearch:
                                shard_rows=shard_rows, parts_dir=parts_dir, parts_key=parts_key, progress=progress,
                                client=client)
         first, counts = phrase_exposure(self.sequences, result, len(edges) - 1)
+        w_first, w_counts = window_exposure(result, self.index.n_phrase_sequences, len(self.window_keys),
+                                            len(edges) - 1)
         return PhraseMatches(self.phrases, tuple(steps), int(rows_per_step), first, counts, self.n_sequences,
-                             self.sequences.keys, self.variants)
+                             self.sequences.keys, self.variants, self.window_keys, w_first, w_counts)
+
+
+class _WindowSequences:
+    """Token sequence ids of window texts, added to ``sequences`` (in place) where new."""
+
+    def __init__(self, tokenizer: Any, sequences: list[tuple[int, ...]], keys: Sequence[WindowKey],
+                 eos_id: int | None) -> None:
+        texts = list(dict.fromkeys(t for f, s in keys for t in (*f, *s)))
+        self.encoded = {t: tuple(int(x) for x in ids) for t, ids in zip(texts, _encode(tokenizer, texts))}
+        self.sequences, self.eos_id = sequences, eos_id
+        self.index = {s: k for k, s in enumerate(sequences)}
+
+    def of(self, texts: Sequence[str]) -> list[int]:
+        out: list[int] = []
+        for t in texts:
+            s = self.encoded[t]
+            if not s or (self.eos_id is not None and self.eos_id in s):
+                continue
+            k = self.index.setdefault(s, len(self.sequences))
+            if k == len(self.sequences):
+                self.sequences.append(s)
+            if k not in out:
+                out.append(k)
+        return out
+
+
+def window_exposure(result: Any, n_phrase_sequences: int, n_windows: int,
+                    n_intervals: int) -> tuple[np.ndarray, np.ndarray]:
+    """First row (int64, -1 never) and counts per interval ``[n_windows, n_intervals]`` of the
+    windows, which a scan counts at ids ``n_phrase_sequences + q``."""
+    counts = np.zeros((n_windows, n_intervals), dtype=np.int64)
+    if n_windows == 0:
+        return np.zeros(0, dtype=np.int64), counts
+    w = result.seq >= n_phrase_sequences
+    np.add.at(counts, (result.seq[w] - n_phrase_sequences, result.interval[w]), result.count[w])
+    return result.first_row[n_phrase_sequences:n_phrase_sequences + n_windows].copy(), counts

@@ -133,10 +133,12 @@ def _check_tokenizer(stream: Any, tok: Any) -> tuple[str, int]:
 def compute_exposure(phrases_path: Path, spec: StreamSpec, steps: Sequence[int], out_path: Path, *,
                      tokenizer: str | None = None, variants: Sequence[str] = VARIANTS, workers: int = 1,
                      scheduler: str = "", shard_rows: int = DEFAULT_SHARD_ROWS, progress: bool = True,
-                     force: bool = False) -> ExposureSummary:
-    """Search the stream for every pair's phrases and write ``out_path`` (exposure.parquet).
+                     force: bool = False, window_tokens: int = 0) -> ExposureSummary:
+    """Search the stream for every pair's phrases (and, with ``window_tokens`` > 0, its windowed
+    long-distance pair, :mod:`grokscope.exposure.windows`) and write ``out_path`` (exposure.parquet).
     Skips (returns ``skipped=True``) when ``out_path`` exists with the same inputs."""
     from grokscope.core import store
+    from grokscope.exposure.windows import pair_windows, window_columns
 
     t0 = time.perf_counter()
     variants = list(dict.fromkeys(variants))
@@ -156,6 +158,8 @@ def compute_exposure(phrases_path: Path, spec: StreamSpec, steps: Sequence[int],
         "benchmark_fingerprint": pmeta.get("benchmark_fingerprint", ""), "n_rows": int(stream.n_rows),
         "whole_words": True,
     }
+    if window_tokens:
+        meta["window_tokens"] = int(window_tokens)
     phrases_sha = store.file_sha256(phrases_path)
     key = hashlib.sha256(json.dumps([meta, phrases_sha], sort_keys=True).encode()).hexdigest()[:16]
     meta["inputs_key"] = key
@@ -167,8 +171,10 @@ def compute_exposure(phrases_path: Path, spec: StreamSpec, steps: Sequence[int],
     bad = pairs["bad_phrase"].fillna("").astype(str).tolist()
     good_forms, bad_forms = _forms_of(pairs, "good_forms"), _forms_of(pairs, "bad_forms")
     t_tok = time.perf_counter()
+    good_w, bad_w = pair_windows(pairs, variants) if window_tokens else ([], [])
     search = PhraseSearch(good + bad, tok, variants, eos_id=getattr(stream, "eos_id", None), vocab_size=n_vocab,
-                          forms=good_forms + bad_forms)
+                          forms=good_forms + bad_forms, windows=[w for w in good_w + bad_w if w is not None],
+                          window_tokens=window_tokens)
     t_tok = time.perf_counter() - t_tok
     t_search = time.perf_counter()
     parts_dir = out_path.parent / (out_path.stem + ".parts")
@@ -180,6 +186,9 @@ def compute_exposure(phrases_path: Path, spec: StreamSpec, steps: Sequence[int],
                            steps, B)
     table["good_forms"] = [list(found.keys[i][1]) for i in gi]  # the texts searched, summed in the counts
     table["bad_forms"] = [list(found.keys[i][1]) for i in bi]
+    if window_tokens:
+        window_columns(table, found, good_w, "good", steps, B)
+        window_columns(table, found, bad_w, "bad", steps, B)
     store.write_parquet(out_path, table, metadata=meta)
     remove_parts(parts_dir)
     last = steps[-1] if steps else None
@@ -245,7 +254,7 @@ def run(cfg: StudyConfig, study: Study) -> None:
     summary = compute_exposure(phrases, spec, steps, study.exposure_path, tokenizer=tokenizer,
                                variants=cfg.exposure.variants, workers=cfg.exposure.workers,
                                scheduler=cfg.exposure.scheduler, progress=cfg.options.progress,
-                               force=cfg.options.force)
+                               force=cfg.options.force, window_tokens=cfg.exposure.window_tokens)
     _print_summary(summary, study.exposure_path, steps)
 
 
@@ -273,6 +282,7 @@ STAGE = Stage(
                                                      "tokenizer/)"),
                Flag("data.format", "--format"), Flag("data.rows_per_step", "--rows-per-step"),
                Flag("data.row_len", "--row-len"), Flag("data.eos_id", "--eos-id"),
+               Flag("exposure.window_tokens", "--window-tokens"),
                Flag("study.out", "--out", "study directory to write exposure.parquet to (default: the --phrases "
                                           "study)")),
         force=True, prepare=_cli_defaults),
