@@ -212,3 +212,16 @@ def test_stage_on_a_read_only_study(analysed_sim, tmp_path, monkeypatch, capsys,
     assert len(message) == 1 and str(root) in message[0], err
     assert _digest(root) == before  # every finished output byte-identical
     assert not [p for p in root.rglob("*") if p.name.endswith((".tmp", ".partial"))]
+
+
+@pytest.mark.parametrize("address", ["not-an-address", "tcp://host-without-port", "tcp://10.0.0.5:notaport"])
+def test_a_scheduler_address_that_is_not_one_is_a_config_error(address):
+    pytest.importorskip("distributed")
+    from grokscope.core.errors import ConfigError
+    from grokscope.exposure.shards import check_scheduler_address
+
+    with pytest.raises(ConfigError, match=r"not a Dask scheduler address.*host:port"):
+        check_scheduler_address(address)
+    check_scheduler_address("tcp://127.0.0.1:8786")
+    check_scheduler_address("127.0.0.1:8786")
+    check_scheduler_address("inproc://10.0.0.5/123/1")

@@ -209,6 +209,20 @@ def search_stream(spec: StreamSpec, index: Any, n_rows: int, edges: np.ndarray, 
     return merge_results(results)
 
 
+def check_scheduler_address(scheduler: str) -> None:
+    """A Dask scheduler address must be ``[protocol://]host:port`` (``tcp://10.0.0.5:8786``);
+    anything else is a :class:`ConfigError` before any connection is tried."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        protocol, loc = parse_address(scheduler)
+        if protocol in ("tcp", "tls", "ucx", "ws", "wss"):
+            parse_host_port(loc)
+    except ValueError as e:
+        raise ConfigError(f"--scheduler {scheduler!r}: not a Dask scheduler address ({e}); expected "
+                          "[protocol://]host:port, e.g. tcp://10.0.0.5:8786") from None
+
+
 def _search_dask(spec: StreamSpec, index: Any, todo: list[tuple[int, int]], edges: np.ndarray, workers: int,
                  scheduler: str, chunk_rows: int, check_words: bool, parts: _Parts, bar: Any,
                  client: Any = None) -> list[Any]:
@@ -217,9 +231,10 @@ def _search_dask(spec: StreamSpec, index: Any, todo: list[tuple[int, int]], edge
     own = client is None
     cluster = None
     if own and scheduler:
+        check_scheduler_address(scheduler)
         try:
             client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as e:
+        except (OSError, TimeoutError, ValueError) as e:
             raise ConfigError(f"--scheduler {scheduler}: could not connect to the Dask scheduler: {e}") from None
     elif own:
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
