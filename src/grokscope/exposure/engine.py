@@ -314,10 +314,7 @@ def _kernels() -> _Kernels:
             mult = np.int64(-7046029254386353131)
             fmult = np.int64(-2960836687051489901)
             for r in range(n_rows):
-                last_eos = -1
                 for i in range(row_len):
-                    if n_win > 0 and rows[r, i] == eos:
-                        last_eos = i
                     n = root_child[rows[r, i]]
                     if n < 0:
                         continue
@@ -347,8 +344,14 @@ def _kernels() -> _Kernels:
                                         for m in range(w_first_ptr[q], w_first_ptr[q + 1]):
                                             c = w_first_seqs[m]
                                             e = last_end[c]
-                                            if last_row[c] == row0 + r and e < i and i - e <= w_tokens \
-                                                    and last_eos < e:
+                                            if last_row[c] != row0 + r or e >= i or i - e > w_tokens:
+                                                continue
+                                            between = False  # an EOS between the two words?
+                                            for g in range(e + 1, i):
+                                                if rows[r, g] == eos:
+                                                    between = True
+                                                    break
+                                            if not between:
                                                 counts[n_phrase + q] += 1
                                                 if first_row[n_phrase + q] < 0:
                                                     first_row[n_phrase + q] = row0 + r
