@@ -328,6 +328,13 @@ def test_terminal_summary_equals_timing(full_report):
         assert got["p_lead"] == ("<0.001" if p < 0.001 else f"{p:.3f}")
         m = timing[(timing["comparison"] == "matched") & (timing["level"] == row["level"]) & (timing["group"] == row["group"])].iloc[0]
         assert got["matched_delay"] == ("–" if pd.isna(m["delay_steps"]) else str(int(m["delay_steps"])))
+        a = timing[(timing["comparison"] == "adjusted") & (timing["level"] == row["level"])
+                   & (timing["group"] == row["group"])]
+        if len(a):  # the headline verdict beside the descriptive row
+            assert got["verdict"] == a["status"].iloc[0]
+            assert got["log_or"] == ("–" if pd.isna(a["effect"].iloc[0]) else f"{a['effect'].iloc[0]:+.2f}")
+        else:
+            assert got["verdict"] == "–"
 
 
 def test_exposure_tables_equal_brute_force(full_report):

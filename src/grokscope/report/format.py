@@ -87,11 +87,13 @@ def _esc(x: Any) -> str:
 
 
 SUMMARY_COLUMNS = ("group", "n_train", "n_val", "fit_step", "gen_step", "delay_steps", "delay_ci", "delay_tokens",
-                   "p_lead", "status", "matched_delay", "matched_status")
+                   "p_lead", "status", "matched_delay", "matched_status", "log_or", "verdict")
 
 
 def summary_rows(timing: pd.DataFrame) -> pd.DataFrame:
-    """The terminal summary: pooled + per-phenomenon proxy comparison, with the matched delay.
+    """The terminal summary: pooled + per-phenomenon proxy comparison, with the matched delay and
+    the headline verdict (comparison ``adjusted``: log odds ratio of having seen the phrase and its
+    status; "–" for an analysis without it).
 
     Values are the timing.parquet values (not recomputed); delay tokens come from the table's
     ``delay_tokens`` column.
@@ -103,13 +105,18 @@ def summary_rows(timing: pd.DataFrame) -> pd.DataFrame:
     rows = []
     proxy = timing[timing["comparison"] == "proxy"]
     matched = timing[timing["comparison"] == "matched"]
+    adjusted = timing[timing["comparison"] == "adjusted"]
     for level, group in ordered_groups(proxy, "phenomenon"):
         p = proxy[(proxy["level"] == level) & (proxy["group"].astype(str) == group)].iloc[0]
         m = matched[(matched["level"] == level) & (matched["group"].astype(str) == group)]
         m = m.iloc[0] if len(m) else None
+        a = adjusted[(adjusted["level"] == level) & (adjusted["group"].astype(str) == group)]
+        a = a.iloc[0] if len(a) else None
         rows.append({"group": "ALL" if level == "all" else group, **timing_cells(p),
                      "matched_delay": fmt_int(m["delay_steps"]) if m is not None else "–",
-                     "matched_status": str(m["status"]) if m is not None else "–"})
+                     "matched_status": str(m["status"]) if m is not None else "–",
+                     "log_or": "–" if a is None or pd.isna(a.get("effect")) else f"{a['effect']:+.2f}",
+                     "verdict": str(a["status"]) if a is not None else "–"})
     return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
 
 
