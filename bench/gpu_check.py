@@ -15,7 +15,7 @@ Parts, each with a step/pair count sized for an H200 and a share of ``--budget-s
    CUDA (the trainer's own choice; float32 on CPU), context 1024.
 2. ``train_paper_35m``: the same for the paper's ~35M model. DESIGN.md gives only "~35M
    parameters", not the shape; this uses 6 layers x 512 wide, 8 heads (with GPT-2's vocabulary
-   that is 44.7M parameters including embeddings, 19M without).
+   that is 45.2M parameters with the padded 50,304-row embedding and 1,024 positions, 18.9M without embeddings).
 3. ``score_gpt2_small``: grokscope's scorer (``grokscope score``, bf16) and, when it is
    installed, lm-evaluation-harness (``lm_eval --model hf``, dtype=bfloat16) on the same model
    directory and pairs, each a fresh process timed start to exit; plus grokscope's in-process
@@ -181,7 +181,7 @@ def testbed_inputs(work: Path, n_pairs: int) -> tuple[Path, Path]:
 
     from grokscope.data.testbed import TestbedSettings, generate
 
-    tb = generate(TestbedSettings(n_documents=200, pairs_per_paradigm=max(1, n_pairs // 4 + 1), frequency=2))
+    tb = generate(TestbedSettings(n_documents=200, pairs_per_paradigm=max(1, n_pairs // 3 + 1), frequency=2))
     pairs = work / "testbed_pairs.jsonl"
     with open(pairs, "w", encoding="utf-8") as fh:
         for p in tb.pairs[:n_pairs]:
