@@ -134,6 +134,29 @@ def test_a_worker_killed_mid_task_changes_nothing(tmp_path, gpt2_tok, pairs):
             time.sleep(0.005)
         stdout, stderr = proc.communicate(timeout=300)
     assert killed is not None, "no task was caught mid-way"
+    assert (Study(out).scores_dir / killed[1]).exists()  # the killed write stayed half-done ...
     assert proc.returncode == 0, stderr
     assert _files(out) == _files(tmp_path / "fresh")
-    assert Study(out).scored_steps() == [0, 4, 8]
+    assert Study(out).scored_steps() == [0, 4, 8]  # ... and its checkpoint was scored again by another worker
+
+
+def test_devices_one_gpu_per_worker_and_threads_split_per_host(monkeypatch):
+    from grokscope.score import distributed as dist
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert [dist.worker_device("cuda", k) for k in range(3)] == ["cuda:0", "cuda:1", "cuda:0"]
+    assert dist.worker_device("auto", 1) == "cuda:1" and dist.worker_device("cpu", 1) == "cpu"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)  # a dask-cuda worker sees its one GPU
+    assert dist.worker_device("cuda", 5) == "cuda"
+
+    class FakeClient:  # two 1-thread workers on a 2-core host, one 4-thread worker on an 8-core host
+        def scheduler_info(self, n_workers: int = 5):
+            return {"workers": {"a": {"host": "h", "nthreads": 1}, "b": {"host": "h", "nthreads": 1},
+                                "c": {"host": "g", "nthreads": 4}}}
+
+        def run(self, fn):
+            return {"a": 2, "b": 2, "c": 8}
+
+    assert dist.threads_per_task(FakeClient(), 0) == {"a": 1, "b": 1, "c": 2}
+    assert dist.threads_per_task(FakeClient(), 3) == {"a": 3, "b": 3, "c": 3}

@@ -71,7 +71,7 @@ def threads_per_task(client: Any, requested: int) -> dict[str, int]:
     slots of all the workers on that host."""
     info = _workers(client)
     if requested > 0:
-        return {addr: requested for addr in info}
+        return dict.fromkeys(info, requested)
     slots: dict[str, int] = {}
     for w in info.values():
         slots[w["host"]] = slots.get(w["host"], 0) + max(1, int(w.get("nthreads", 1)))
@@ -143,6 +143,9 @@ def score_on_dask(job: ScoreJob, study: Study, todo: list[tuple[int, Checkpoint]
     single-process functions, run unchanged in the workers."""
     if not todo:
         return {}
+    from grokscope.core import heap
+
+    heap.settle()  # the client never loads a model (where a single-process run settles): collect from here on
     own_cluster = None
     if job.scheduler:
         client = connect(job.scheduler, job.scheduler_timeout)
