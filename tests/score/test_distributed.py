@@ -90,6 +90,19 @@ def test_resume_scores_only_the_missing_checkpoints(tmp_path, gpt2_tok, pairs, c
     assert _files(out) == _files(tmp_path / "fresh")
 
 
+def test_a_bad_checkpoint_fails_alone_with_the_message_of_one_process(tmp_path, gpt2_tok, pairs, capsys):
+    _study(tmp_path, gpt2_tok, pairs)
+    (tmp_path / "study/run/checkpoints/step_00000004/model.safetensors").write_bytes(b"not a safetensors file")
+    capsys.readouterr()
+    errs = {}
+    for name, extra in (("one", ()), ("two", ("--workers", "2"))):
+        assert cli.main(_argv(tmp_path, tmp_path / name, "--no-hidden", "--no-attention", *extra)) == 2
+        errs[name] = capsys.readouterr().err.strip().replace(str(tmp_path / name), "OUT")
+        assert Study(tmp_path / name).scored_steps() == [0, 8]
+    assert errs["one"] == errs["two"] and "step_00000004 (step 4)" in errs["two"]
+    assert _files(tmp_path / "one") == _files(tmp_path / "two")
+
+
 @pytest.mark.parametrize("address", ["tcp://127.0.0.1:9", "not-a-scheduler"])
 def test_unreachable_scheduler_is_one_message_within_the_timeout(tmp_path, gpt2_tok, pairs, capsys, address):
     _study(tmp_path, gpt2_tok, pairs, steps=(0,))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -170,8 +171,9 @@ def _run(client: Any, job: ScoreJob, study: Study, todo: list[tuple[int, Checkpo
     shipped = replace(job, options=replace(job.options, progress=False), checkpoints=[])
     job_f = client.scatter(shipped, broadcast=True, hash=False)
     threads = threads_per_task(client, job.threads)
+    run_id = uuid.uuid4().hex[:8]
     futures = {client.submit(_task, load, score_one, job_f, str(study.root), ckpt, threads, pure=False,
-                             key=f"score-step-{ckpt.step}-{os.getpid()}-{i}"): (i, ckpt) for i, ckpt in todo}
+                             key=f"score-step-{ckpt.step}-{run_id}-{i}"): (i, ckpt) for i, ckpt in todo}
     done: dict[int, CheckpointSummary] = {}
     failures: list[tuple[int, str]] = []
     with tqdm(total=len(todo), unit="checkpoint", desc="score (dask)", disable=not job.options.progress,
