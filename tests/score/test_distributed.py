@@ -118,6 +118,15 @@ def test_unreachable_scheduler_is_one_message_within_the_timeout(tmp_path, gpt2_
     assert not Study(tmp_path / "out").scores_dir.exists() or not list(Study(tmp_path / "out").scores_dir.iterdir())
 
 
+def test_cuda_without_a_gpu_is_one_message_before_any_worker_starts(tmp_path, gpt2_tok, pairs, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _study(tmp_path, gpt2_tok, pairs, steps=(0, 4))
+    capsys.readouterr()
+    assert cli.main(_argv(tmp_path, tmp_path / "out", "--workers", "2", "--device", "cuda")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "torch sees no CUDA device" in err, err
+
+
 @pytest.mark.slow
 def test_a_worker_killed_mid_task_changes_nothing(tmp_path, gpt2_tok, pairs):
     """SIGKILL the worker process that is writing a checkpoint's hidden states (its ``.partial``

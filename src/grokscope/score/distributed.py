@@ -151,6 +151,10 @@ def score_on_dask(job: ScoreJob, study: Study, todo: list[tuple[int, Checkpoint]
     if job.scheduler:
         client = connect(job.scheduler, job.scheduler_timeout)
     else:
+        if job.device == "cuda":  # the workers see this machine's GPUs: one message now, not one per checkpoint
+            from grokscope.core.devices import resolve_device
+
+            resolve_device(job.device, "[score] device")
         own_cluster = local_cluster(job.workers)
         from dask.distributed import Client
 
