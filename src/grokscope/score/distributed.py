@@ -49,6 +49,9 @@ def connect(scheduler: str, timeout: float, where: str = "[score] scheduler") ->
     ``timeout`` seconds."""
     from dask.distributed import Client
 
+    from grokscope.exposure.shards import check_scheduler_address
+
+    check_scheduler_address(scheduler)  # not [protocol://]host:port: one message before any connection
     try:
         return Client(scheduler, timeout=f"{timeout}s", set_as_default=False)
     except (OSError, TimeoutError, ValueError, TypeError) as e:
