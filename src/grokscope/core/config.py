@@ -182,6 +182,12 @@ class ScoreSection(ScoringSettings):
     threads: int = setting(0, "torch CPU threads (0 = torch's default)", ge=0, harmless=True)
     prefetch: int = setting(1, "checkpoints loaded in the background ahead of the one being scored "
                                "(0 = load each on its turn)", ge=0, le=4, harmless=True)
+    workers: int = setting(1, "Dask workers, one checkpoint per task: a LocalCluster of N processes, each with "
+                              "its share of the CPU threads or one GPU (1 = in this process)", gt=0, harmless=True)
+    scheduler: str = setting("", "address of a Dask scheduler (tcp://host:port) to score on; empty = local",
+                             harmless=True)
+    scheduler_timeout: float = setting(20.0, "seconds to wait for the Dask scheduler before giving up", gt=0.0,
+                                       harmless=True)
 
 
 @dataclass

@@ -67,6 +67,9 @@ class ScoreJob:
     threads: int = 0
     force: bool = False
     prefetch: int = 1  # checkpoints loaded ahead of the one being scored (0: load each on its turn)
+    workers: int = 1  # > 1: a Dask LocalCluster of this many processes (score/distributed.py)
+    scheduler: str = ""  # a Dask scheduler's address: score there
+    scheduler_timeout: float = 20.0
 
 
 @dataclass
@@ -86,12 +89,7 @@ def score_checkpoints(job: ScoreJob, study: Study, errors: list[str] | None = No
     A checkpoint that fails on input (unloadable, mismatched tokenizer, too-long pair) is
     reported in ``errors`` and the others are still scored; finished files are never touched.
     """
-    import torch
-
-    if job.threads > 0:
-        torch.set_num_threads(job.threads)
     errors = [] if errors is None else errors
-    device = resolve_device(job.device, "score --device")
     meta_expected = {"convention": job.options.convention, "reduction": job.options.reduction,
                      "region": job.options.region, "benchmark_fingerprint": job.benchmark_fingerprint}
     done: dict[int, CheckpointSummary] = {}
@@ -104,6 +102,16 @@ def score_checkpoints(job: ScoreJob, study: Study, errors: list[str] | None = No
                 todo.append((i, ckpt))
         except GrokscopeError as e:
             done[i] = _failed(ckpt, e, errors)
+    if job.workers > 1 or job.scheduler:  # one Dask task per checkpoint, the same code in the workers
+        from grokscope.score.distributed import score_on_dask
+
+        done.update(score_on_dask(job, study, todo, errors, _load, _score_one, _failed))
+        return [done[i] for i in range(len(job.checkpoints))]
+    import torch
+
+    if job.threads > 0:
+        torch.set_num_threads(job.threads)
+    device = resolve_device(job.device, "score --device")
     encode_cache: dict[tuple[str, str], list[tuple[EncodedSentence, EncodedSentence]]] = {}
     loads = Ahead(todo, lambda item: _load(job, item[1], device), ahead=job.prefetch)
     for (i, ckpt), loaded in loads:
@@ -273,7 +281,8 @@ def run(cfg: StudyConfig, study: Study) -> None:
     job = ScoreJob(checkpoints=checkpoints, pairs=pairs, benchmark=benchmark, benchmark_fingerprint=fingerprint,
                    options=options, tokenizer=sc.tokenizer, allow_tokenizer_mismatch=sc.allow_tokenizer_mismatch,
                    device=sc.device, dtype=sc.dtype, threads=sc.threads, force=cfg.options.force,
-                   prefetch=sc.prefetch)
+                   prefetch=sc.prefetch, workers=sc.workers, scheduler=sc.scheduler,
+                   scheduler_timeout=sc.scheduler_timeout)
     summaries = score_checkpoints(job, study, errors)
     _print_summary(summaries, len(pairs))
     if errors:
