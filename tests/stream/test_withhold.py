@@ -155,6 +155,29 @@ def test_filter_drops_whole_sentences_and_spans():
     assert f.filter("xThis sketch, and athis sketch.")[0] == "xThis sketch, and athis sketch."
 
 
+def test_the_forms_removed_are_the_forms_exposure_searches():
+    """A phrase that begins its benchmark sentence ("Mice are") is searched lower-cased mid-text
+    (" mice are", from the phrases table's good_forms): withholding must remove that form too.
+    Forms are the union over the pairs that share a phrase; a table without good_forms falls back
+    to the phrase as a mid-text phrase."""
+    from grokscope.stream.withhold import withholding_for
+
+    pairs = pd.DataFrame({"uid": ["u", "u", "v"], "pair_id": [0, 1, 2], "supported": [True] * 3,
+                          "critical_phrase": ["Mice are", "Mice are", "this cat"],
+                          "good_forms": [[" mice are", " Mice are", "Mice are"],
+                                         [" Mice are", " Mice are", "Mice are"],
+                                         [" this cat", " This cat", "This cat"]]})
+    table = assign_withheld(pairs, 1.0, 0)
+    forms = dict(zip(table["phrase"], table["forms"]))
+    assert list(forms["Mice are"]) == [" mice are", " Mice are", "Mice are"]
+    assert list(forms["this cat"]) == [" this cat", " This cat", "This cat"]
+    text = "In some countries mice are food. Mice are small. We left."
+    assert withholding_for(table).filter.filter(text)[0] == "We left."
+    bare = assign_withheld(pairs.drop(columns=["good_forms"]), 1.0, 0)
+    assert list(dict(zip(bare["phrase"], bare["forms"]))["Mice are"]) == [" Mice are", "Mice are"]
+    assert withholding_for(bare).filter.filter(text)[0] == "In some countries mice are food. We left."
+
+
 def test_changed_fraction_is_refused_and_missing_table_named(withheld_study, capsys):
     _, _, study, args = withheld_study
     bad = [a if a != "0.5" else "0.25" for a in args]

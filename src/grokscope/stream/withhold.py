@@ -44,7 +44,9 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+|\n+")
 # ---------------------------------------------------------------------------------------------
 def assign_withheld(pairs: Any, fraction: float, seed: int) -> Any:
     """One row per distinct critical phrase of the supported pairs of ``pairs`` (a phrases table):
-    ``phrase``, ``uid`` (its stratum), ``n_pairs``, ``withheld`` (bool), sorted by uid, phrase."""
+    ``phrase``, ``uid`` (its stratum), ``n_pairs``, ``withheld`` (bool), ``forms`` (the texts removed:
+    the union over its pairs of the surface forms the exposure stage searches — from the table's
+    ``good_forms``, so a phrase that begins its sentence also goes lower-cased), sorted by uid, phrase."""
     import pandas as pd
 
     if not 0.0 <= fraction <= 1.0:
@@ -66,7 +68,24 @@ def assign_withheld(pairs: Any, fraction: float, seed: int) -> Any:
         k = int(round(fraction * idx.size))
         withheld[rng.choice(idx, size=k, replace=False)] = True
     table["withheld"] = withheld
-    return pd.DataFrame(table[["phrase", "uid", "n_pairs", "withheld"]])
+    table["forms"] = _forms_per_phrase(ok, table["phrase"].tolist())
+    return pd.DataFrame(table[["phrase", "uid", "n_pairs", "withheld", "forms"]])
+
+
+def _forms_per_phrase(pairs: Any, phrases: list[str]) -> list[list[str]]:
+    """The searched texts of each phrase: the union, in order, over the pairs that hold it."""
+    from grokscope.core.config import VARIANTS
+    from grokscope.exposure.search import variant_texts
+
+    texts: dict[str, list[str]] = {p: [] for p in phrases}
+    has_forms = "good_forms" in pairs.columns
+    for phrase, forms in zip(pairs["critical_phrase"].astype(str).str.strip(),
+                             pairs["good_forms"] if has_forms else [None] * len(pairs)):
+        f = list(forms) if forms is not None and len(forms) else None
+        for t in variant_texts(phrase, VARIANTS, f):
+            if t not in texts[phrase]:
+                texts[phrase].append(t)
+    return [texts[p] for p in phrases]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,14 +107,17 @@ def _key(runs: Sequence[str]) -> tuple[str, ...]:
 class SentenceFilter:
     """Drops the sentences of a text that hold a surface form of any of ``phrases``."""
 
-    def __init__(self, phrases: Sequence[str], variants: Sequence[str] | None = None) -> None:
+    def __init__(self, phrases: Sequence[str], variants: Sequence[str] | None = None,
+                 texts: Sequence[Sequence[str]] | None = None) -> None:
+        """``texts[i]``: the surface forms of ``phrases[i]`` to remove (default: those of the phrase
+        as a mid-text phrase, :func:`~grokscope.exposure.search.variant_texts`)."""
         from grokscope.core.config import VARIANTS
         from grokscope.exposure.search import variant_texts
 
         self.phrases = tuple(phrases)
         self.index: dict[tuple[str, ...], list[_Form]] = {}
         for i, p in enumerate(self.phrases):
-            for text in variant_texts(p, variants or VARIANTS):
+            for text in (texts[i] if texts is not None else variant_texts(p, variants or VARIANTS)):
                 runs = list(_RUN.finditer(text))
                 if not runs:
                     raise DataError(f"withheld phrase {p!r} has no letter or digit: it cannot be searched as a word")
@@ -197,7 +219,8 @@ class Withholding:
 def withholding_for(table: Any) -> Withholding:
     """The :class:`Withholding` of the withheld rows of an :func:`assign_withheld` table."""
     rows = table[table["withheld"]]
-    return Withholding(SentenceFilter(rows["phrase"].tolist()), tuple(rows["uid"].tolist()))
+    texts = [list(f) for f in rows["forms"]] if "forms" in rows.columns else None
+    return Withholding(SentenceFilter(rows["phrase"].tolist(), texts=texts), tuple(rows["uid"].tolist()))
 
 
 def withheld_table(table: Any, stats: dict[str, Any]) -> Any:
