@@ -124,3 +124,16 @@ def test_lemma_groups_join_singular_and_plural_good_pairs():
     g = np.array(["dog", "Dogs", "cat", "is"], dtype=object)
     b = np.array(["dogs", "dog", "cats", "are"], dtype=object)
     assert list(cv.lemma_groups(g, b)) == ["dog|dogs", "dog|dogs", "cat|cats", "are|is"]
+
+
+def test_summary_of_a_table_without_windows_keeps_its_columns():
+    """A run too short for any before/after window (every phase "") still writes a summary the report
+    can read: no rows, every column."""
+    import pandas as pd
+
+    from grokscope.analyse.concepts import SUMMARY_COLUMNS, concept_summary
+
+    table = pd.DataFrame({"phenomenon": ["a"], "layer": [1], "phase": [""], "step": [0],
+                          **{c: [0.5] for c in SUMMARY_COLUMNS}})
+    out = concept_summary(table)
+    assert out.empty and {"phenomenon", "layer", "phase", "auroc", "auroc_low", "eff_rank_high"} <= set(out.columns)

@@ -611,7 +611,8 @@ def test_report_on_real_analyse_output(tmp_path):
         tmp_path / "s", phenomena=[simulate.SimPhenomenon("agreement", 1000, 4000), simulate.SimPhenomenon("island", 1000, 0)],
         n_pairs_per_paradigm=40, steps=[0, 1, 4, 16, 64, 256, 1000, 2000, 4000, 6000, 8000], hidden_pairs=100,
         d_model=16, n_layer=2, n_head=3, write_tokens=False)
-    analyse.analyse_study(sim.study, AnalyseSection(n_boot=100, n_perm=100, probe_pairs=100, probe_folds=3, ablation=False))
+    analyse.analyse_study(sim.study, AnalyseSection(n_boot=100, n_perm=100, probe_pairs=100, probe_folds=3, ablation=False,
+                                                   min_distinct_phrases=10))
     res = R.build_report(sim.study, formats=["png"])
     assert {s.id: s.missing for s in res.sections} == {i: ("ablation" if i == "ablation" else "") for i in EXPECTED_SECTIONS}
     timing = pd.read_parquet(sim.study.analysis_dir / "timing.parquet")

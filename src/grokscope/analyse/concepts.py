@@ -156,7 +156,9 @@ def concept_summary(table: pd.DataFrame, ci: float = 0.95, seed: int = 0) -> pd.
                 lo = hi = row[c]
             row[f"{c}_low"], row[f"{c}_high"] = lo, hi
         rows.append(row)
-    return pd.DataFrame(rows)
+    columns = ["phenomenon", "layer", "phase", "n_checkpoints"] + [
+        x for c in SUMMARY_COLUMNS for x in (c, f"{c}_low", f"{c}_high")]
+    return pd.DataFrame(rows, columns=columns)  # the columns even when no window has a checkpoint
 
 
 def summary_line(summary: pd.DataFrame) -> str:

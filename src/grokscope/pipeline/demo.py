@@ -106,7 +106,8 @@ def demo_config(args: argparse.Namespace, settings: TestbedSettings, train_seed:
                   "seed": train_seed, "device": "cpu", "threads": args.threads},
         "benchmark": {"path": "testbed"},
         "score": {"batch_size": 128, "hidden_pairs": 400, "device": "cpu"},
-        "analyse": {"n_boot": 200, "probe_pairs": 400, "probe_folds": 3, "seed": args.seed},
+        "analyse": {"n_boot": 200, "probe_pairs": 400, "probe_folds": 3, "seed": args.seed,
+                    "keep_uninformative": True},  # planted by design: a small testbed still informs
         "report": {"title": f"grokscope demo — controlled exposure, planting {'on' if settings.planting else 'off'}"},
     }
 
