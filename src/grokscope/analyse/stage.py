@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from grokscope.analyse.inside import inside_the_model
 from grokscope.analyse.support_stage import SUPPORT_OUTPUTS, informative_pairs, support_outputs
 from grokscope.core import store
 from grokscope.core.config import AnalyseSection, StudyConfig
@@ -288,28 +289,7 @@ def _analyse_study(study: Study, a: AnalyseSection, force: bool, progress: bool)
         store.write_parquet(out / "withheld.parquet", w_sum, metadata=meta)
         store.write_parquet(out / "withheld_curves.parquet", w_curves, metadata=meta)
         notes.append(wh.summary_line(w_sum))
-    if a.probes:
-        probes = probe_table(study, inputs, keep, a, gen_step, progress)
-        if probes is not None:
-            store.write_parquet(out / "probes.parquet", probes, metadata={"gen_step": gen_step, **meta})
-            notes.append(probe_summary(probes))
-        else:
-            notes.append("probes: no hidden states captured (score with capture_hidden = true)")
-    if a.concepts:
-        notes.append(write_concepts(study, inputs, keep, a, result.timing, meta))
-    if a.heads:
-        heads_df, conc = head_tables(study, inputs, keep, a.top_k_heads, progress)
-        if heads_df is not None and conc is not None:
-            store.write_parquet(out / "heads.parquet", heads_df, metadata={"top_k": a.top_k_heads})
-            store.write_parquet(out / "head_concentration.parquet", conc, metadata={"top_k": a.top_k_heads})
-            first, last = conc.iloc[0], conc.iloc[-1]
-            notes.append(f"heads: top-{a.top_k_heads} share {first['topk_share']:.2f} -> {last['topk_share']:.2f}, "
-                         f"Gini {first['gini']:.2f} -> {last['gini']:.2f} (step {first['step']} -> {last['step']}); "
-                         f"top heads at the last step: {last['top_heads']}")
-            if a.ablation:
-                notes.append(run_ablation(study, inputs, keep, conc, a))
-        else:
-            notes.append("heads: no attention captured (score with capture_attention = true)")
+    notes += inside_the_model(study, inputs, keep, a, result.timing, gen_step, meta, progress)
     store.write_json(manifest_path, {"signature": signature, "settings": dataclasses.asdict(a),
                                      "seconds": round(time.perf_counter() - t0, 2), "match_on": match_on})
     text = summary_table(result.timing)
@@ -329,155 +309,6 @@ def _signature(files: list[Path], a: AnalyseSection) -> str:
     return h.hexdigest()
 
 
-def probe_table(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseSection,
-                gen_step: int | None, progress: bool) -> pd.DataFrame | None:
-    """Probes at every checkpoint with hidden states, on at most ``probe_pairs`` pairs."""
-    from tqdm.auto import tqdm
-
-    from grokscope.analyse import probes as pr
-
-    order = np.random.default_rng(a.seed).permutation(keep)  # same pair preference at every step
-    rows = []
-    for j, step in enumerate(tqdm(inputs.steps, desc="probes", unit="ckpt", disable=not progress)):
-        path = study.hidden_path(int(step))
-        if not path.exists():
-            continue
-        hidden = np.load(path, mmap_mode="r")  # [n_captured, 2, n_layer+1, d_model]
-        hrow = inputs.hidden_rows[j][order]
-        chosen = hrow[hrow >= 0]
-        if a.probe_pairs > 0:
-            chosen = chosen[: a.probe_pairs]
-        if chosen.size and chosen.max() >= hidden.shape[0]:
-            raise DataError(f"{path}: has {hidden.shape[0]} rows but {study.score_path(int(step)).name} "
-                            f"refers to hidden_row {int(chosen.max())}")
-        if chosen.size < 2:
-            continue
-        srt = np.argsort(chosen)
-        states = np.asarray(hidden[chosen[srt]], dtype=np.float32)
-        words = _lemma_groups(inputs.phrases)
-        pair_of = order[hrow >= 0][: chosen.size][srt]  # the pair of each state row
-        for lp in pr.probe_checkpoint(states, a.probe_folds, a.seed + j, words[pair_of]):
-            rows.append({"step": int(step), **dataclasses.asdict(lp)})
-    if not rows:
-        return None
-    df = pd.DataFrame(rows)
-    df["phase"] = pr.phase_of(df["step"].to_numpy(), gen_step)
-    cols = ["step", "layer", "n_pairs", "logreg_acc", "logreg_acc_std", "meandiff_acc", "participation_ratio",
-            "n_components_90", "phase"]
-    return df[cols].astype({"step": np.int64, "layer": np.int64, "n_pairs": np.int64, "n_components_90": np.int64})
-
-
-def write_concepts(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseSection,
-                   timing: pd.DataFrame, meta: dict[str, Any]) -> str:
-    """concepts.parquet + concept_summary.parquet (:mod:`grokscope.analyse.concepts`)."""
-    from grokscope.analyse import concepts as cc
-
-    onsets = cc.phenomenon_onsets(timing)  # {phenomenon: generalisation tokens}
-    table, summary = cc.study_concepts(study, inputs, keep, a, onsets)
-    if table is None or summary is None:
-        return "concepts: no hidden states captured (score with capture_hidden = true)"
-    extra = {"onset_tokens": dict(onsets), **meta}
-    store.write_parquet(study.analysis_dir / "concepts.parquet", table, metadata=extra)
-    store.write_parquet(study.analysis_dir / "concept_summary.parquet", summary, metadata=extra)
-    return cc.summary_line(summary)
-
-
-def _lemma_groups(phrases: pd.DataFrame) -> np.ndarray:
-    from grokscope.analyse.concept import lemma_groups
-
-    good = phrases["critical_word"].fillna("").astype(str).to_numpy()
-    bad = phrases["bad_critical_word"].fillna("").astype(str).to_numpy() if "bad_critical_word" in phrases else good
-    return lemma_groups(good, bad)
-
-
-def head_tables(study: Study, inputs: StudyInputs, keep: np.ndarray, k: int,
-                progress: bool) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    from tqdm.auto import tqdm
-
-    from grokscope.analyse import heads as hd
-
-    frames, conc = [], []
-    far = keep[~hd.adjacent_pairs(inputs.phrases.iloc[keep])]  # critical and context words not adjacent
-    for step in tqdm(inputs.steps, desc="heads", unit="ckpt", disable=not progress):
-        path = study.attention_path(int(step))
-        if not path.exists():
-            continue
-        att = np.load(path, mmap_mode="r")  # [n_pairs, 2, n_layer, n_head]
-        if att.shape[0] != len(inputs.phrases):
-            raise DataError(f"{path}: has {att.shape[0]} rows, expected one per pair ({len(inputs.phrases)})")
-        values = hd.head_attention(att, keep)
-        frame = hd.heads_frame(int(step), values)
-        frame["attention_nonadjacent"] = hd.head_attention(att, far).ravel() if far.size else np.nan
-        frames.append(frame)
-        c = hd.concentration(values, k)
-        conc.append({"step": int(step), **dataclasses.asdict(c), "topk_floor": hd.topk_floor(values.size, k),
-                     "n_nonadjacent": int(far.size)})
-    if not frames:
-        return None, None
-    return pd.concat(frames, ignore_index=True), pd.DataFrame(conc)
-
-
-def run_ablation(study: Study, inputs: StudyInputs, keep: np.ndarray, conc: pd.DataFrame, a: AnalyseSection) -> str:
-    """Ablate the top heads of one checkpoint (if its model directory is available)."""
-    from grokscope.analyse import heads as hd
-
-    step = int(inputs.steps[-1]) if a.ablation_step < 0 else a.ablation_step
-    if step not in set(inputs.steps.tolist()):
-        raise DataError(f"[analyse] ablation_step = {step} is not a scored step "
-                        f"(scored: {inputs.steps.tolist()[:8]} …)")
-    j = int(np.searchsorted(inputs.steps, step))
-    ckpt = inputs.score_meta[j].get("checkpoint") or ""
-    if not ckpt or not Path(ckpt).is_dir():
-        return f"ablation: skipped (checkpoint directory {ckpt!r} of step {step} not available here)"
-    try:
-        import torch
-
-        from grokscope.core.checkpoints import Checkpoint, load_model
-        from grokscope.core.tokenizer import load_tokenizer
-    except ImportError as e:  # pragma: no cover - environment problem
-        return f"ablation: skipped ({e})"
-    rng = np.random.default_rng(a.seed)
-    subset = np.sort(rng.permutation(keep)[: a.ablation_pairs]) if a.ablation_pairs > 0 else keep
-    pairs = inputs.phrases.iloc[subset].reset_index(drop=True)
-    meta = inputs.score_meta[j]
-    model = load_model(Checkpoint(ckpt, None, step, int(meta.get("tokens_seen") or 0), "hf_dir"))  # as the score stage
-    tokenizer = load_tokenizer(ckpt)
-    top = hd.parse_heads(conc.loc[conc["step"] == step, "top_heads"].iloc[0])
-    with torch.no_grad():
-        table = hd.ablation_table(model, hd.score_accuracy_fn(tokenizer, pairs, pairs, meta), step, top,
-                                  a.ablation_repeats, rng, mode=a.ablation_mode)
-    store.write_parquet(study.analysis_dir / "ablation.parquet", table,
-                        metadata={"step": step, "n_pairs": int(subset.size), "checkpoint": ckpt})
-    if a.ablation_single:
-        with torch.no_grad():
-            single = hd.single_head_table(model, hd.score_accuracy_fn(tokenizer, pairs, pairs, meta), step,
-                                          a.ablation_mode)
-        store.write_parquet(study.analysis_dir / "ablation_heads.parquet", single,
-                            metadata={"step": step, "n_pairs": int(subset.size), "checkpoint": ckpt})
-    top_row = table[table["condition"] == "top"].iloc[0]
-    rnd = table.loc[table["condition"] == "random", "delta_accuracy"]
-    return (f"ablation at step {step}: top heads {top_row['heads']} change accuracy by "
-            f"{top_row['delta_accuracy']:+.3f}; "
-            f"random heads {rnd.mean():+.3f} on average (p = {hd.ablation_p_value(table):.3f})")
-
-
-def probe_summary(probes: pd.DataFrame) -> str:
-    """One line: best layer's probe accuracy and dimensionality before vs after generalisation."""
-    parts = []
-    for phase in ("before", "after"):
-        sub = probes[probes["phase"] == phase]
-        if sub.empty:
-            continue
-        by_layer = sub.groupby("layer")[["logreg_acc", "meandiff_acc", "participation_ratio"]].mean()
-        best = by_layer["logreg_acc"].idxmax()
-        r = by_layer.loc[best]
-        parts.append(f"{phase} generalisation: best layer {best} logreg {r['logreg_acc']:.2f}, "
-                     f"mean-diff {r['meandiff_acc']:.2f}, participation ratio {r['participation_ratio']:.1f}")
-    if not parts:
-        last = probes[probes["step"] == probes["step"].max()]
-        r = last.loc[last["logreg_acc"].idxmax()]
-        parts.append(f"no generalisation step; last step best layer {int(r['layer'])} logreg {r['logreg_acc']:.2f}")
-    return "probes: " + "; ".join(parts)
 
 
 def summary_table(timing: pd.DataFrame, max_rows: int = 40) -> str:
