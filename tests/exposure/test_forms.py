@@ -15,7 +15,7 @@ from grokscope.data.surface_forms import capitalised_words, forms_for_variants, 
 from grokscope.exposure.shards import StreamSpec
 from grokscope.exposure.stage import compute_exposure
 from grokscope.phrases.stage import extract_phrases
-from tests.exposure.test_stage import write_stream
+from tests.exposure.test_stage import documents_of, write_stream
 
 WORDS = ["there", "There", "was", "were", "bound", "Mary", "mary", "praised", "herself", "this", "This", "sketch",
          "to", "be", "I", "said"]
@@ -125,14 +125,7 @@ def _form_hits(tok, rows: np.ndarray, form: str) -> list[tuple[int, int, int]]:
         pat = re.compile(r"(?:^|(?<=[^A-Za-z0-9 ]))" + re.escape(form) + r"(?![A-Za-z0-9])")
     out = []
     for r, row in enumerate(rows.tolist()):
-        segs, cur = [], []
-        for t in row:
-            if t == eos:
-                segs.append(cur)
-                cur = []
-            else:
-                cur.append(t)
-        segs.append(cur)
+        segs = documents_of(row, eos)
         for k, seg in enumerate(segs):
             out += [(r, k, m.end()) for m in pat.finditer(tok.decode(seg))]
     return out

@@ -97,6 +97,17 @@ def write_phrases(study: Path, pairs: list[tuple[str, str]]) -> Path:
     return study
 
 
+def documents_of(row: list[int], eos: int) -> list[list[int]]:
+    """The pieces of one row between EOS tokens (a match never crosses one)."""
+    segs: list[list[int]] = [[]]
+    for t in row:
+        if t == eos:
+            segs.append([])
+        else:
+            segs[-1].append(t)
+    return segs
+
+
 def regex_occurrence_rows(tok, rows: np.ndarray, phrase: str) -> list[int]:
     """Independent text-level search: decode each row's documents and count whole-word hits
     of " phrase", " Phrase" (after a space) and "Phrase" at a document/line start or after
@@ -112,14 +123,7 @@ def regex_occurrence_rows(tok, rows: np.ndarray, phrase: str) -> list[int]:
     pats.append(re.compile(r"(?:^|(?<=[^A-Za-z0-9 ]))" + re.escape(cap) + r"(?![A-Za-z0-9])"))
     out = []
     for r, row in enumerate(rows.tolist()):
-        segs, cur = [], []
-        for t in row:
-            if t == eos:
-                segs.append(cur)
-                cur = []
-            else:
-                cur.append(t)
-        segs.append(cur)
+        segs = documents_of(row, eos)
         for seg in segs:
             text = tok.decode(seg)
             out += [r] * sum(len(p.findall(text)) for p in pats)

@@ -188,24 +188,11 @@ def test_resume_after_a_crash_equals_a_clean_run(tmp_path, small_tokenizer, monk
     b = write_jsonl(tmp_path / "b.jsonl", make_docs(30, 12))
     opts = prep.PrepareOptions(corpus=[str(a), str(b)], tokenizer=str(small_tokenizer), seq_len=10, seed=4,
                                progress=False, batch_chars=200)
-    import grokscope.data.corpus as corpus
-
-    real = corpus.iter_documents
-
-    def dying(source, text_field="text"):
-        for i, doc in enumerate(real(source, text_field)):
-            if source == str(b) and i == 10:
-                raise KeyboardInterrupt  # killed while tokenizing the second file
-            yield doc
-
-    monkeypatch.setattr(corpus, "iter_documents", dying)
     crashed = tmp_path / "crashed" / "tokens"
-    with pytest.raises(KeyboardInterrupt):
-        prep.prepare_corpus(opts, crashed)
+    crash_while_tokenizing(monkeypatch, opts, b, crashed)
     assert not (crashed / "tokens.npy").exists() and not (crashed / "manifest.json").exists()
     progress = json.loads((crashed / ".work" / "progress.json").read_text())
     assert progress["sources_done"] == 1 and progress["n_docs"] == 30
-    monkeypatch.setattr(corpus, "iter_documents", real)
     resumed = prep.prepare_corpus(opts, crashed)
     assert resumed.stats["resumed"] and not resumed.skipped
     clean = prep.prepare_corpus(opts, tmp_path / "clean" / "tokens")
@@ -421,3 +408,22 @@ def test_hf_dataset_without_datasets_is_a_clear_error(tmp_path, small_tokenizer,
     err = capsys.readouterr().err
     assert "hf:nonexistent-org/nonexistent-dataset:train" in err
     assert "datasets" in err or "could not load dataset" in err
+
+
+def crash_while_tokenizing(monkeypatch, opts, second: Path, out: Path) -> None:
+    """Run ``prepare_corpus(opts, out)`` and kill it (KeyboardInterrupt) at the 10th document of
+    the file ``second``; the corpus reader is restored afterwards."""
+    import grokscope.data.corpus as corpus
+
+    real = corpus.iter_documents
+
+    def dying(source, text_field="text"):
+        for i, doc in enumerate(real(source, text_field)):
+            if source == str(second) and i == 10:
+                raise KeyboardInterrupt  # killed while tokenizing the second file
+            yield doc
+
+    monkeypatch.setattr(corpus, "iter_documents", dying)
+    with pytest.raises(KeyboardInterrupt):
+        prep.prepare_corpus(opts, out)
+    monkeypatch.setattr(corpus, "iter_documents", real)

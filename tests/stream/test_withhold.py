@@ -17,7 +17,7 @@ from grokscope.exposure.shards import StreamSpec
 from grokscope.exposure.stage import compute_exposure
 from grokscope.stream.withhold import SentenceFilter, assign_withheld, sentence_spans
 from tests.exposure.test_stage import regex_occurrence_rows
-from tests.stream.test_stage import write_jsonl
+from tests.stream.test_stage import crash_while_tokenizing, write_jsonl
 
 PHRASES = {  # paradigm -> critical phrases (no phrase holds another's words in order)
     "det_noun": ["this sketch", "these sketches", "that dog", "those dogs", "this cat", "these cats",
@@ -192,7 +192,6 @@ def test_changed_fraction_is_refused_and_missing_table_named(withheld_study, cap
 
 
 def test_resume_after_a_crash_counts_the_same(tmp_path, gpt2_tokenizer_dir, monkeypatch):
-    import grokscope.data.corpus as corpus
     from grokscope.stream import stage as prep
 
     docs = make_corpus(3, 60)
@@ -201,19 +200,8 @@ def test_resume_after_a_crash_counts_the_same(tmp_path, gpt2_tokenizer_dir, monk
     opts = prep.PrepareOptions(corpus=[str(a), str(b)], tokenizer=str(gpt2_tokenizer_dir), seq_len=16, seed=2,
                                progress=False, batch_chars=200, withhold=0.5,
                                withhold_phrases=str(phrases_table(tmp_path / "ph")))
-    real = corpus.iter_documents
-
-    def dying(source, text_field="text"):
-        for i, doc in enumerate(real(source, text_field)):
-            if source == str(b) and i == 10:
-                raise KeyboardInterrupt  # killed while tokenizing the second file
-            yield doc
-
-    monkeypatch.setattr(corpus, "iter_documents", dying)
     crashed = tmp_path / "crashed" / "tokens"
-    with pytest.raises(KeyboardInterrupt):
-        prep.prepare_corpus(opts, crashed)
-    monkeypatch.setattr(corpus, "iter_documents", real)
+    crash_while_tokenizing(monkeypatch, opts, b, crashed)
     resumed = prep.prepare_corpus(opts, crashed)
     assert resumed.stats["resumed"]
     clean = prep.prepare_corpus(opts, tmp_path / "clean" / "tokens")
