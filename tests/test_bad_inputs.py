@@ -157,6 +157,49 @@ def test_prepare_on_a_failing_disk(tmp_path, corpus, gpt2_tokenizer_dir, monkeyp
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
+def test_prepare_disk_full_while_packing_names_the_file_and_leaves_no_partial_stream(
+        tmp_path, corpus, gpt2_tokenizer_dir, monkeypatch, capsys):
+    """The free-space check passed but the disk fills while the stream is written (another writer):
+    a write error without a file name gets the partial file's name, the partial stream goes, the
+    tokenized documents (work/) stay, and the re-run resumes from them."""
+    import errno
+    import os
+
+    from grokscope.stream import pack
+
+    class FullDisk:  # the stream's file: its header goes in, the first block of rows does not
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            if self.f.tell() > 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a full disk reports a write()
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    real = pack._NpyStreamWriter.__init__
+
+    def init(self, *a, **k):
+        real(self, *a, **k)
+        self.f = FullDisk(self.f)
+
+    monkeypatch.setattr(pack._NpyStreamWriter, "__init__", init)
+    out = tmp_path / "s"
+    argv = ["prepare", "--corpus", str(corpus), "--tokenizer", str(gpt2_tokenizer_dir), "--out", str(out),
+            "--seq-len", "8", "--no-progress"]
+    code, err = _run(argv, capsys)
+    message = [line for line in err.splitlines() if line.startswith("grokscope")]
+    assert code == 2 and "Traceback" not in err and len(message) == 1, err
+    assert "[errno ENOSPC]" in message[0] and ".partial" in message[0] and str(out / "tokens") in message[0]
+    assert not [p for p in out.rglob("*") if p.name.endswith((".tmp", ".partial"))]
+    assert (out / "tokens" / ".work" / "doc_tokens.bin").exists()  # finished tokenization kept
+    monkeypatch.setattr(pack._NpyStreamWriter, "__init__", real)
+    code, err = _run(argv, capsys)
+    assert code == 0 and (out / "tokens" / "manifest.json").exists(), err
+
+
 def test_train_on_a_read_only_disk(tmp_path, monkeypatch, capsys):
     import errno
 
@@ -225,3 +268,42 @@ def test_a_scheduler_address_that_is_not_one_is_a_config_error(address):
     check_scheduler_address("tcp://127.0.0.1:8786")
     check_scheduler_address("127.0.0.1:8786")
     check_scheduler_address("inproc://10.0.0.5/123/1")
+
+
+def test_exposure_on_a_read_only_study(tmp_path, gpt2_tokenizer_dir, monkeypatch, capsys):
+    import errno
+
+    import numpy as np
+
+    from grokscope.core.tokenizer import load_tokenizer
+    from tests.exposure.test_stage import PAIRS, random_documents, write_phrases, write_stream
+
+    tokens = write_stream(tmp_path / "tokens", load_tokenizer(gpt2_tokenizer_dir),
+                          random_documents(np.random.default_rng(0), 50), row_len=9)
+    study = write_phrases(tmp_path / "s", PAIRS)
+    before = _digest(study), _digest(tokens)
+    _failing_replace(monkeypatch, errno.EROFS, study)
+    code, err = _run(["exposure", "--phrases", str(study), "--tokens", str(tokens), "--checkpoints", "1,2",
+                      "--rows-per-step", "2"], capsys)
+    assert code == 2 and "Traceback" not in err and "Read-only file system [errno EROFS]" in err, err
+    message = [line for line in err.splitlines() if line.startswith("grokscope")]
+    assert len(message) == 1 and str(study) in message[0], err
+    assert (_digest(study), _digest(tokens)) == before  # the phrases table and the stream untouched
+    assert not [p for p in study.rglob("*") if p.name.endswith((".tmp", ".partial"))]
+
+
+def test_demo_into_a_read_only_directory_keeps_the_earlier_demo(tmp_path, monkeypatch, capsys):
+    import errno
+
+    out = tmp_path / "demo"
+    (out / "report").mkdir(parents=True)
+    (out / "report" / "index.html").write_text("<html>an earlier demo</html>")
+    (out / "study.toml").write_text("[study]\nname = 'earlier'\n")
+    before = _digest(out)
+    _failing_replace(monkeypatch, errno.EROFS, out)
+    code, err = _run(["demo", "--out", str(out), "--steps", "4", "--model-size", "tiny"], capsys)
+    assert code == 2 and "Traceback" not in err and "Read-only file system [errno EROFS]" in err, err
+    message = [line for line in err.splitlines() if line.startswith("grokscope")]
+    assert len(message) == 1 and str(out) in message[0], err
+    assert _digest(out) == before
+    assert not [p for p in out.rglob("*") if p.name.endswith((".tmp", ".partial"))]

@@ -82,8 +82,10 @@ def test_bad_inputs_are_clear(tmp_path):
     notmodel.mkdir()
     with pytest.raises(DataError, match="no config.json"):
         discover_checkpoints([str(notmodel)])
-    a, b = _hf_dir(tmp_path / "a"), _hf_dir(tmp_path / "b")
+    a, b = _hf_dir(tmp_path / "a" / "step_7"), _hf_dir(tmp_path / "b" / "step_7")
     with pytest.raises(DataError, match="two checkpoints claim step 7"):
+        discover_checkpoints([str(a), str(b)], tokens_per_step=1)
+    with pytest.raises(DataError, match="name the step of one checkpoint; 2 were given"):
         discover_checkpoints([str(a), str(b)], step=7, tokens_seen=1)
 
 
@@ -106,3 +108,21 @@ def test_missing_local_dir_that_looks_like_a_hub_id_is_not_sent_to_the_hub(tmp_p
         discover_checkpoints(["runs/step100"], tokens_per_step=1)
     (c,) = discover_checkpoints(["someone/model@step20"], tokens_per_step=100)  # no local someone/: the hub
     assert c.source == "hub"
+
+
+def test_step_flags_that_contradict_a_checkpoint_or_name_several_are_refused(tmp_path):
+    """Issue #21: ``score --step/--tokens-seen`` were silently ignored for a grokscope checkpoint."""
+    run = tmp_path / "run"
+    for step in (0, 4):
+        _grokscope_ckpt(run, step)
+    one = str(run / "checkpoints" / "step_00000004")
+    assert [c.step for c in discover_checkpoints(one, step=4, tokens_seen=4 * 8 * 129)] == [4]  # agrees: fine
+    with pytest.raises(DataError, match=r"step_00000004: records step 4 \(4,128 tokens seen\), but --step/"
+                                        r"--tokens-seen gave 7 / -"):
+        discover_checkpoints(one, step=7)
+    with pytest.raises(DataError, match="records step 4"):
+        discover_checkpoints(one, tokens_seen=1)
+    with pytest.raises(DataError, match=r"name the step of one checkpoint; 2 were given"):
+        discover_checkpoints(str(run), step=4)
+    d = _hf_dir(tmp_path / "plain")
+    assert discover_checkpoints(str(d), step=3, tokens_seen=9)[0].step == 3  # what the flags are for

@@ -94,6 +94,16 @@ def discover_checkpoints(
             if errors is None:
                 raise
             errors.append(str(e))
+    if (step is not None or tokens_seen is not None) and len(found) > 1:
+        raise DataError(f"--step/--tokens-seen name the step of one checkpoint; {len(found)} were given "
+                        f"({', '.join(specs)}): leave them out (each checkpoint's own step is used)")
+    for c in found:  # a checkpoint that records its step: a different --step is a mistake, not an override
+        if c.source == "grokscope" and ((step is not None and step != c.step)
+                                        or (tokens_seen is not None and tokens_seen != c.tokens_seen)):
+            raise DataError(f"{c.path}: records step {c.step:,} ({c.tokens_seen:,} tokens seen), but --step/"
+                            f"--tokens-seen gave {step if step is not None else '-'} / "
+                            f"{tokens_seen if tokens_seen is not None else '-'}; leave them out for a grokscope "
+                            "checkpoint")
     _check_unique_steps(found)
     return sorted(found, key=lambda c: (c.step, c.label))
 

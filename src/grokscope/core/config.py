@@ -124,6 +124,7 @@ class BenchmarkSection:
 
 
 VARIANTS = ("mid", "sentence_start")
+DEFAULT_SHARD_ROWS = 1 << 16  # rows per resumable exposure shard (≈8.5M tokens at row_len 129)
 
 
 @dataclass
@@ -132,6 +133,9 @@ class ExposureSection:
                                                   "(' This sketch', 'This sketch')", choices=VARIANTS, sep=",")
     workers: int = setting(1, "Dask local workers (1 = in this process)", gt=0, harmless=True)
     scheduler: str = setting("", "address of a Dask scheduler (tcp://host:port); empty = local", harmless=True)
+    shard_rows: int = setting(DEFAULT_SHARD_ROWS, "rows of the stream per shard: one Dask task, and what a killed "
+                                                  "run keeps (exposure.parts/); results do not depend on it",
+                              gt=0, harmless=True)
     phrases: str = setting("", "phrases table to search: a study directory or phrases.parquet (default: the "
                                "study's)", kind="path")
     checkpoints: list[str] = setting([], "checkpoint steps: comma lists (0,1,2,4,1000), 'pythia', or checkpoint "

@@ -19,6 +19,11 @@ class DataError(GrokscopeError):
     """A data file that is missing, malformed, or inconsistent with another input."""
 
 
+class DiskError(GrokscopeError):
+    """The study directory cannot take what is about to be written (no space, read-only): the
+    run stops there, as every later write would fail the same way."""
+
+
 class MissingStageError(GrokscopeError):
     """A stage was asked for without the output of the stage it depends on."""
 

@@ -62,6 +62,18 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+@contextlib.contextmanager
+def naming(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Give an ``OSError`` raised without a file name (a write or flush on an open file: no
+    space left, read-only) the name ``path``, so the error message can say where."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -144,12 +156,13 @@ def check_free_space(path: str | os.PathLike[str], nbytes: int, margin: int = 1 
     than ``nbytes`` (+ ``margin``) free."""
     import shutil
 
-    from grokscope.core.errors import GrokscopeError
+    from grokscope.core.errors import DiskError
 
     free = shutil.disk_usage(Path(path).parent).free
     if free < nbytes + margin:
-        raise GrokscopeError(f"cannot write {path}: no space left on device ({nbytes:,} bytes to write, "
-                             f"{free:,} free); free space (or use another --out) and re-run")
+        raise DiskError(f"cannot write {path}: no space left on device [errno ENOSPC] ({nbytes:,} bytes to "
+                        f"write, {free:,} free); finished outputs are kept; free space (or use another --out) "
+                        "and re-run")
 
 
 def commit_npy(path: str | os.PathLike[str], partial: str | os.PathLike[str] | None = None) -> None:

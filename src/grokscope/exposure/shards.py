@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from grokscope.core.config import DEFAULT_SHARD_ROWS
 from grokscope.core.errors import ConfigError, DataError, GrokscopeError
 
 DEFAULT_CHUNK_ROWS = 8192
-DEFAULT_SHARD_ROWS = 1 << 16  # rows per resumable shard (≈8.5M tokens at row_len 129)
 
 
 def window_edges(steps: Sequence[int], rows_per_step: int, n_rows: int, where: str = "token stream") -> np.ndarray:
@@ -127,14 +127,14 @@ class _Parts:
     """Finished shard results on disk (``exposure.parts/``), keyed by the search's inputs."""
 
     def __init__(self, root: Path | None, key: str) -> None:
-        self.root = root
-        if root is None:
-            return
-        stamp = root / "key.txt"
-        if root.exists() and (not stamp.exists() or stamp.read_text() != key):
-            shutil.rmtree(root)
-        root.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(key)
+        self.root, self.key = root, key
+        if root is not None and root.exists() and (not self._stamp.exists() or self._stamp.read_text() != key):
+            shutil.rmtree(root)  # shards of another search
+
+    @property
+    def _stamp(self) -> Path:
+        assert self.root is not None
+        return self.root / "key.txt"
 
     def _path(self, a: int, b: int) -> Path:
         assert self.root is not None
@@ -153,6 +153,8 @@ class _Parts:
             return
         from grokscope.core import store
 
+        if not self._stamp.exists():  # written with the first shard: a search that saves nothing leaves nothing
+            store.write_text(self._stamp, self.key)
         with store.atomic_path(self._path(a, b)) as tmp, open(tmp, "wb") as f:
             np.savez(f, first_row=res.first_row, interval=res.interval, seq=res.seq, count=res.count)
 

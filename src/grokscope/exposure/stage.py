@@ -253,7 +253,8 @@ def run(cfg: StudyConfig, study: Study) -> None:
     tokenizer = cfg.data.tokenizer if cfg.data.tokens and cfg.data.tokenizer else None
     summary = compute_exposure(phrases, spec, steps, study.exposure_path, tokenizer=tokenizer,
                                variants=cfg.exposure.variants, workers=cfg.exposure.workers,
-                               scheduler=cfg.exposure.scheduler, progress=cfg.options.progress,
+                               scheduler=cfg.exposure.scheduler, shard_rows=cfg.exposure.shard_rows,
+                               progress=cfg.options.progress,
                                force=cfg.options.force, window_tokens=cfg.exposure.window_tokens)
     _print_summary(summary, study.exposure_path, steps)
 
@@ -282,7 +283,7 @@ STAGE = Stage(
                                                      "tokenizer/)"),
                Flag("data.format", "--format"), Flag("data.rows_per_step", "--rows-per-step"),
                Flag("data.row_len", "--row-len"), Flag("data.eos_id", "--eos-id"),
-               Flag("exposure.window_tokens", "--window-tokens"),
+               Flag("exposure.window_tokens", "--window-tokens"), Flag("exposure.shard_rows", "--shard-rows"),
                Flag("study.out", "--out", "study directory to write exposure.parquet to (default: the --phrases "
                                           "study)")),
         force=True, prepare=_cli_defaults),

@@ -27,7 +27,7 @@ from grokscope.core.checkpoints import (
     load_model,
 )
 from grokscope.core.devices import resolve_device
-from grokscope.core.errors import DataError, GrokscopeError, MissingStageError
+from grokscope.core.errors import DataError, DiskError, GrokscopeError, MissingStageError
 from grokscope.core.stage import CommandLine, Flag, Stage
 from grokscope.score.encoding import (
     EncodedSentence,
@@ -118,6 +118,8 @@ def score_checkpoints(job: ScoreJob, study: Study, errors: list[str] | None = No
         try:
             t0 = time.perf_counter()
             done[i] = _score_one(job, study, ckpt, loaded(), encode_cache, t0)
+        except DiskError:
+            raise  # every later checkpoint would fail the same way: one message, not one per checkpoint
         except GrokscopeError as e:
             done[i] = _failed(ckpt, e, errors)
     return [done[i] for i in range(len(job.checkpoints))]

@@ -20,7 +20,8 @@ from grokscope.core.errors import DataError
 
 class _NpyStreamWriter:
     """Write a C-order ``.npy`` of known shape sequentially (no memmap: RSS stays flat) to
-    ``path.partial``; :func:`store.commit_npy` moves it into place."""
+    ``path.partial``; :func:`store.commit_npy` moves it into place. A failed write names the
+    file; :meth:`abort` removes it."""
 
     def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.partial = Path(str(path) + ".partial")
@@ -29,20 +30,35 @@ class _NpyStreamWriter:
         self.shape = tuple(shape)
         self.expected = int(np.prod(shape)) if shape else 1
         self.written = 0
-        self.f = open(self.partial, "wb")  # noqa: SIM115 - closed by close() or by the caller's finally
+        self.f = open(self.partial, "wb")  # noqa: SIM115 - closed by close() or abort()
         header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
-        np.lib.format.write_array_header_1_0(self.f, header)
+        with store.naming(self.partial):
+            np.lib.format.write_array_header_1_0(self.f, header)
         self.offset = self.f.tell()  # where the data starts
+
+    @property
+    def nbytes(self) -> int:
+        return self.offset + self.expected * self.dtype.itemsize
 
     def write(self, values: np.ndarray) -> None:
         values = np.ascontiguousarray(values, dtype=self.dtype)
-        self.f.write(values.tobytes())
+        with store.naming(self.partial):
+            self.f.write(values.tobytes())
         self.written += values.size
 
     def close(self) -> None:
-        self.f.close()
+        with store.naming(self.partial):
+            self.f.close()
         if self.written != self.expected:
             raise RuntimeError(f"{self.partial}: wrote {self.written} values, expected {self.expected}")
+
+    def abort(self) -> None:
+        """Close and delete the partial file (after a failed write: it would be written anew)."""
+        try:
+            self.f.close()
+        except OSError:
+            pass  # the flush of a full disk fails again; the file goes anyway
+        self.partial.unlink(missing_ok=True)
 
 
 def document_order(n_docs: int, seed: int, shuffle: str) -> np.ndarray:
@@ -85,6 +101,13 @@ def shuffle_and_pack(work: Path, state: dict[str, Any], seq_len: int, seed: int,
     pack_dir = work if rows_perm is not None else tokens_dir  # packed rows are permuted into tokens_dir after
     tokens_writer = _NpyStreamWriter(pack_dir / "tokens.npy", (n_rows, row_len), dtype)
     docs_writer = _NpyStreamWriter(pack_dir / "row_docs.npy", (n_rows,), np.dtype(np.int64))
+    writers = (tokens_writer, docs_writer)
+    try:  # the stream (twice while rows are permuted: packed, then shuffled) must fit before a byte is written
+        store.check_free_space(tokens_dir / "tokens.npy",
+                               sum(w.nbytes for w in writers) * (2 if rows_perm is not None else 1))
+    except BaseException:
+        _abort(writers)
+        raise
     eos = np.array([eos_id], dtype=dtype)
     chunk_tokens = 1 << 22  # read at most 4M tokens of one document at a time
     bar = tqdm(total=n_keep, unit="tok", unit_scale=True, desc="shuffle+pack", disable=not progress)
@@ -113,17 +136,23 @@ def shuffle_and_pack(work: Path, state: dict[str, Any], seq_len: int, seed: int,
             row_starts = np.arange(r0, min(n_rows, r0 + (1 << 20)), dtype=np.int64) * row_len
             which = np.searchsorted(stream_starts, row_starts, side="right") - 1
             docs_writer.write(order[which])
+        tokens_writer.close()
+        docs_writer.close()
+        if rows_perm is not None:
+            _permute_rows(tokens_writer, docs_writer.partial, rows_perm, tokens_dir, progress)
+    except BaseException:  # a full disk, Ctrl-C: no partial stream stays behind (it is rebuilt from work/)
+        _abort(writers)
+        raise
     finally:
         bar.close()
-        tokens_writer.f.close()
-        docs_writer.f.close()
-    tokens_writer.close()
-    docs_writer.close()
-    if rows_perm is not None:
-        _permute_rows(tokens_writer, docs_writer.partial, rows_perm, tokens_dir, progress)
     store.commit_npy(tokens_dir / "row_docs.npy")
     # tokens.npy is committed by the caller after the manifest
     return {"n_rows": n_rows, "n_documents": int(order.size), "dropped_tokens": total - n_keep}
+
+
+def _abort(writers: tuple[_NpyStreamWriter, ...]) -> None:
+    for w in writers:
+        w.abort()
 
 
 def _permute_rows(packed: _NpyStreamWriter, packed_docs: Path, perm: np.ndarray, tokens_dir: Path,
@@ -151,11 +180,11 @@ def _permute_rows(packed: _NpyStreamWriter, packed_docs: Path, perm: np.ndarray,
                 rows[sort] = np.frombuffer(raw, dtype=dtype).reshape(idx.size, shape[1])
                 tokens_writer.write(rows)
                 docs_writer.write(docs[idx])
-    finally:
-        tokens_writer.f.close()
-        docs_writer.f.close()
-    tokens_writer.close()
-    docs_writer.close()
+        tokens_writer.close()
+        docs_writer.close()
+    except BaseException:
+        _abort((tokens_writer, docs_writer))
+        raise
     packed_tokens.unlink(missing_ok=True)
     packed_docs.unlink(missing_ok=True)
 

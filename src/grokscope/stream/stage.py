@@ -151,8 +151,12 @@ def prepare_corpus(opts: PrepareOptions, tokens_dir: str | os.PathLike[str]) -> 
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     withhold.record(tokens_dir, manifest, assignment, state)
-    store.write_json(tokens_dir / "manifest.json", manifest)
-    store.commit_npy(tokens_dir / "tokens.npy")  # last: tokens.npy + manifest.json = finished
+    try:
+        store.write_json(tokens_dir / "manifest.json", manifest)
+        store.commit_npy(tokens_dir / "tokens.npy")  # last: tokens.npy + manifest.json = finished
+    except BaseException:  # no partial stream left behind (work/ rebuilds it)
+        Path(str(tokens_dir / "tokens.npy") + ".partial").unlink(missing_ok=True)
+        raise
     shutil.rmtree(work, ignore_errors=True)
     return PrepareResult(tokens_dir, manifest, skipped=False, seconds=seconds, tokenize_seconds=tokenize_seconds,
                          stats={"resumed": state["resumed"]})

@@ -60,7 +60,7 @@ def tokenize_to_work(tok: Any, sources: list[str], opts: PrepareOptions, work: P
     bar = tqdm(total=None, unit="tok", unit_scale=True, desc="tokenize", disable=not opts.progress,
                initial=state["n_tokens"])
     try:
-        with open(tokens_path, "ab") as ftok, open(lengths_path, "ab") as flen:
+        with store.naming(work), open(tokens_path, "ab") as ftok, open(lengths_path, "ab") as flen:
             for i in range(state["sources_done"], len(sources)):
                 if state["stopped"]:
                     state["per_source"].append({"first_document": state["n_docs"], "n_documents": 0, "n_tokens": 0})
