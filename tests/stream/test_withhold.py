@@ -15,7 +15,7 @@ from grokscope.core import store
 from grokscope.core.errors import DataError
 from grokscope.exposure.shards import StreamSpec
 from grokscope.exposure.stage import compute_exposure
-from grokscope.stream.withhold import SentenceFilter, assign_withheld, sentence_spans
+from grokscope.stream.withhold import SentenceFilter, assign_withheld, sentence_spans, token_ends_at
 from tests.exposure.test_stage import regex_occurrence_rows
 from tests.stream.test_stage import crash_while_tokenizing, write_jsonl
 
@@ -210,3 +210,42 @@ def test_resume_after_a_crash_counts_the_same(tmp_path, gpt2_tokenizer_dir, monk
     np.testing.assert_array_equal(np.load(crashed / "tokens.npy"), np.load(tmp_path / "clean" / "tokens" / "tokens.npy"))
     pd.testing.assert_frame_equal(pd.read_parquet(crashed / "withheld.parquet"),
                                   pd.read_parquet(tmp_path / "clean" / "tokens" / "withheld.parquet"))
+
+
+def test_a_form_continued_by_a_word_goes_where_a_token_ends_after_it(gpt2):
+    """GPT-2 cuts "sketchbook" as " sketch" + "book": a row cut there leaves "this sketch" at a row
+    end, where exposure counts it, so that sentence goes; " sketches" is one token: it stays."""
+    f = SentenceFilter(["this sketch"])
+
+    def ends(text, a, b):
+        return token_ends_at(gpt2.backend_tokenizer, text, a, b)
+
+    text = "I drew this sketchbook. Then this sketches out. This sketchy plan."
+    assert f.filter(text)[0] == text  # the whole-word rule alone keeps all three
+    kept, removed = f.filter(text, ends)
+    assert kept == "Then this sketches out. "  # " sketch" + "y" is a token end too: that one goes as well
+    assert [s for s, _ in removed] == ["I drew this sketchbook. ", "This sketchy plan."]
+
+
+def test_no_withheld_tokens_at_any_row_end(tmp_path, gpt2_tokenizer_dir):
+    """End to end: rows of 9 tokens cut documents everywhere, so some rows end in " this sketch"
+    of "this sketchbook"; withheld, the phrase has count 0 in the stream (and > 0 when kept)."""
+    rng = np.random.default_rng(3)
+    docs = [" ".join(["We saw"] + ["it"] * int(k)) + ". I drew this sketchbook today. Then we left."
+            for k in rng.integers(0, 30, size=60)]
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", docs)
+    rows = [{"uid": "det_noun", "pair_id": 0, "supported": True, "critical_phrase": "this sketch",
+             "bad_phrase": "this sketches"}]
+    store.write_parquet(tmp_path / "ph" / "phrases.parquet", pd.DataFrame(rows), metadata={"benchmark_fingerprint": "t"})
+    counts = {}
+    for fraction in (0.0, 1.0):
+        study = tmp_path / f"s{fraction}"
+        assert main(["prepare", "--no-progress", "--corpus", str(corpus), "--tokenizer", str(gpt2_tokenizer_dir),
+                     "--seq-len", "8", "--shuffle", "none", "--withhold", str(fraction), "--phrases",
+                     str(tmp_path / "ph" / "phrases.parquet"), "--out", str(study)]) == 0
+        out = tmp_path / f"exposure{fraction}.parquet"
+        n_rows = store.read_json(study / "tokens" / "manifest.json")["n_rows"]
+        compute_exposure(tmp_path / "ph" / "phrases.parquet", StreamSpec(str(study / "tokens"), rows_per_step=1),
+                         [n_rows], out, progress=False)
+        counts[fraction] = int(pd.read_parquet(out)["good_total_count"][0])
+    assert counts[0.0] > 0 and counts[1.0] == 0, counts

@@ -11,7 +11,9 @@ share of the benchmark's critical phrases never reaches the token stream.
    (:func:`grokscope.exposure.search.variant_texts` over all :data:`~grokscope.core.config.VARIANTS`)
    is dropped, so the text stays grammatical. A form matches where the exposure engine would:
    the exact characters, not followed by a letter/digit, and (for a form that begins with a
-   letter/digit) not preceded by one. An occurrence that spans a sentence boundary drops every
+   letter/digit) not preceded by one — or followed by one where the stream's tokens end right
+   after the form ("this sketch|book"), since a row cut there leaves the form's tokens at a row
+   end, where the exposure engine counts them. An occurrence that spans a sentence boundary drops every
    sentence it touches; removal is repeated on the remaining text until no form occurs, so no
    occurrence is created by joining what is left.
 
@@ -23,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,9 @@ from grokscope.core.errors import DataError
 
 WITHHOLD_STREAM = 2  # the prepare seed's RNG stream for the coin (0: documents, 1: rows)
 WITHHELD_FILE = "withheld.parquet"
+# what a sentence filter removes; a stream withheld under another rule is prepared again, not reused
+FILTER_RULE = "whole-word forms + forms cut at a token end (row-end residue)"
+CutAfter = Callable[[str, int, int], bool]  # (text, start, end) -> a token of text[start:] ends at end
 _RUN = re.compile(r"[^\W_]+")  # a run of letters/digits (the exposure engine's word characters)
 # a sentence ends after . ! ? (and closing quotes/brackets) followed by whitespace, or at a line end
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+|\n+")
@@ -104,6 +109,12 @@ def _key(runs: Sequence[str]) -> tuple[str, ...]:
     return tuple(r.lower() for r in runs[:2])
 
 
+def _prefix_key(runs: Sequence[str]) -> tuple[str, ...]:
+    """The key of a form of at most two words by its last word's first two letters."""
+    *head, last = [r.lower() for r in runs[:2]]
+    return ("~", *head, last[:2])
+
+
 class SentenceFilter:
     """Drops the sentences of a text that hold a surface form of any of ``phrases``."""
 
@@ -116,39 +127,68 @@ class SentenceFilter:
 
         self.phrases = tuple(phrases)
         self.index: dict[tuple[str, ...], list[_Form]] = {}
+        self.prefix_index: dict[tuple[str, ...], list[_Form]] = {}  # forms of <= 2 words, by the last one's start
         for i, p in enumerate(self.phrases):
             for text in (texts[i] if texts is not None else variant_texts(p, variants or VARIANTS)):
                 runs = list(_RUN.finditer(text))
                 if not runs:
                     raise DataError(f"withheld phrase {p!r} has no letter or digit: it cannot be searched as a word")
                 form = _Form(text, i, runs[0].start(), text[0].isalnum(), text[-1].isalnum())
-                self.index.setdefault(_key([m.group() for m in runs]), []).append(form)
+                words = [m.group() for m in runs]
+                self.index.setdefault(_key(words), []).append(form)
+                if len(words) <= 2 and form.right_word:  # its key's last word may go on ("sketch|book")
+                    self.prefix_index.setdefault(_prefix_key(words), []).append(form)
 
-    def occurrences(self, text: str) -> list[tuple[int, int, int]]:
-        """``(start, end, phrase)`` of every occurrence of a form in ``text`` (exposure's whole-word rule)."""
+    def occurrences(self, text: str, cut_after: CutAfter | None = None) -> list[tuple[int, int, int]]:
+        """``(start, end, phrase)`` of every occurrence of a form in ``text`` (exposure's whole-word rule).
+
+        With ``cut_after`` (whether the stream's tokens of ``text[start:]`` have a token ending at
+        ``end``), a form followed by a letter/digit also counts where a token ends right after it
+        ("this sketch|book"): a row of the packed stream may be cut there, and at a row end the
+        exposure engine cannot see that the word goes on, so it counts the form's tokens as seen."""
         runs = [(m.start(), m.group().lower()) for m in _RUN.finditer(text)]
         out = []
         for i, (pos, word) in enumerate(runs):
-            keys = [(word,)] + ([(word, runs[i + 1][1])] if i + 1 < len(runs) else [])
-            for key in keys:
+            after = [runs[i + 1][1]] if i + 1 < len(runs) else []
+            for key in [(word,)] + [(word, w) for w in after]:
                 for f in self.index.get(key, ()):
-                    a = pos - f.offset
-                    b = a + len(f.text)
-                    if a < 0 or not text.startswith(f.text, a):
+                    a, b = self._match(text, pos, f)
+                    if a < 0:
                         continue
-                    if f.left_word and a > 0 and text[a - 1].isalnum():
-                        continue
-                    if f.right_word and b < len(text) and text[b].isalnum():
+                    if f.right_word and b < len(text) and text[b].isalnum() and \
+                            (cut_after is None or not cut_after(text, a, b)):
                         continue
                     out.append((a, b, f.phrase))
+            if cut_after is None:
+                continue
+            # a form whose last word the text continues ("this sketch" in "this sketchbook"): the
+            # whole-word keys above cannot reach it; its start, a token end after it, can
+            for pkey in {_prefix_key([word]), _prefix_key([word[:1]])} | {_prefix_key([word, w]) for w in after} \
+                    | {_prefix_key([word, w[:1]]) for w in after}:
+                for f in self.prefix_index.get(pkey, ()):
+                    a, b = self._match(text, pos, f)
+                    if a < 0 or b >= len(text) or not text[b].isalnum():
+                        continue  # no match, or a whole-word one (found above)
+                    if cut_after(text, a, b):
+                        out.append((a, b, f.phrase))
         return out
 
-    def filter(self, text: str) -> tuple[str, list[tuple[str, set[int]]]]:
+    @staticmethod
+    def _match(text: str, pos: int, f: _Form) -> tuple[int, int]:
+        """Where form ``f`` lies in ``text`` if its first word starts at ``pos`` and nothing word-like
+        comes before it (``(-1, -1)``: it does not)."""
+        a = pos - f.offset
+        if a < 0 or not text.startswith(f.text, a) or (f.left_word and a > 0 and text[a - 1].isalnum()):
+            return -1, -1
+        return a, a + len(f.text)
+
+    def filter(self, text: str, cut_after: CutAfter | None = None) -> tuple[str, list[tuple[str, set[int]]]]:
         """``text`` without the sentences that hold a form, and the removed sentences with the
-        phrases that hit each. Repeats until the remaining text holds no form."""
+        phrases that hit each. Repeats until the remaining text holds no form. ``cut_after``: see
+        :meth:`occurrences`."""
         removed: list[tuple[str, set[int]]] = []
         while True:
-            hits = self.occurrences(text)
+            hits = self.occurrences(text, cut_after)
             if not hits:
                 return text, removed
             spans = sentence_spans(text)
@@ -163,6 +203,16 @@ class SentenceFilter:
                     hit_by.setdefault(k, set()).add(p)
             removed += [(text[spans[k][0]:spans[k][1]], hit_by[k]) for k in sorted(hit_by)]
             text = "".join(text[s:e] for k, (s, e) in enumerate(spans) if k not in hit_by)
+
+
+def token_ends_at(backend: Any, text: str, a: int, b: int) -> bool:
+    """Whether ``backend`` (a ``tokenizers`` tokenizer) ends a token at ``b`` in ``text[a:]``. Only
+    the words from ``a`` to the end of the word around ``b`` are encoded: a byte-level BPE splits
+    text into words before merging, so their tokens are those of the whole document."""
+    end = b
+    while end < len(text) and text[end].isalnum():
+        end += 1
+    return any(e == b - a for _, e in backend.encode(text[a:end], add_special_tokens=False).offsets)
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
@@ -193,7 +243,7 @@ class Withholding:
         per stratum ``[sentences, tokens]`` (a sentence hit by several counts for each)."""
         kept, dropped = [], []
         for t in texts:
-            k, rem = self.filter.filter(t)
+            k, rem = self.filter.filter(t, lambda text, a, b: token_ends_at(backend, text, a, b))
             kept.append(k)
             dropped += rem
         if not dropped:
@@ -266,7 +316,7 @@ def load_assignment(fraction: float, seed: int, phrases: str) -> tuple[Any, dict
     forms = withholding_for(table).filter.index
     forms_text = sorted(f.text for fs in forms.values() for f in fs)
     key = {"fraction": fraction, "seed": int(seed), "phrases_sha256": store.file_sha256(path),
-           "forms_sha256": hashlib.sha256(json.dumps(forms_text).encode()).hexdigest()}
+           "forms_sha256": hashlib.sha256(json.dumps(forms_text).encode()).hexdigest(), "rule": FILTER_RULE}
     return table, key
 
 
