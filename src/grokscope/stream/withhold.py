@@ -128,6 +128,9 @@ class SentenceFilter:
         self.phrases = tuple(phrases)
         self.index: dict[tuple[str, ...], list[_Form]] = {}
         self.prefix_index: dict[tuple[str, ...], list[_Form]] = {}  # forms of <= 2 words, by the last one's start
+        self._firsts: set[str] = set()  # the first word of every key
+        self._heads1: set[str] = set()  # the keys' first parts: one-word forms' first letters, ...
+        self._heads2: set[str] = set()  # ... two-word forms' first words (a cheap test before a lookup)
         for i, p in enumerate(self.phrases):
             for text in (texts[i] if texts is not None else variant_texts(p, variants or VARIANTS)):
                 runs = list(_RUN.finditer(text))
@@ -136,8 +139,11 @@ class SentenceFilter:
                 form = _Form(text, i, runs[0].start(), text[0].isalnum(), text[-1].isalnum())
                 words = [m.group() for m in runs]
                 self.index.setdefault(_key(words), []).append(form)
+                self._firsts.add(words[0].lower())
                 if len(words) <= 2 and form.right_word:  # its key's last word may go on ("sketch|book")
-                    self.prefix_index.setdefault(_prefix_key(words), []).append(form)
+                    pkey = _prefix_key(words)
+                    self.prefix_index.setdefault(pkey, []).append(form)
+                    (self._heads2 if len(pkey) == 3 else self._heads1).add(pkey[1])
 
     def occurrences(self, text: str, cut_after: CutAfter | None = None) -> list[tuple[int, int, int]]:
         """``(start, end, phrase)`` of every occurrence of a form in ``text`` (exposure's whole-word rule).
@@ -148,7 +154,10 @@ class SentenceFilter:
         exposure engine cannot see that the word goes on, so it counts the form's tokens as seen."""
         runs = [(m.start(), m.group().lower()) for m in _RUN.finditer(text)]
         out = []
+        firsts, heads1 = self._firsts, self._heads1
         for i, (pos, word) in enumerate(runs):
+            if word not in firsts and (cut_after is None or (word[:2] not in heads1 and word[:1] not in heads1)):
+                continue  # most words begin no form: one set test
             after = [runs[i + 1][1]] if i + 1 < len(runs) else []
             for key in [(word,)] + [(word, w) for w in after]:
                 for f in self.index.get(key, ()):
@@ -163,8 +172,13 @@ class SentenceFilter:
                 continue
             # a form whose last word the text continues ("this sketch" in "this sketchbook"): the
             # whole-word keys above cannot reach it; its start, a token end after it, can
-            for pkey in {_prefix_key([word]), _prefix_key([word[:1]])} | {_prefix_key([word, w]) for w in after} \
-                    | {_prefix_key([word, w[:1]]) for w in after}:
+            pkeys = []
+            if word[:2] in self._heads1 or word[:1] in self._heads1:
+                pkeys += [("~", word[:2])] + ([("~", word[:1])] if len(word) > 1 else [])
+            if after and word in self._heads2:
+                w = after[0]
+                pkeys += [("~", word, w[:2])] + ([("~", word, w[:1])] if len(w) > 1 else [])
+            for pkey in pkeys:
                 for f in self.prefix_index.get(pkey, ()):
                     a, b = self._match(text, pos, f)
                     if a < 0 or b >= len(text) or not text[b].isalnum():
