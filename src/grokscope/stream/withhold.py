@@ -172,7 +172,7 @@ class SentenceFilter:
                 continue
             # a form whose last word the text continues ("this sketch" in "this sketchbook"): the
             # whole-word keys above cannot reach it; its start, a token end after it, can
-            pkeys = []
+            pkeys: list[tuple[str, ...]] = []
             if word[:2] in self._heads1 or word[:1] in self._heads1:
                 pkeys += [("~", word[:2])] + ([("~", word[:1])] if len(word) > 1 else [])
             if after and word in self._heads2:
