@@ -7,8 +7,8 @@ Modes (``Criterion.mode`` in :mod:`grokscope.analyse.dynamics`):
   ``floor_checkpoints`` defined checkpoints) and the *ceiling* (pooled accuracy over the last
   ``ceiling_share`` of the run in log10 tokens). Each side's onset is the first checkpoint where a
   monotone fit of its curve -- isotonic regression weighted by the pairs behind each point
-  (binomial weights, scikit-learn) -- reaches the threshold. The group is **not learned** when the
-  bootstrap interval of the rise (ceiling - floor) includes 0.
+  (binomial weights, SciPy's pool-adjacent-violators) -- reaches the threshold. The group is
+  **not learned** when the bootstrap interval of the rise (ceiling - floor) includes 0.
 * ``paper``: the rule of Muckatira et al.: first checkpoint where accuracy reaches ``level``
   (0.8); a group whose val side never reaches it is *dropped*.
 * ``level`` / ``fraction`` / ``both``: "reaches and stays" rules (:func:`onset_index`).
@@ -34,7 +34,7 @@ def monotone_fit(acc: np.ndarray, n: np.ndarray, min_pairs: int) -> np.ndarray:
     Checkpoints with fewer than ``min_pairs`` pairs or NaN accuracy are left out of the fit and
     are NaN in the result. Binomial weighting: a point's weight is its number of pairs (the
     inverse of its variance up to the factor p(1-p))."""
-    from sklearn.isotonic import isotonic_regression
+    from scipy.optimize import isotonic_regression
 
     acc = np.asarray(acc, dtype=np.float64)
     n = np.broadcast_to(np.asarray(n, dtype=np.float64), acc.shape)
@@ -44,7 +44,7 @@ def monotone_fit(acc: np.ndarray, n: np.ndarray, min_pairs: int) -> np.ndarray:
     for r in range(flat_a.shape[0]):
         ok = ~np.isnan(flat_a[r]) & (flat_n[r] >= min_pairs)
         if ok.any():
-            flat_o[r, ok] = isotonic_regression(flat_a[r, ok], sample_weight=flat_n[r, ok], increasing=True)
+            flat_o[r, ok] = isotonic_regression(flat_a[r, ok], weights=flat_n[r, ok], increasing=True).x
     return out
 
 
