@@ -45,7 +45,15 @@ def support_tables(exp: pd.DataFrame, phrases: pd.DataFrame, timing: pd.DataFram
     correct = rng.random(good.shape) < 0.5 + 0.4 * (good > bad)
     info = sp.paradigm_information(phrases.assign(critical_phrase=phrases["good"], context_word="this"), good, 1, 50)
     ks = pd.concat([timing.assign(min_count=k) for k in (1, 5, 20)], ignore_index=True)
-    return {"support_splits": sp.support_splits(correct, good, bad, np.asarray(STEPS)),
+    from grokscope.analyse.event_study import event_tables
+    from grokscope.analyse.splits import entry_index
+
+    entry = entry_index(good, 1)
+    phen = phrases["phenomenon"].to_numpy(dtype=object)
+    groups = [("all", "all", np.arange(len(exp)))] + [("phenomenon", g, np.flatnonzero(phen == g))
+                                                     for g in sorted(set(phen))]
+    events = event_tables(correct, (good - bad) / 10.0, entry, phrases["uid"].to_numpy(dtype=object), groups, 3, 0.95)
+    return {"support_splits": sp.support_splits(correct, good, bad, np.asarray(STEPS)), "event_study": events,
             "dose_response": sp.dose_response(correct, good, bad, np.asarray(STEPS)), "paradigms": info,
             "k_sensitivity": ks[ks["level"].isin(["all", "phenomenon"])]}
 
@@ -57,7 +65,8 @@ def _sigmoid(steps: np.ndarray, mid: float, lo: float = 0.5, hi: float = 0.95) -
 
 
 def make_study(root: Path, seed: int = 0, tables: tuple[str, ...] = ("curves", "timing", "probes", "heads",
-               "concentration", "ablation", "support_splits", "dose_response", "paradigms", "k_sensitivity"),
+               "concentration", "ablation", "support_splits", "dose_response", "paradigms", "k_sensitivity",
+               "event_study"),
                exposure: bool = True) -> Study:
     """A small study: phrases, exposure, one score file (metadata) and the analysis tables."""
     rng = np.random.default_rng(seed)
@@ -191,7 +200,7 @@ def full_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Study, R.Repo
 
 # ---- the page --------------------------------------------------------------------------
 EXPECTED_SECTIONS = ["delays", "split-curves", "fixed-split", "exposure-bins", "matched", "exposure", "support",
-                     "informative", "k-sensitivity", "probes", "heads", "ablation"]
+                     "informative", "k-sensitivity", "event-study", "probes", "heads", "ablation"]
 
 
 def test_page_is_self_contained_with_every_section(full_report):
@@ -201,7 +210,7 @@ def test_page_is_self_contained_with_every_section(full_report):
     assert [i for i, _ in ids] == EXPECTED_SECTIONS
     assert all(m == "" for _, m in ids), ids  # nothing missing in the full study
     srcs = re.findall(r'<img[^>]*\ssrc="([^"]+)"', page)
-    assert len(srcs) == 13
+    assert len(srcs) == 14
     assert all(s.startswith("data:image/png;base64,") for s in srcs)
     for s in srcs:  # every embedded image is a decodable PNG
         import base64
@@ -221,7 +230,8 @@ def test_figure_and_table_files(full_report):
     study, res, _ = full_report
     names = {p.name for p in (study.report_dir / "figures").iterdir()}
     stems = {"delays", "curves_proxy", "curves_fixed", "curves_bins", "curves_matched", "exposure_first_step",
-             "exposure_counts", "probes", "head_maps", "head_trajectories", "head_concentration", "ablation", "support"}
+             "exposure_counts", "probes", "head_maps", "head_trajectories", "head_concentration", "ablation", "support",
+             "event_study"}
     assert names == {f"{s}.{e}" for s in stems for e in ("png", "svg")}
     svg = (study.report_dir / "figures" / "curves_proxy.svg").read_text()
     assert svg.lstrip().startswith("<?xml") and "proxy-train" in svg
@@ -555,7 +565,7 @@ def test_page_loads_in_headless_chromium(full_report, tmp_path):
     study, _, _ = full_report
     res, console = browser_check(study.report_path, tmp_path)
     assert res["errors"] == [] and console == []
-    assert res["n_img"] == 13 and res["bad_img"] == [] and min(res["widths"]) > 300
+    assert res["n_img"] == 14 and res["bad_img"] == [] and min(res["widths"]) > 300
     assert [s[0] for s in res["sections"]] == EXPECTED_SECTIONS
     assert all(s[2] > 50 for s in res["sections"])  # every section is rendered with content
     assert res["resources"] == [] and res["external"] == []  # nothing fetched: the page is self-contained

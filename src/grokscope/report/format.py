@@ -35,6 +35,7 @@ DISPLAY_PX_PER_INCH = 92  # every figure shown at the same scale, so fonts match
 NAV_LABELS = {"delays": "Delays", "split-curves": "Proxy split", "fixed-split": "Fixed split",
               "exposure-bins": "By exposure", "matched": "Matched", "exposure": "Exposure",
               "support": "Good vs bad", "informative": "Informative", "k-sensitivity": "k sensitivity",
+              "event-study": "Event study",
               "probes": "Concept vectors", "heads": "Heads", "ablation": "Ablation"}
 
 

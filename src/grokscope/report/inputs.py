@@ -40,6 +40,8 @@ ANALYSIS_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "dose_response": ("dose_response.parquet", ("step", "axis", "bin", "n", "accuracy", "ci_lo", "ci_hi")),
     "paradigms": ("paradigms.parquet", ("uid", "distinct_phrases", "no_context", "seen_first", "seen_last",
                                         "informative", "reason")),
+    "event_study": ("event_study.parquet", ("level", "group", "outcome", "event_time", "estimate", "ci_low",
+                                            "ci_high", "p", "n_exposed")),
     "k_sensitivity": ("k_sensitivity.parquet", ("min_count", "level", "group", "comparison", "delay_steps", "status")),
 }
 

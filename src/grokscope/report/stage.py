@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from grokscope.core.errors import GrokscopeError
 from grokscope.core.stage import CommandLine, Flag, Stage
 from grokscope.core.store import Study, write_text
+from grokscope.report.event_section import section_event_study
 from grokscope.report.format import (
     SUMMARY_COLUMNS,
     Section,
@@ -85,6 +86,7 @@ def build_report(study: Study, title: str = "", formats: tuple[str, ...] | list[
         section_support(inp, w, axis),
         section_informative(inp, w),
         section_k_sensitivity(inp, w),
+        section_event_study(inp, w),
         section_probes(inp, w, axis),
         section_heads(inp, w, axis),
         section_ablation(inp, w),
