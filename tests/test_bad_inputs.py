@@ -257,6 +257,26 @@ def test_stage_on_a_read_only_study(analysed_sim, tmp_path, monkeypatch, capsys,
     assert not [p for p in root.rglob("*") if p.name.endswith((".tmp", ".partial"))]
 
 
+@pytest.mark.parametrize(("name", "stage"), [("exposure.parquet", "analyse"), ("phrases.parquet", "analyse"),
+                                             ("scores/step_00000001.parquet", "analyse"),
+                                             ("exposure.parquet", "report"), ("analysis/curves.parquet", "report")])
+def test_a_truncated_table_is_named_with_the_command_that_rebuilds_it(analysed_sim, tmp_path, capsys, name, stage):
+    import shutil
+
+    root = tmp_path / "s"
+    shutil.copytree(analysed_sim.root, root)
+    path = root / name
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # truncated by something else
+    capsys.readouterr()
+    before = _digest(root)
+    code, err = _run([stage, str(root), "--force"] if stage == "analyse" else [stage, str(root)], capsys)
+    message = [line for line in err.splitlines() if line.startswith("grokscope")]
+    assert code == 2 and "Traceback" not in err and len(message) == 1, err
+    rebuild = "is scored again" if name.startswith("scores/") else "--force"  # score redoes an unreadable table
+    assert f"{path}: unreadable Parquet table" in message[0] and rebuild in message[0], err
+    assert _digest(root) == before
+
+
 @pytest.mark.parametrize("address", ["not-an-address", "tcp://host-without-port", "tcp://10.0.0.5:notaport"])
 def test_a_scheduler_address_that_is_not_one_is_a_config_error(address):
     pytest.importorskip("distributed")

@@ -84,16 +84,17 @@ def load_inputs(study: Study) -> StudyInputs:
         raise MissingStageError("checkpoint scores (scores/step_*.parquet)", str(study.scores_dir),
                                 f"grokscope score --checkpoints CHECKPOINTS --out {root}  "
                                 "(or: grokscope run STUDY.toml)")
-    phrases = pd.read_parquet(study.phrases_path)
-    exposure = pd.read_parquet(study.exposure_path)
-    p_meta = store.read_parquet_metadata(study.phrases_path)
-    e_meta = store.read_parquet_metadata(study.exposure_path)
+    phrases, p_meta = store.read_table(study.phrases_path, f"grokscope phrases --benchmark BENCHMARK --out {root} "
+                                                           "--force")
+    exposure, e_meta = store.read_table(study.exposure_path, f"grokscope exposure --phrases {root} --tokens TOKENS "
+                                                             "--checkpoints CHECKPOINTS --force")
     _check_columns(phrases, ("uid", "pair_id", "phenomenon", "critical_phrase", "critical_word", "supported"),
                    study.phrases_path)
     _check_columns(exposure, ("uid", "pair_id", "supported", "good_first_step"), study.exposure_path)
     _check_alignment(phrases, exposure, study.exposure_path, study.phrases_path)
 
-    metas = [store.read_parquet_metadata(study.score_path(s)) for s in steps]
+    rescore = f"grokscope score --out {root} ... (an unreadable score table is scored again)"
+    metas = [store.read_table(study.score_path(s), rescore, columns=[])[1] for s in steps]
     _check_fingerprints(study, steps, metas, p_meta, e_meta)
     n = len(phrases)
     correct = np.zeros((n, len(steps)), dtype=bool)
@@ -101,8 +102,8 @@ def load_inputs(study: Study) -> StudyInputs:
     hidden_rows, tokens = [], []
     for j, (s, meta) in enumerate(zip(steps, metas)):
         path = study.score_path(s)
-        table = pd.read_parquet(path, columns=["uid", "pair_id", "correct", "hidden_row", "good_logprob",
-                                               "bad_logprob"])
+        table, _ = store.read_table(path, rescore, ["uid", "pair_id", "correct", "hidden_row", "good_logprob",
+                                                    "bad_logprob"])
         _check_alignment(phrases, table, path, study.phrases_path)
         correct[:, j] = table["correct"].to_numpy(dtype=bool)
         margin[:, j] = table["good_logprob"].to_numpy(np.float64) - table["bad_logprob"].to_numpy(np.float64)

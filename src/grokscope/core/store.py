@@ -128,6 +128,22 @@ def read_parquet_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
+def read_table(path: str | os.PathLike[str], remedy: str,
+               columns: list[str] | None = None) -> tuple[Any, dict[str, Any]]:
+    """A Parquet table and its ``grokscope`` metadata; a file that cannot be read (truncated or
+    overwritten by something else) is a :class:`~grokscope.core.errors.DataError` naming it and
+    ``remedy``, the command that rebuilds it. ``columns=[]``: the metadata only (the table is None)."""
+    import pandas as pd
+
+    from grokscope.core.errors import DataError
+
+    try:
+        return (pd.read_parquet(path, columns=columns) if columns != [] else None), read_parquet_metadata(path)
+    except Exception as e:  # noqa: BLE001 - any reader failure is a problem of this file
+        raise DataError(f"{path}: unreadable Parquet table ({type(e).__name__}: {' '.join(str(e).split())}); "
+                        f"rebuild it with: {remedy} (or delete it and re-run)") from None
+
+
 def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)

@@ -47,6 +47,7 @@ ANALYSIS_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
 
 
 EXPOSURE_COLUMNS = ("uid", "pair_id", "good_first_step", "good_total_count")
+_STAGE_OF = {"exposure.parquet": "exposure", "phrases.parquet": "phrases"}  # else an analysis table
 
 
 @dataclass
@@ -68,12 +69,9 @@ class ReportInputs:
 
 
 def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    import pandas as pd
+    from grokscope.core.store import read_table
 
-    try:
-        df = pd.read_parquet(path)
-    except Exception as e:  # noqa: BLE001 - any reader failure is a data problem of this file
-        raise DataError(f"{path}: cannot read Parquet table ({type(e).__name__}: {e})") from None
+    df, _ = read_table(path, f"grokscope {_STAGE_OF.get(path.name, 'analyse')} ... --force")
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise DataError(
