@@ -38,3 +38,11 @@ corpus_dir = _sub("corpus")
 megatron_dir = _sub("megatron")
 gpt2_tokenizer_dir = _sub("tokenizers/gpt2")
 pythia_tokenizer_file = _sub("tokenizers/pythia/tokenizer.json")
+
+
+@pytest.fixture(scope="session")
+def gpt2(gpt2_tokenizer_dir: Path):
+    """The GPT-2 tokenizer of the shared data, loaded once (read-only)."""
+    from grokscope.core.tokenizer import load_tokenizer
+
+    return load_tokenizer(gpt2_tokenizer_dir)

@@ -40,9 +40,9 @@ def disk_error_text(e: OSError) -> str:
     where = e.filename if e.filename is not None else "the study directory"
     if e.filename2 is not None:
         where = f"{e.filename2} (from {e.filename})"
-    reason = e.strerror or os.strerror(e.errno or 0)
-    return f"cannot write {where}: {reason} [errno {errno.errorcode.get(e.errno or 0, e.errno)}]; finished outputs " \
-           "are kept; free space / make it writable (or use another --out) and re-run"
+    from grokscope.core.errors import disk_message
+
+    return disk_message(where, e.strerror or os.strerror(e.errno or 0), e.errno)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:

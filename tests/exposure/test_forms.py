@@ -95,12 +95,6 @@ def test_blimp_forms(blimp_dir):
     assert names_at_start >= 10
 
 
-@pytest.fixture(scope="module")
-def gpt2(gpt2_tokenizer_dir):
-    from grokscope.core.tokenizer import load_tokenizer
-
-    return load_tokenizer(gpt2_tokenizer_dir)
-
 
 def _documents(rng: np.random.Generator, n: int) -> list[str]:
     docs = []

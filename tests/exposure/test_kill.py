@@ -20,12 +20,6 @@ from tests.exposure.test_stage import PAIRS, random_documents, write_phrases, wr
 pytest.importorskip("distributed")
 
 
-@pytest.fixture(scope="module")
-def gpt2(gpt2_tokenizer_dir):
-    from grokscope.core.tokenizer import load_tokenizer
-
-    return load_tokenizer(gpt2_tokenizer_dir)
-
 
 def _argv(study, tokens, *extra: str) -> list[str]:
     return ["exposure", "--phrases", str(study), "--tokens", str(tokens), "--checkpoints", "1,10,100,400",

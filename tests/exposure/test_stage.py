@@ -34,12 +34,6 @@ PAIRS = [  # (critical phrase, bad phrase)
 ]
 
 
-@pytest.fixture(scope="module")
-def gpt2(gpt2_tokenizer_dir):
-    from grokscope.core.tokenizer import load_tokenizer
-
-    return load_tokenizer(gpt2_tokenizer_dir)
-
 
 def random_documents(rng: np.random.Generator, n_docs: int) -> list[str]:
     docs = []

@@ -98,12 +98,6 @@ def _brute_windows(tok, rows: np.ndarray, first_forms, second_forms, n: int) -> 
     return hits
 
 
-@pytest.fixture(scope="module")
-def gpt2(gpt2_tokenizer_dir):
-    from grokscope.core.tokenizer import load_tokenizer
-
-    return load_tokenizer(gpt2_tokenizer_dir)
-
 
 PAIRS = pd.DataFrame({
     "uid": ["wh", "anaphor", "anaphor_after", "local"], "pair_id": [0, 1, 2, 3], "supported": [True] * 4,

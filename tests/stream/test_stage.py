@@ -62,10 +62,6 @@ def expected_stream(tok, docs: list[str], seq_len: int, seed: int,
     return rows, row_docs
 
 
-@pytest.fixture(scope="module")
-def gpt2(gpt2_tokenizer_dir):
-    return load_tokenizer(gpt2_tokenizer_dir)
-
 
 @pytest.fixture(scope="module")
 def small_tokenizer(tmp_path_factory) -> Path:

@@ -66,12 +66,6 @@ def form_regex(phrase: str) -> re.Pattern[str]:
     return re.compile(r"(?<![A-Za-z0-9])(?:" + alts + r")(?![A-Za-z0-9])")
 
 
-@pytest.fixture(scope="module")
-def gpt2(gpt2_tokenizer_dir):
-    from grokscope.core.tokenizer import load_tokenizer
-
-    return load_tokenizer(gpt2_tokenizer_dir)
-
 
 @pytest.fixture(scope="module")
 def withheld_study(tmp_path_factory, gpt2_tokenizer_dir):

@@ -94,7 +94,7 @@ def load_inputs(study: Study) -> StudyInputs:
     _check_alignment(phrases, exposure, study.exposure_path, study.phrases_path)
 
     rescore = f"grokscope score --out {root} ... (an unreadable score table is scored again)"
-    metas = [store.read_table(study.score_path(s), rescore, columns=[])[1] for s in steps]
+    metas = [store.read_metadata(study.score_path(s), rescore) for s in steps]
     _check_fingerprints(study, steps, metas, p_meta, e_meta)
     n = len(phrases)
     correct = np.zeros((n, len(steps)), dtype=bool)

@@ -19,6 +19,15 @@ class DataError(GrokscopeError):
     """A data file that is missing, malformed, or inconsistent with another input."""
 
 
+def disk_message(where: object, reason: str, code: int | None, detail: str = "") -> str:
+    """The one wording of a study directory that cannot be written (read-only, full, forbidden)."""
+    import errno
+
+    name = errno.errorcode.get(code or 0, code)
+    return (f"cannot write {where}: {reason} [errno {name}]{f' ({detail})' if detail else ''}; finished outputs "
+            "are kept; free space / make it writable (or use another --out) and re-run")
+
+
 class DiskError(GrokscopeError):
     """The study directory cannot take what is about to be written (no space, read-only): the
     run stops there, as every later write would fail the same way."""

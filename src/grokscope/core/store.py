@@ -17,6 +17,7 @@ Layout of a study directory (see docs/CONTRACTS.md for the columns of each table
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -128,25 +129,43 @@ def read_parquet_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
+def _unreadable(path: str | os.PathLike[str], remedy: str, e: Exception) -> Exception:
+    from grokscope.core.errors import DataError
+
+    return DataError(f"{path}: unreadable Parquet table ({type(e).__name__}: {' '.join(str(e).split())}); "
+                     f"rebuild it with: {remedy} (or delete it and re-run)")
+
+
+def read_metadata(path: str | os.PathLike[str], remedy: str) -> dict[str, Any]:
+    """:func:`read_parquet_metadata`, with a file that cannot be read reported as in :func:`read_table`."""
+    try:
+        return read_parquet_metadata(path)
+    except Exception as e:  # noqa: BLE001 - any reader failure is a problem of this file
+        raise _unreadable(path, remedy, e) from None
+
+
 def read_table(path: str | os.PathLike[str], remedy: str,
                columns: list[str] | None = None) -> tuple[Any, dict[str, Any]]:
     """A Parquet table and its ``grokscope`` metadata; a file that cannot be read (truncated or
     overwritten by something else) is a :class:`~grokscope.core.errors.DataError` naming it and
-    ``remedy``, the command that rebuilds it. ``columns=[]``: the metadata only (the table is None)."""
+    ``remedy``, the command that rebuilds it."""
     import pandas as pd
 
-    from grokscope.core.errors import DataError
-
     try:
-        return (pd.read_parquet(path, columns=columns) if columns != [] else None), read_parquet_metadata(path)
+        df = pd.read_parquet(path, columns=columns)
     except Exception as e:  # noqa: BLE001 - any reader failure is a problem of this file
-        raise DataError(f"{path}: unreadable Parquet table ({type(e).__name__}: {' '.join(str(e).split())}); "
-                        f"rebuild it with: {remedy} (or delete it and re-run)") from None
+        raise _unreadable(path, remedy, e) from None
+    return df, read_metadata(path, remedy)
 
 
 def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
+
+
+def partial_path(path: str | os.PathLike[str]) -> Path:
+    """``<path>.partial``: where an array is filled before :func:`commit_npy` moves it into place."""
+    return Path(str(path) + ".partial")
 
 
 def unique_partial(path: str | os.PathLike[str]) -> Path:
@@ -160,7 +179,7 @@ def open_npy_for_writing(path: str | os.PathLike[str], shape: tuple[int, ...], d
     """Create a ``.npy`` memory map to be filled incrementally. Fill it, ``flush()`` it, then
     call :func:`commit_npy` to move it into place; until then only ``partial`` (default
     ``<path>.partial``; :func:`unique_partial` for a name no other process shares) exists."""
-    tmp = Path(partial) if partial is not None else Path(str(path) + ".partial")
+    tmp = Path(partial) if partial is not None else partial_path(path)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     # a memory map on a full disk dies of SIGBUS, not an OSError: check the room first
     check_free_space(path, int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
@@ -172,17 +191,16 @@ def check_free_space(path: str | os.PathLike[str], nbytes: int, margin: int = 1 
     than ``nbytes`` (+ ``margin``) free."""
     import shutil
 
-    from grokscope.core.errors import DiskError
+    from grokscope.core.errors import DiskError, disk_message
 
     free = shutil.disk_usage(Path(path).parent).free
     if free < nbytes + margin:
-        raise DiskError(f"cannot write {path}: no space left on device [errno ENOSPC] ({nbytes:,} bytes to "
-                        f"write, {free:,} free); finished outputs are kept; free space (or use another --out) "
-                        "and re-run")
+        raise DiskError(disk_message(path, "no space left on device", errno.ENOSPC,
+                                     f"{nbytes:,} bytes to write, {free:,} free"))
 
 
 def commit_npy(path: str | os.PathLike[str], partial: str | os.PathLike[str] | None = None) -> None:
-    os.replace(partial if partial is not None else str(path) + ".partial", path)
+    os.replace(partial if partial is not None else partial_path(path), path)
 
 
 def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

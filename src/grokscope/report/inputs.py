@@ -68,17 +68,18 @@ class ReportInputs:
     run_info: dict[str, Any] = field(default_factory=dict)
 
 
-def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+def _read_table(path: Path, columns: tuple[str, ...]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The table at ``path`` with its ``grokscope`` metadata, checked for ``columns``."""
     from grokscope.core.store import read_table
 
-    df, _ = read_table(path, f"grokscope {_STAGE_OF.get(path.name, 'analyse')} ... --force")
+    df, meta = read_table(path, f"grokscope {_STAGE_OF.get(path.name, 'analyse')} ... --force")
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise DataError(
             f"{path}: missing column(s) {missing}; expected at least {list(columns)} "
             f"(docs/CONTRACTS.md); found {list(df.columns)}"
         )
-    return df
+    return df, meta
 
 
 def _meta(path: Path) -> dict[str, Any]:
@@ -94,8 +95,7 @@ def load_inputs(study: Study) -> ReportInputs:
     metadata: dict[str, dict[str, Any]] = {}
     for name, (fname, cols) in ANALYSIS_TABLES.items():
         path = study.analysis_dir / fname
-        tables[name] = _read_table(path, cols) if path.exists() else None
-        metadata[name] = _meta(path) if path.exists() else {}
+        tables[name], metadata[name] = _read_table(path, cols) if path.exists() else (None, {})
     if all(t is None for t in tables.values()):
         raise MissingStageError(
             "analysis tables (" + ", ".join(f for f, _ in ANALYSIS_TABLES.values()) + ")",
@@ -103,8 +103,7 @@ def load_inputs(study: Study) -> ReportInputs:
         )
     inputs = ReportInputs(study=study, tables=tables, metadata=metadata)
     if study.exposure_path.exists():
-        inputs.exposure = _read_table(study.exposure_path, EXPOSURE_COLUMNS)
-        inputs.exposure_meta = _meta(study.exposure_path)
+        inputs.exposure, inputs.exposure_meta = _read_table(study.exposure_path, EXPOSURE_COLUMNS)
     if study.phrases_path.exists():
         import pandas as pd
 

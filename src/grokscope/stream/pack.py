@@ -8,7 +8,9 @@ flat however large the stream.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ class _NpyStreamWriter:
     file; :meth:`abort` removes it."""
 
     def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self.partial = Path(str(path) + ".partial")
+        self.partial = store.partial_path(path)
         self.partial.parent.mkdir(parents=True, exist_ok=True)
         self.dtype = np.dtype(dtype)
         self.shape = tuple(shape)
@@ -35,10 +37,6 @@ class _NpyStreamWriter:
         with store.naming(self.partial):
             np.lib.format.write_array_header_1_0(self.f, header)
         self.offset = self.f.tell()  # where the data starts
-
-    @property
-    def nbytes(self) -> int:
-        return self.offset + self.expected * self.dtype.itemsize
 
     def write(self, values: np.ndarray) -> None:
         values = np.ascontiguousarray(values, dtype=self.dtype)
@@ -99,38 +97,34 @@ def shuffle_and_pack(work: Path, state: dict[str, Any], seq_len: int, seed: int,
 
     rows_perm = row_order(n_rows, seed, shuffle)
     pack_dir = work if rows_perm is not None else tokens_dir  # packed rows are permuted into tokens_dir after
+    # the stream (twice while rows are permuted: packed, then shuffled) must fit before a byte is written
+    store.check_free_space(tokens_dir / "tokens.npy",
+                           n_rows * (row_len * dtype.itemsize + 8) * (2 if rows_perm is not None else 1))
     tokens_writer = _NpyStreamWriter(pack_dir / "tokens.npy", (n_rows, row_len), dtype)
     docs_writer = _NpyStreamWriter(pack_dir / "row_docs.npy", (n_rows,), np.dtype(np.int64))
-    writers = (tokens_writer, docs_writer)
-    try:  # the stream (twice while rows are permuted: packed, then shuffled) must fit before a byte is written
-        store.check_free_space(tokens_dir / "tokens.npy",
-                               sum(w.nbytes for w in writers) * (2 if rows_perm is not None else 1))
-    except BaseException:
-        _abort(writers)
-        raise
     eos = np.array([eos_id], dtype=dtype)
     chunk_tokens = 1 << 22  # read at most 4M tokens of one document at a time
     bar = tqdm(total=n_keep, unit="tok", unit_scale=True, desc="shuffle+pack", disable=not progress)
-    try:
-        with open(work / "doc_tokens.bin", "rb") as src:
-            fd = src.fileno()
-            written = 0
-            for doc in order:
-                if written >= n_keep:
+    # a full disk, Ctrl-C: no partial stream stays behind (it is rebuilt from work/)
+    with _removed_on_failure(tokens_writer, docs_writer), bar, open(work / "doc_tokens.bin", "rb") as src:
+        fd = src.fileno()
+        written = 0
+        for doc in order:
+            if written >= n_keep:
+                break
+            start, end = int(file_offsets[doc]), int(file_offsets[doc + 1])
+            for a in range(start, end, chunk_tokens):
+                b = min(end, a + chunk_tokens, start + (n_keep - written))
+                if b <= a:
                     break
-                start, end = int(file_offsets[doc]), int(file_offsets[doc + 1])
-                for a in range(start, end, chunk_tokens):
-                    b = min(end, a + chunk_tokens, start + (n_keep - written))
-                    if b <= a:
-                        break
-                    raw = os.pread(fd, (b - a) * dtype.itemsize, a * dtype.itemsize)
-                    tokens_writer.write(np.frombuffer(raw, dtype=dtype))
-                    bar.update(b - a)
-                    written += b - a
-                if written < n_keep:
-                    tokens_writer.write(eos)
-                    bar.update(1)
-                    written += 1
+                raw = os.pread(fd, (b - a) * dtype.itemsize, a * dtype.itemsize)
+                tokens_writer.write(np.frombuffer(raw, dtype=dtype))
+                bar.update(b - a)
+                written += b - a
+            if written < n_keep:
+                tokens_writer.write(eos)
+                bar.update(1)
+                written += 1
         # row_docs[r] = original id of the document holding token r * row_len
         for r0 in range(0, n_rows, 1 << 20):
             row_starts = np.arange(r0, min(n_rows, r0 + (1 << 20)), dtype=np.int64) * row_len
@@ -140,19 +134,20 @@ def shuffle_and_pack(work: Path, state: dict[str, Any], seq_len: int, seed: int,
         docs_writer.close()
         if rows_perm is not None:
             _permute_rows(tokens_writer, docs_writer.partial, rows_perm, tokens_dir, progress)
-    except BaseException:  # a full disk, Ctrl-C: no partial stream stays behind (it is rebuilt from work/)
-        _abort(writers)
-        raise
-    finally:
-        bar.close()
     store.commit_npy(tokens_dir / "row_docs.npy")
     # tokens.npy is committed by the caller after the manifest
     return {"n_rows": n_rows, "n_documents": int(order.size), "dropped_tokens": total - n_keep}
 
 
-def _abort(writers: tuple[_NpyStreamWriter, ...]) -> None:
-    for w in writers:
-        w.abort()
+@contextlib.contextmanager
+def _removed_on_failure(*writers: _NpyStreamWriter) -> Iterator[None]:
+    """Abort (close and delete) every writer's partial file if the block raises."""
+    try:
+        yield
+    except BaseException:
+        for w in writers:
+            w.abort()
+        raise
 
 
 def _permute_rows(packed: _NpyStreamWriter, packed_docs: Path, perm: np.ndarray, tokens_dir: Path,
@@ -169,22 +164,18 @@ def _permute_rows(packed: _NpyStreamWriter, packed_docs: Path, perm: np.ndarray,
     tokens_writer = _NpyStreamWriter(tokens_dir / "tokens.npy", shape, dtype)
     docs_writer = _NpyStreamWriter(tokens_dir / "row_docs.npy", docs.shape, docs.dtype)
     block = 1 << 16  # rows per block (~17 MB at row_len 129, uint16)
-    try:
-        with open(packed_tokens, "rb") as src:
-            fd = src.fileno()
-            for a in tqdm(range(0, perm.size, block), desc="shuffle rows", unit="block", disable=not progress):
-                idx = perm[a:a + block]
-                sort = np.argsort(idx, kind="stable")  # read the block in file order, write it in permuted order
-                raw = b"".join([os.pread(fd, row_bytes, offset + int(r) * row_bytes) for r in idx[sort]])
-                rows = np.empty((idx.size, shape[1]), dtype=dtype)
-                rows[sort] = np.frombuffer(raw, dtype=dtype).reshape(idx.size, shape[1])
-                tokens_writer.write(rows)
-                docs_writer.write(docs[idx])
+    with _removed_on_failure(tokens_writer, docs_writer), open(packed_tokens, "rb") as src:
+        fd = src.fileno()
+        for a in tqdm(range(0, perm.size, block), desc="shuffle rows", unit="block", disable=not progress):
+            idx = perm[a:a + block]
+            sort = np.argsort(idx, kind="stable")  # read the block in file order, write it in permuted order
+            raw = b"".join([os.pread(fd, row_bytes, offset + int(r) * row_bytes) for r in idx[sort]])
+            rows = np.empty((idx.size, shape[1]), dtype=dtype)
+            rows[sort] = np.frombuffer(raw, dtype=dtype).reshape(idx.size, shape[1])
+            tokens_writer.write(rows)
+            docs_writer.write(docs[idx])
         tokens_writer.close()
         docs_writer.close()
-    except BaseException:
-        _abort((tokens_writer, docs_writer))
-        raise
     packed_tokens.unlink(missing_ok=True)
     packed_docs.unlink(missing_ok=True)
 

@@ -155,7 +155,7 @@ def prepare_corpus(opts: PrepareOptions, tokens_dir: str | os.PathLike[str]) -> 
         store.write_json(tokens_dir / "manifest.json", manifest)
         store.commit_npy(tokens_dir / "tokens.npy")  # last: tokens.npy + manifest.json = finished
     except BaseException:  # no partial stream left behind (work/ rebuilds it)
-        Path(str(tokens_dir / "tokens.npy") + ".partial").unlink(missing_ok=True)
+        store.partial_path(tokens_dir / "tokens.npy").unlink(missing_ok=True)
         raise
     shutil.rmtree(work, ignore_errors=True)
     return PrepareResult(tokens_dir, manifest, skipped=False, seconds=seconds, tokenize_seconds=tokenize_seconds,

@@ -22,6 +22,7 @@ Occurrences are found through an index keyed on the first two letter/digit runs 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -110,9 +111,9 @@ def _key(runs: Sequence[str]) -> tuple[str, ...]:
 
 
 def _prefix_key(runs: Sequence[str]) -> tuple[str, ...]:
-    """The key of a form of at most two words by its last word's first two letters."""
+    """The key of a form of at most two words by its last word's first two letters (lower-cased)."""
     *head, last = [r.lower() for r in runs[:2]]
-    return ("~", *head, last[:2])
+    return (*head, last[:2])
 
 
 class SentenceFilter:
@@ -129,7 +130,7 @@ class SentenceFilter:
         self.index: dict[tuple[str, ...], list[_Form]] = {}
         self.prefix_index: dict[tuple[str, ...], list[_Form]] = {}  # forms of <= 2 words, by the last one's start
         self._firsts: set[str] = set()  # the first word of every key
-        self._heads1: set[str] = set()  # the keys' first parts: one-word forms' first letters, ...
+        self._heads1: set[str] = set()  # prefix keys' first parts: one-word forms' first letters, ...
         self._heads2: set[str] = set()  # ... two-word forms' first words (a cheap test before a lookup)
         for i, p in enumerate(self.phrases):
             for text in (texts[i] if texts is not None else variant_texts(p, variants or VARIANTS)):
@@ -143,7 +144,7 @@ class SentenceFilter:
                 if len(words) <= 2 and form.right_word:  # its key's last word may go on ("sketch|book")
                     pkey = _prefix_key(words)
                     self.prefix_index.setdefault(pkey, []).append(form)
-                    (self._heads2 if len(pkey) == 3 else self._heads1).add(pkey[1])
+                    (self._heads2 if len(words) == 2 else self._heads1).add(pkey[0])
 
     def occurrences(self, text: str, cut_after: CutAfter | None = None) -> list[tuple[int, int, int]]:
         """``(start, end, phrase)`` of every occurrence of a form in ``text`` (exposure's whole-word rule).
@@ -154,9 +155,10 @@ class SentenceFilter:
         exposure engine cannot see that the word goes on, so it counts the form's tokens as seen."""
         runs = [(m.start(), m.group().lower()) for m in _RUN.finditer(text)]
         out = []
-        firsts, heads1 = self._firsts, self._heads1
+        firsts, heads1, heads2 = self._firsts, self._heads1, self._heads2
         for i, (pos, word) in enumerate(runs):
-            if word not in firsts and (cut_after is None or (word[:2] not in heads1 and word[:1] not in heads1)):
+            one_word_prefix = cut_after is not None and (word[:2] in heads1 or word[:1] in heads1)
+            if word not in firsts and not one_word_prefix:
                 continue  # most words begin no form: one set test
             after = [runs[i + 1][1]] if i + 1 < len(runs) else []
             for key in [(word,)] + [(word, w) for w in after]:
@@ -172,12 +174,12 @@ class SentenceFilter:
                 continue
             # a form whose last word the text continues ("this sketch" in "this sketchbook"): the
             # whole-word keys above cannot reach it; its start, a token end after it, can
-            pkeys: list[tuple[str, ...]] = []
-            if word[:2] in self._heads1 or word[:1] in self._heads1:
-                pkeys += [("~", word[:2])] + ([("~", word[:1])] if len(word) > 1 else [])
-            if after and word in self._heads2:
-                w = after[0]
-                pkeys += [("~", word, w[:2])] + ([("~", word, w[:1])] if len(w) > 1 else [])
+            # (a last word of one letter has a one-letter key: look up both lengths)
+            pkeys: set[tuple[str, ...]] = set()
+            if one_word_prefix:
+                pkeys |= {_prefix_key([word]), _prefix_key([word[:1]])}
+            if after and word in heads2:
+                pkeys |= {_prefix_key([word, after[0]]), _prefix_key([word, after[0][:1]])}
             for pkey in pkeys:
                 for f in self.prefix_index.get(pkey, ()):
                     a, b = self._match(text, pos, f)
@@ -255,9 +257,10 @@ class Withholding:
         """The texts with their withheld sentences dropped; adds to ``stats`` (JSON-able):
         ``sentences``, ``tokens`` (of the dropped sentences, encoded alone), and per phrase /
         per stratum ``[sentences, tokens]`` (a sentence hit by several counts for each)."""
+        cut_after = functools.partial(token_ends_at, backend)
         kept, dropped = [], []
         for t in texts:
-            k, rem = self.filter.filter(t, lambda text, a, b: token_ends_at(backend, text, a, b))
+            k, rem = self.filter.filter(t, cut_after)
             kept.append(k)
             dropped += rem
         if not dropped:
@@ -327,8 +330,7 @@ def load_assignment(fraction: float, seed: int, phrases: str) -> tuple[Any, dict
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's input
         raise DataError(f"{path}: not a readable phrases table ({e})") from None
     table = assign_withheld(pairs, fraction, seed)
-    forms = withholding_for(table).filter.index
-    forms_text = sorted(f.text for fs in forms.values() for f in fs)
+    forms_text = sorted(t for forms in table.loc[table["withheld"], "forms"] for t in forms)
     key = {"fraction": fraction, "seed": int(seed), "phrases_sha256": store.file_sha256(path),
            "forms_sha256": hashlib.sha256(json.dumps(forms_text).encode()).hexdigest(), "rule": FILTER_RULE}
     return table, key
