@@ -185,3 +185,27 @@ def test_devices_one_gpu_per_worker_and_threads_split_per_host(monkeypatch):
 
     assert dist.threads_per_task(FakeClient(), 0) == {"a": 1, "b": 1, "c": 2}
     assert dist.threads_per_task(FakeClient(), 3) == {"a": 3, "b": 3, "c": 3}
+
+
+def test_a_full_disk_stops_a_dask_run_with_one_message_as_in_one_process(tmp_path, gpt2_tok, pairs, capsys,
+                                                                         monkeypatch):
+    """The worker returns the error itself, so a full disk (DiskError) stops the run instead of
+    failing every checkpoint in turn. In-process workers, so the patched free space reaches them."""
+    import shutil
+    from collections import namedtuple
+
+    from dask.distributed import LocalCluster
+
+    _study(tmp_path, gpt2_tok, pairs, steps=(0, 4, 8))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1 << 30, (1 << 30) - 8192, 8192))
+    capsys.readouterr()
+    errs = {}
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        for name, extra in (("one", ()), ("dask", ("--scheduler", cluster.scheduler_address))):
+            assert cli.main(_argv(tmp_path, tmp_path / name, *extra)) == 2
+            errs[name] = capsys.readouterr().err.strip()
+            assert Study(tmp_path / name).scored_steps() == []
+    for err in errs.values():
+        assert len(err.splitlines()) == 1 and "no space left on device [errno ENOSPC]" in err, err
+        assert "not scored" not in err

@@ -116,9 +116,10 @@ def _worker_index() -> int:
 
 
 def _task(load: Load, score_one: ScoreOne, job: ScoreJob, root: str, ckpt: Checkpoint,
-          threads: dict[str, int]) -> tuple[Any, str]:
-    """Score one checkpoint in a worker: ``(summary, "")``, or ``(None, message)`` for an input
-    error (a bad checkpoint is reported, not retried)."""
+          threads: dict[str, int]) -> tuple[Any, GrokscopeError | None]:
+    """Score one checkpoint in a worker: ``(summary, None)``, or ``(None, error)`` for an input
+    error (a bad checkpoint is reported, not retried; the error keeps its type, so a full disk
+    stops the run as in one process)."""
     import time
 
     import torch
@@ -134,9 +135,9 @@ def _task(load: Load, score_one: ScoreOne, job: ScoreJob, root: str, ckpt: Check
     try:
         device = worker_device(job.device, _worker_index())
         t0 = time.perf_counter()
-        return score_one(job, Study(root), ckpt, load(job, ckpt, device), _WORKER_CACHE["encoded"], t0), ""
+        return score_one(job, Study(root), ckpt, load(job, ckpt, device), _WORKER_CACHE["encoded"], t0), None
     except GrokscopeError as e:
-        return None, str(e)
+        return None, e
 
 
 def score_on_dask(job: ScoreJob, study: Study, todo: list[tuple[int, Checkpoint]], errors: list[str],
@@ -182,21 +183,22 @@ def _run(client: Any, job: ScoreJob, study: Study, todo: list[tuple[int, Checkpo
     futures = {client.submit(_task, load, score_one, job_f, str(study.root), ckpt, threads, pure=False,
                              key=f"score-step-{ckpt.step}-{run_id}-{i}"): (i, ckpt) for i, ckpt in todo}
     done: dict[int, CheckpointSummary] = {}
-    failures: list[tuple[int, str]] = []
+    failures: list[tuple[int, GrokscopeError]] = []
     with tqdm(total=len(todo), unit="checkpoint", desc="score (dask)", disable=not job.options.progress,
               file=sys.stderr) as bar:
         for fut in as_completed(futures, loop=client.loop):
             i, ckpt = futures[fut]
             try:
-                summary, message = fut.result()
+                summary, error = fut.result()
             except Exception as e:  # noqa: BLE001 - KilledWorker and the like: this checkpoint failed, not the run
-                summary, message = None, f"its Dask task failed: {type(e).__name__}: {' '.join(str(e).split())}"
+                summary, error = None, GrokscopeError(f"its Dask task failed: {type(e).__name__}: "
+                                                      f"{' '.join(str(e).split())}")
             if summary is None:
-                failures.append((i, message))
+                failures.append((i, error))
             else:
                 done[i] = summary
             bar.update(1)
-    for i, message in sorted(failures):  # in checkpoint order, as a single-process run reports them
+    for i, error in sorted(failures, key=lambda f: f[0]):  # in checkpoint order, as one process reports them
         ckpt = next(c for k, c in todo if k == i)
-        done[i] = failed(ckpt, GrokscopeError(message), errors)
+        done[i] = failed(ckpt, error, errors)
     return done

@@ -118,14 +118,16 @@ def score_checkpoints(job: ScoreJob, study: Study, errors: list[str] | None = No
         try:
             t0 = time.perf_counter()
             done[i] = _score_one(job, study, ckpt, loaded(), encode_cache, t0)
-        except DiskError:
-            raise  # every later checkpoint would fail the same way: one message, not one per checkpoint
         except GrokscopeError as e:
             done[i] = _failed(ckpt, e, errors)
     return [done[i] for i in range(len(job.checkpoints))]
 
 
 def _failed(ckpt: Checkpoint, e: GrokscopeError, errors: list[str]) -> CheckpointSummary:
+    """Record a checkpoint that failed on its input; a full or read-only study stops the run (every
+    later checkpoint would fail the same way: one message, not one per checkpoint)."""
+    if isinstance(e, DiskError):
+        raise e
     errors.append(f"{ckpt.label} (step {ckpt.step}): {e}")
     return CheckpointSummary(ckpt.step, ckpt.tokens_seen, ckpt.label, "failed")
 
