@@ -259,7 +259,8 @@ def test_stage_on_a_read_only_study(analysed_sim, tmp_path, monkeypatch, capsys,
 
 @pytest.mark.parametrize(("name", "stage"), [("exposure.parquet", "analyse"), ("phrases.parquet", "analyse"),
                                              ("scores/step_00000001.parquet", "analyse"),
-                                             ("exposure.parquet", "report"), ("analysis/curves.parquet", "report")])
+                                             ("exposure.parquet", "report"), ("phrases.parquet", "report"),
+                                             ("analysis/curves.parquet", "report")])
 def test_a_truncated_table_is_named_with_the_command_that_rebuilds_it(analysed_sim, tmp_path, capsys, name, stage):
     import shutil
 

@@ -105,10 +105,7 @@ def load_inputs(study: Study) -> ReportInputs:
     if study.exposure_path.exists():
         inputs.exposure, inputs.exposure_meta = _read_table(study.exposure_path, EXPOSURE_COLUMNS)
     if study.phrases_path.exists():
-        import pandas as pd
-
-        inputs.phrases = pd.read_parquet(study.phrases_path, columns=None)
-        inputs.phrases_meta = _meta(study.phrases_path)
+        inputs.phrases, inputs.phrases_meta = _read_table(study.phrases_path, ())
     inputs.scored_steps = study.scored_steps()
     if inputs.scored_steps:
         inputs.scores_meta = _meta(study.score_path(inputs.scored_steps[-1]))
