@@ -236,18 +236,23 @@ class Killed(Exception):
     pass
 
 
-def test_resume_uses_finished_shards(tmp_path, gpt2, monkeypatch):
-    import grokscope.exposure.shards as ex
+def shard_search_inputs(tmp_path, gpt2, seed, n_docs, steps):
+    """(spec, index, n_rows, edges) of a random stream of rows of 9 tokens, 2 rows a step."""
     from grokscope.exposure.engine import build_index
     from grokscope.exposure.words import word_tables
 
-    docs = random_documents(np.random.default_rng(9), 200)
+    docs = random_documents(np.random.default_rng(seed), n_docs)
     tokens = write_stream(tmp_path / "tokens", gpt2, docs, row_len=9, rows_per_step=2)
     seqs = tokenize_phrases(gpt2, [g for g, _ in PAIRS], ["mid", "sentence_start"])
     index = build_index(seqs.sequences, word_tables(gpt2))
-    spec = StreamSpec(str(tokens))
     n_rows = np.load(tokens / "tokens.npy").shape[0]
-    edges = window_edges([1, 5], 2, n_rows)
+    return StreamSpec(str(tokens)), index, n_rows, window_edges(steps, 2, n_rows)
+
+
+def test_resume_uses_finished_shards(tmp_path, gpt2, monkeypatch):
+    import grokscope.exposure.shards as ex
+
+    spec, index, n_rows, edges = shard_search_inputs(tmp_path, gpt2, 9, 200, [1, 5])
     fresh = search_stream(spec, index, n_rows, edges, shard_rows=20, progress=False)
     real = ex.scan_shard
     calls: list[int] = []
@@ -270,6 +275,16 @@ def test_resume_uses_finished_shards(tmp_path, gpt2, monkeypatch):
     assert 0 not in calls and 20 not in calls and len(calls) == len(range(0, n_rows, 20)) - 2
     for f in ("first_row", "interval", "seq", "count"):
         np.testing.assert_array_equal(getattr(fresh, f), getattr(again, f))
+
+
+def test_many_shards_merged_as_they_come_equal_one_shard(tmp_path, gpt2):
+    spec, index, n_rows, edges = shard_search_inputs(tmp_path, gpt2, 11, 300, [1, 5, 40])
+    one = search_stream(spec, index, n_rows, edges, shard_rows=n_rows, progress=False)
+    many = search_stream(spec, index, n_rows, edges, shard_rows=3, progress=False)
+    assert len(range(0, n_rows, 3)) > 3 * 32  # several folds of the running merge, and a remainder
+    assert one.count.sum() > 0
+    for f in ("first_row", "interval", "seq", "count"):
+        np.testing.assert_array_equal(getattr(one, f), getattr(many, f))
 
 
 # ------------------------------------------------------------------------------------------

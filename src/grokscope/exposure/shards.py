@@ -123,6 +123,34 @@ def _expand(compact: tuple[np.ndarray, np.ndarray, Any], n_sequences: int) -> An
     return r
 
 
+class _Merged:
+    """Shard results merged as they arrive (every ``every`` of them), so the search holds one merged
+    result and a few shards however many shards the stream has: memory does not grow with it."""
+
+    def __init__(self, n_sequences: int, every: int = 32) -> None:
+        self.n_sequences, self.every = n_sequences, every
+        self.merged: Any = None
+        self.pending: list[Any] = []
+
+    def add(self, r: Any) -> None:
+        self.pending.append(r)
+        if len(self.pending) >= self.every:
+            self._fold()
+
+    def _fold(self) -> None:
+        from grokscope.exposure.engine import merge_results
+
+        if self.pending:
+            self.merged = merge_results(([self.merged] if self.merged is not None else []) + self.pending)
+            self.pending = []
+
+    def result(self) -> Any:
+        from grokscope.exposure.engine import empty_result
+
+        self._fold()
+        return self.merged if self.merged is not None else empty_result(self.n_sequences)
+
+
 class _Parts:
     """Finished shard results on disk (``exposure.parts/``), keyed by the search's inputs."""
 
@@ -177,18 +205,16 @@ def search_stream(spec: StreamSpec, index: Any, n_rows: int, edges: np.ndarray, 
     ``workers == 1``, no ``scheduler`` and no ``client``: in this process. Otherwise on Dask:
     the given ``client`` (left open), a ``Client(scheduler)``, or a ``LocalCluster`` of
     ``workers`` single-threaded processes."""
-    from grokscope.exposure.engine import merge_results
-
     shards = shard_ranges(n_rows, shard_rows)
     parts = _Parts(parts_dir, parts_key)
-    results = []
+    merged = _Merged(index.n_sequences)
     todo = []
     for a, b in shards:
         r = parts.load(a, b)
         if r is None:
             todo.append((a, b))
         else:
-            results.append(r)
+            merged.add(r)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=sum(b - a for a, b in todo), unit="row", desc="exposure", disable=not progress)
@@ -197,18 +223,14 @@ def search_stream(spec: StreamSpec, index: Any, n_rows: int, edges: np.ndarray, 
             for a, b in todo:
                 r = scan_shard(spec, index, a, b, edges, chunk_rows, check_words)
                 parts.save(a, b, r)
-                results.append(r)
+                merged.add(r)
                 bar.update(b - a)
         else:
-            results += _search_dask(spec, index, todo, edges, workers, scheduler, chunk_rows, check_words, parts, bar,
-                                    client)
+            _search_dask(spec, index, todo, edges, workers, scheduler, chunk_rows, check_words, parts, bar, merged,
+                         client)
     finally:
         bar.close()
-    if not results:
-        from grokscope.exposure.engine import empty_result
-
-        return empty_result(index.n_sequences)
-    return merge_results(results)
+    return merged.result()
 
 
 def check_scheduler_address(scheduler: str) -> None:
@@ -226,8 +248,8 @@ def check_scheduler_address(scheduler: str) -> None:
 
 
 def _search_dask(spec: StreamSpec, index: Any, todo: list[tuple[int, int]], edges: np.ndarray, workers: int,
-                 scheduler: str, chunk_rows: int, check_words: bool, parts: _Parts, bar: Any,
-                 client: Any = None) -> list[Any]:
+                 scheduler: str, chunk_rows: int, check_words: bool, parts: _Parts, bar: Any, merged: _Merged,
+                 client: Any = None) -> None:
     from dask.distributed import Client, LocalCluster, as_completed
 
     own = client is None
@@ -249,14 +271,12 @@ def _search_dask(spec: StreamSpec, index: Any, todo: list[tuple[int, int]], edge
                           pure=False): (a, b)
             for a, b in todo
         }
-        out = []
         for fut in as_completed(futures):
-            a, b = futures[fut]
+            a, b = futures.pop(fut)  # dropping the future frees its result on the worker
             r = _expand(fut.result(), index.n_sequences)
             parts.save(a, b, r)
-            out.append(r)
+            merged.add(r)
             bar.update(b - a)
-        return out
     finally:
         if own:
             client.close()
