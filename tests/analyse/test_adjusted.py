@@ -22,7 +22,7 @@ def test_e_value_hand_worked():
 
 
 def test_glm_coefficient_matches_a_direct_statsmodels_fit():
-    """The seen coefficient and its cluster-robust SE equal a GLM fitted by hand on the same rows
+    """The seen coefficient equals a GLM fitted by hand on the same rows, its SE the Mancl-DeRouen sandwich by hand
     (pair-major stacking, checkpoint dummies, paradigm dummy, covariate)."""
     rng = np.random.default_rng(0)
     n, W = 120, 3
@@ -41,10 +41,33 @@ def test_glm_coefficient_matches_a_direct_statsmodels_fit():
                           np.repeat(par == "B", W), xs, xs * pos]).astype(float)
     np.testing.assert_allclose(X, X2)
     groups = np.repeat(cluster, W)
-    est, se, p, lo, hi = ad.fit_effect(y.reshape(-1).astype(float), X, groups, "binomial", 0.95)
-    ref = sm.GLM(y.reshape(-1).astype(float), X2, family=sm.families.Binomial()).fit(
-        cov_type="cluster", cov_kwds={"groups": groups}, use_t=True)
-    assert est == pytest.approx(ref.params[1]) and se == pytest.approx(ref.bse[1])
+    yv = y.reshape(-1).astype(float)
+    est, se, p, lo, hi, kind = ad.fit_effect(yv, X, groups, "binomial", 0.95)
+    ref = sm.GLM(yv, X2, family=sm.families.Binomial()).fit()
+    assert est == pytest.approx(ref.params[1]) and kind == 1.0
+    # the Mancl-DeRouen sandwich by hand: B = X'WX, H_gg = W_g X_g B^-1 X_g', u_g = X_g' (I - H_gg)^-1 r_g
+    mu = ref.fittedvalues
+    w = mu * (1 - mu)
+    Binv = np.linalg.inv(X2.T @ (w[:, None] * X2))
+    meat = np.zeros_like(Binv)
+    for g in np.unique(groups):
+        m = groups == g
+        Xg = X2[m]
+        H = (w[m][:, None] * Xg) @ Binv @ Xg.T
+        u = Xg.T @ np.linalg.solve(np.eye(m.sum()) - H, yv[m] - mu[m])
+        meat += np.outer(u, u)
+    se_hand = np.sqrt((Binv @ meat @ Binv)[1, 1])
+    assert se == pytest.approx(se_hand, rel=1e-6)
+    G = np.unique(groups).size
+    from scipy import stats
+    assert p == pytest.approx(2 * stats.t.sf(abs(est / se_hand), G - 1), rel=1e-6)
+    assert hi - est == pytest.approx(stats.t.ppf(0.975, G - 1) * se_hand, rel=1e-6)
+    # larger than the CR1 sandwich, which is too small at few clusters
+    cr1 = sm.GLM(yv, X2, family=sm.families.Binomial()).fit(cov_type="cluster", cov_kwds={"groups": groups})
+    assert se > cr1.bse[1]
+    # a cluster too large for the per-cluster solve: the CR1 sandwich, said by the last field
+    fb = ad.fit_effect(yv, X, groups, "binomial", 0.95, max_cluster_rows=8)
+    assert fb[5] == 0.0 and fb[1] == pytest.approx(cr1.bse[1])
     # Gaussian: the OLS coefficient equals numpy least squares
     yc = rng.normal(size=n * W) + 0.7 * seen.reshape(-1)
     est_m = ad.fit_effect(yc, X, groups, "gaussian", 0.95)[0]

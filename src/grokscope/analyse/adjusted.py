@@ -1,7 +1,8 @@
 """The headline comparison, ``adjusted``: the effect of having seen the critical phrase on a pair's
 correctness (binomial GLM, log odds ratio) and on its log-prob margin (Gaussian GLM = OLS, log-prob
 units), adjusted for the pair's covariates (:mod:`grokscope.analyse.covariates`), with standard
-errors clustered by critical phrase (statsmodels; t reference with G - 1 degrees of freedom).
+errors clustered by critical phrase (statsmodels GEE, Mancl-DeRouen bias-reduced sandwich; t reference
+with G - 1 degrees of freedom: :func:`fit_effect`).
 
 Design, per group: the rows are (pair, checkpoint) for the checkpoints of the group's **rise
 window** -- where the pooled isotonic accuracy fit is between 10% and 90% of the way from the floor
@@ -162,24 +163,55 @@ def standardised(cov: pd.DataFrame, knots: int = 4) -> np.ndarray:
     return np.column_stack(parts) if parts else np.zeros((len(cov), 0))
 
 
-def fit_effect(y: np.ndarray, X: np.ndarray, groups: np.ndarray, family: str, ci: float) -> tuple[float, ...]:
-    """Coefficient of column 1 (seen) of a statsmodels GLM with cluster-robust SEs:
-    ``(estimate, se, p, ci_low, ci_high)`` (NaN when the fit fails)."""
-    import statsmodels.api as sm
+MAX_CLUSTER_ROWS = 4000  # the bias-reduced sandwich solves one system of this size per cluster
 
+
+def fit_effect(y: np.ndarray, X: np.ndarray, groups: np.ndarray, family: str, ci: float,
+               max_cluster_rows: int = MAX_CLUSTER_ROWS) -> tuple[float, ...]:
+    """Coefficient of column 1 (seen) of a binomial or Gaussian regression with standard errors
+    clustered by ``groups``: ``(estimate, se, p, ci_low, ci_high, se_kind)``, se_kind 1.0 for the
+    bias-reduced sandwich, 0.0 for the CR1 fallback (all NaN when the fit fails).
+
+    The fit is statsmodels' GEE with an independence working correlation -- the same estimate as the
+    GLM -- with the Mancl-DeRouen bias-reduced sandwich (``cov_type="bias_reduced"``, each cluster's
+    residuals divided by ``I - H_gg``) and a t reference with G - 1 degrees of freedom. The plain
+    (CR1) sandwich is too small with tens of clusters and a design of tens of columns: in
+    ``bench/calibrate_dynamics.py`` its 95% intervals covered a null effect in 86-90% of groups of 60
+    clusters. When a cluster has more than ``max_cluster_rows`` rows (or ``I - H_gg`` is singular) the
+    CR1 sandwich of the GLM is used instead, and ``se_kind`` says so."""
+    import statsmodels.api as sm
+    from scipy import stats
+
+    nan6 = (float("nan"),) * 6
     if X.shape[1] < 2:
-        return (float("nan"),) * 5
+        return nan6
     fam = sm.families.Binomial() if family == "binomial" else sm.families.Gaussian()
+    codes, sizes = np.unique(groups, return_counts=True)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = sm.GLM(y, X, family=fam).fit(cov_type="cluster", cov_kwds={"groups": groups}, use_t=True)
-            lo, hi = res.conf_int(alpha=1 - ci)[1]
-        if family == "binomial" and (not res.converged or abs(res.params[1]) > 15):
-            return (float("nan"),) * 5
-        return float(res.params[1]), float(res.bse[1]), float(res.pvalues[1]), float(lo), float(hi)
+            res, kind = None, 0.0
+            if sizes.max() <= max_cluster_rows:
+                try:
+                    res = sm.GEE(y, X, groups=groups, family=fam, cov_struct=sm.cov_struct.Independence()).fit(
+                        cov_type="bias_reduced")
+                    kind = 1.0
+                except np.linalg.LinAlgError:
+                    res = None
+            if res is None or not np.isfinite(res.bse[1]):
+                res = sm.GLM(y, X, family=fam).fit(cov_type="cluster", cov_kwds={"groups": groups})
+                kind = 0.0
+        est, se = float(res.params[1]), float(res.bse[1])
+        if family == "binomial" and (not res.converged or abs(est) > 15):
+            return nan6
     except (np.linalg.LinAlgError, ValueError, ZeroDivisionError):
-        return (float("nan"),) * 5
+        return nan6
+    if not (np.isfinite(se) and se > 0):
+        return nan6
+    df = max(codes.size - 1, 1)
+    q = float(stats.t.ppf(0.5 + ci / 2, df))
+    p = float(2 * stats.t.sf(abs(est / se), df))
+    return est, se, p, est - q * se, est + q * se, kind
 
 
 def rise_interval(correct: np.ndarray, cluster: np.ndarray, tokens: np.ndarray, opts: AdjustedOptions,
@@ -218,8 +250,8 @@ def adjusted_row(data: AdjustedData, idx: np.ndarray, opts: AdjustedOptions, see
     rise_lo, rise_hi = rise_interval(correct, cl, data.tokens, opts, np.random.default_rng(seed))
     row: dict[str, object] = {"window_first_step_index": int(window[0]) if window.size else -1,
                               "window_checkpoints": int(window.size), "rise_ci_low": rise_lo, "rise_ci_high": rise_hi}
-    nan5: tuple[float, ...] = (float("nan"),) * 5
-    eff, eff_m = nan5, nan5
+    nan6: tuple[float, ...] = (float("nan"),) * 6
+    eff, eff_m = nan6, nan6
     sw = seen[:, window]
     n_cl_seen = len(set(cl[sw.any(1)])) if window.size else 0
     n_cl_unseen = len(set(cl[(~sw).any(1)])) if window.size else 0
@@ -236,6 +268,7 @@ def adjusted_row(data: AdjustedData, idx: np.ndarray, opts: AdjustedOptions, see
     row.update({"effect": eff[0], "effect_se": eff[1], "p_effect": eff[2], "effect_ci_low": eff[3],
                 "effect_ci_high": eff[4], "margin_effect": eff_m[0], "margin_effect_se": eff_m[1],
                 "p_margin": eff_m[2], "margin_ci_low": eff_m[3], "margin_ci_high": eff_m[4],
+                "se_bias_reduced": eff[5],
                 "e_value": ev, "e_value_ci": ev_ci, "clusters_seen": n_cl_seen, "clusters_unseen": n_cl_unseen,
                 "status": status})
     return row

@@ -58,7 +58,8 @@ def headline_html(timing: pd.DataFrame, w: _Writer) -> str:
     df = headline_display(timing)
     note = ("Headline verdict (<b>adjusted</b>): the effect of having seen the critical phrase on a pair's "
             "correctness and margin over the rise window, adjusted for word and phrase frequencies, length, "
-            "distance and paradigm, with standard errors clustered by critical phrase; q = Benjamini-Hochberg over "
+            "distance and paradigm, with standard errors clustered by critical phrase (bias-reduced sandwich, "
+            "t with G - 1 df); q = Benjamini-Hochberg over "
             "all groups and comparisons. The E-value is how strongly (risk ratio) an unmeasured confounder would "
             "have to be tied to both exposure and correctness to explain the effect away. The proxy, fixed and "
             "matched delays below are descriptive.")
