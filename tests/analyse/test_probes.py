@@ -63,7 +63,7 @@ def test_logreg_probe_equals_sklearn_cross_val_with_pair_folds():
     acc, std = pr.logreg_accuracy(good, bad, folds)
     x = np.concatenate([good, bad])
     y = np.concatenate([np.ones(n), np.zeros(n)])
-    scores = cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(max_iter=200)), x, y,
+    scores = cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(solver="newton-cholesky", max_iter=200)), x, y,
                              cv=PredefinedSplit(np.concatenate([folds, folds])))
     assert acc == pytest.approx(scores.mean(), abs=1e-12)
     assert std == pytest.approx(scores.std(), abs=1e-12)

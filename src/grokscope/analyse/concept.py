@@ -74,6 +74,10 @@ def mean_direction_auroc(train_good: np.ndarray, train_bad: np.ndarray, train_si
     return direction_auroc(m, val_good, val_bad, val_sign)
 
 
+PROBE_SOLVER = "newton-cholesky"  # Newton steps on the d x d Hessian: converges in a few iterations where
+# lbfgs ran into max_iter on nearly separable states (425 of the CPU study's fits), at a fraction of its time
+
+
 def grouped_logreg_accuracy(good: np.ndarray, bad: np.ndarray, sign: np.ndarray, groups: np.ndarray,
                             n_folds: int, C: float = 1.0, max_iter: int = 200,
                             labels: np.ndarray | None = None) -> float:
@@ -92,7 +96,7 @@ def grouped_logreg_accuracy(good: np.ndarray, bad: np.ndarray, sign: np.ndarray,
     k = min(n_folds, len(np.unique(groups)))
     if k < 2:
         return float("nan")
-    pipe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(C=C, solver=PROBE_SOLVER, max_iter=max_iter))
     return float(cross_val_score(pipe, x, y, groups=g, cv=GroupKFold(n_splits=k)).mean())
 
 

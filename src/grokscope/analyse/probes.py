@@ -77,9 +77,11 @@ def logreg_accuracy(good: np.ndarray, bad: np.ndarray, folds: np.ndarray, C: flo
                     max_iter: int = 200) -> tuple[float, float]:
     """Cross-validated logistic-regression probe on the states: (mean accuracy, std over folds).
 
-    sklearn's ``LogisticRegression`` (L2, ``C``) on features standardised with the training
+    sklearn's ``LogisticRegression`` (L2, ``C``, Newton-Cholesky solver) on features standardised with the training
     folds' mean and standard deviation (what ``make_pipeline(StandardScaler(), ...)`` does)."""
     from sklearn.linear_model import LogisticRegression
+
+    from grokscope.analyse.concept import PROBE_SOLVER
 
     x = np.concatenate([good, bad]).astype(np.float64)  # [2n, d]
     y = np.concatenate([np.ones(len(good)), np.zeros(len(bad))])
@@ -90,7 +92,7 @@ def logreg_accuracy(good: np.ndarray, bad: np.ndarray, folds: np.ndarray, C: flo
         mu = x[tr].mean(axis=0)
         sd = x[tr].std(axis=0)
         sd[sd == 0] = 1.0
-        clf = LogisticRegression(C=C, max_iter=max_iter)
+        clf = LogisticRegression(C=C, solver=PROBE_SOLVER, max_iter=max_iter)
         clf.fit((x[tr] - mu) / sd, y[tr])
         accs.append(float((clf.predict((x[te] - mu) / sd) == y[te]).mean()))
     return float(np.mean(accs)), float(np.std(accs))
