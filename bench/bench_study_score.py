@@ -111,10 +111,13 @@ def run_lm_eval(venv: Path, dirs: list[Path], pairs: Path, batch_size: int, env:
     return total, scores
 
 
-def max_diff(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> float:
+def max_diff(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> tuple[float, int]:
     """Largest |Δ log-prob| over checkpoints and pairs (minicons is compared with grokscope's
-    minicons convention, lm-eval with its default lm_eval convention)."""
-    return max(float(np.max(np.abs(ours[d] - theirs[d]))) for d in ours)
+    minicons convention, lm-eval with its default lm_eval convention), and the number of
+    (checkpoint, pair) decisions good > bad that differ."""
+    diff = max(float(np.max(np.abs(ours[d] - theirs[d]))) for d in ours)
+    decisions = sum(int(((ours[d][:, 0] > ours[d][:, 1]) != (theirs[d][:, 0] > theirs[d][:, 1])).sum()) for d in ours)
+    return diff, decisions
 
 
 def main() -> None:
@@ -135,11 +138,11 @@ def main() -> None:
     n_pairs = len(pairs.read_text(encoding="utf-8").splitlines())
     print(f"{args.checkpoints} checkpoints of a {args.shape} GPT-2 x {n_pairs} BLiMP pairs, {args.threads} threads; "
           f"load {load_average()}")
-    rows: list[tuple[str, Timed, float]] = []
+    rows: list[tuple[str, Timed, tuple[float, int]]] = []
     cmd, parse = grokscope_study(dirs, pairs, args.batch_size, args.threads, prefetch=1)
     ours_t = run_timed(cmd, env)
     ours = parse()  # type: ignore[operator]
-    rows.append(("grokscope (one command)", ours_t, 0.0))
+    rows.append(("grokscope (one command)", ours_t, (0.0, 0)))
     cmd, parse0 = grokscope_study(dirs, pairs, args.batch_size, args.threads, prefetch=0)
     t0 = run_timed(cmd, env)
     rows.append(("grokscope, prefetch = 0", t0, max_diff(ours, parse0())))  # type: ignore[operator]
@@ -148,19 +151,20 @@ def main() -> None:
         cmd_mc += ["--convention", "minicons"]
         ours_mc_t = run_timed(cmd_mc, env)
         ours_mc = _parse_out(cmd_mc, dirs)
-        rows.append(("grokscope, minicons conv.", ours_mc_t, 0.0))
+        rows.append(("grokscope, minicons conv.", ours_mc_t, (0.0, 0)))
         cmd, parse_mc = minicons_loop(args.venv, dirs, pairs, 32)
         t = run_timed(cmd, env)
         rows.append(("minicons (loop, batch 32)", t, max_diff(ours_mc, parse_mc())))  # type: ignore[operator]
     if not args.skip_lm_eval:
         t, lm = run_lm_eval(args.venv, dirs, pairs, args.batch_size, env)
         rows.append((f"lm-eval (x{len(dirs)} runs)", t, max_diff(ours, lm)))
-    print(f"\n{'tool':<28} {'wall s':>8} {'CPU s':>8} {'s/ckpt':>7} {'peak MB':>8} {'wall ×':>7} {'CPU ×':>6}  max|Δ|")
+    print(f"\n{'tool':<28} {'wall s':>8} {'CPU s':>8} {'s/ckpt':>7} {'peak MB':>8} {'wall ×':>7} {'CPU ×':>6}  max|Δ|"
+          "     decisions differ")
     base = {False: ours_t, True: rows[2][1] if not args.skip_minicons else ours_t}
-    for name, t, diff in rows:
+    for name, t, (diff, flips) in rows:
         ref = base["minicons" in name]
         print(f"{name:<28} {t.seconds:8.1f} {t.cpu:8.1f} {t.seconds / len(dirs):7.2f} {t.peak_mb:8.0f} "
-              f"{t.seconds / ref.seconds:7.2f} {t.cpu / ref.cpu:6.2f}  {diff:.2e}")
+              f"{t.seconds / ref.seconds:7.2f} {t.cpu / ref.cpu:6.2f}  {diff:.2e} {flips:>6} of {len(dirs) * len(ours[str(dirs[0])]):,}")
     print("\n× = time / grokscope's (lm-eval and prefetch rows against grokscope's default convention, minicons "
           "against grokscope's minicons convention); > 1 means grokscope is faster")
 
