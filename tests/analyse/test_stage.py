@@ -55,7 +55,18 @@ def test_tables_follow_the_contract(analysed):
     assert list(probes.columns) == ["step", "layer", "n_pairs", "logreg_acc", "logreg_acc_std", "meandiff_acc",
                                     "participation_ratio", "n_components_90", "phase"]
     heads = pd.read_parquet(out / "heads.parquet")
-    assert list(heads.columns) == ["step", "layer", "head", "attention", "attention_nonadjacent"]
+    assert list(heads.columns) == ["step", "layer", "head", "attention", "attention_nonadjacent", "attention_ratio"]
+    assert heads["attention_ratio"].isna().all()  # the simulated scores have no distance-matched baseline
+    margins = pd.read_parquet(out / "margin_curves.parquet")
+    assert list(margins.columns) == ["level", "group", "split", "step", "tokens", "n", "margin", "ci_low", "ci_high"]
+    last = int(margins["step"].max())
+    pooled = margins[(margins["level"] == "all") & (margins["step"] == last)].set_index("split")
+    score = pd.read_parquet(sim.study.score_path(last))
+    n_all = int(curves.query("level == 'all' and split == 'proxy_train' and step == @last")["n"].iloc[0]
+                + curves.query("level == 'all' and split == 'proxy_val' and step == @last")["n"].iloc[0])
+    assert pooled["n"].sum() == n_all
+    both = (pooled["margin"] * pooled["n"]).sum() / n_all  # pooled mean over the analysed pairs
+    assert both == pytest.approx((score["good_logprob"] - score["bad_logprob"]).mean(), abs=0.5)
     conc = pd.read_parquet(out / "head_concentration.parquet")
     assert list(conc.columns) == ["step", "topk_share", "gini", "entropy", "top_heads", "topk_floor", "n_nonadjacent"]
     assert (conc["topk_floor"] == 3 / 12).all()
@@ -260,6 +271,7 @@ def test_missing_count_column_is_refused(sim, tmp_path):
 
 
 # ---- ablation through the score stage on a real (tiny) GPT-2 checkpoint -------------------------
+FAST_TOP_K = AnalyseSection().top_k_heads
 @pytest.mark.slow
 def test_ablation_rescoring_with_a_real_checkpoint(sim, tmp_path, gpt2_tokenizer_dir):
     import torch
@@ -283,6 +295,12 @@ def test_ablation_rescoring_with_a_real_checkpoint(sim, tmp_path, gpt2_tokenizer
     base = table["accuracy"] - table["delta_accuracy"]
     np.testing.assert_allclose(base, base.iloc[0])
     assert "ablation at step" in summary
+    effects = pd.read_parquet(dst / "analysis" / "head_effects.parquet")
+    summ = pd.read_parquet(dst / "analysis" / "head_summary.parquet")
+    n_phen = pd.read_parquet(st.phrases_path)["phenomenon"].nunique()
+    assert len(effects) == n_phen * 3 * 4 and len(summ) == n_phen
+    assert (effects.groupby("phenomenon")["selected_by_ablation"].sum() == FAST_TOP_K).all()
+    assert "causal heads per phenomenon" in summary
 
 
 def test_run_stage_and_unsupported_pairs(sim, tmp_path, capsys):

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from grokscope import cli
+from grokscope.analyse import head_effects as HE
 from grokscope.core.errors import DataError, MissingStageError
 from grokscope.core.store import Study, write_parquet
 from grokscope.report import format as RF
@@ -58,6 +59,20 @@ def support_tables(exp: pd.DataFrame, phrases: pd.DataFrame, timing: pd.DataFram
             "k_sensitivity": ks[ks["level"].isin(["all", "phenomenon"])]}
 
 
+def _head_effects(phrases: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """The per-phenomenon head table of a sweep in which head L2H0 carries the first phenomenon."""
+    phen = phrases["phenomenon"].to_numpy()
+    n = len(phen)
+    base = rng.normal(1.0, 0.5, n)
+    margin = base + rng.normal(0, 0.2, (N_LAYER, N_HEAD, n))
+    margin[2, 0, phen == phen[0]] -= 1.5
+    sweep = HE.Sweep(base, base > 0, margin, margin > 0, "mean")
+    groups = phrases["pair_id"].to_numpy() % 7  # phrase clusters
+    in_a = HE.selection_halves(phen, groups, rng)
+    attention = rng.uniform(0, 0.3, (n, N_LAYER, N_HEAD))
+    return HE.effects_table(sweep, phen, groups, in_a, attention, k=2)
+
+
 # ---- a synthetic study, written per docs/CONTRACTS.md --------------------------------------
 def _sigmoid(steps: np.ndarray, mid: float, lo: float = 0.5, hi: float = 0.95) -> np.ndarray:
     x = np.log1p(steps) - np.log1p(mid)
@@ -66,7 +81,7 @@ def _sigmoid(steps: np.ndarray, mid: float, lo: float = 0.5, hi: float = 0.95) -
 
 def make_study(root: Path, seed: int = 0, tables: tuple[str, ...] = ("curves", "timing", "probes", "heads",
                "concentration", "ablation", "support_splits", "dose_response", "paradigms", "k_sensitivity",
-               "event_study"),
+               "event_study", "head_effects", "head_summary", "margin_curves"),
                exposure: bool = True) -> Study:
     """A small study: phrases, exposure, one score file (metadata) and the analysis tables."""
     rng = np.random.default_rng(seed)
@@ -177,9 +192,15 @@ def make_study(root: Path, seed: int = 0, tables: tuple[str, ...] = ("curves", "
             abl_rows.append({"step": t, "condition": "random", "repeat": r, "heads": "L0H0,L2H3,L1H1",
                              "accuracy": 0.85 + d, "delta_accuracy": d})
     ablation = pd.DataFrame(abl_rows)
+    effects = _head_effects(phrases, rng)
+    margins = curves[curves["split"].isin(["proxy_train", "proxy_val"])].rename(columns={"accuracy": "margin"})
+    margins = margins.assign(margin=2 * margins["margin"] - 1, ci_low=2 * margins["ci_low"] - 1,
+                             ci_high=2 * margins["ci_high"] - 1)
     crit = {"criterion": {"mode": "level", "level": 0.8, "fraction": 0.9, "min_pairs": 10}}
     all_tables = {"curves": curves, "timing": timing, "probes": probes, "heads": heads, "concentration": conc,
-                  "ablation": ablation, **support_tables(pd.DataFrame(exp_rows), phrases, timing, rng)}
+                  "ablation": ablation, "head_effects": effects, "head_summary": HE.head_summary(effects),
+                  "margin_curves": margins,
+                  **support_tables(pd.DataFrame(exp_rows), phrases, timing, rng)}
     for name in tables:
         write_parquet(study.analysis_dir / RS.ANALYSIS_TABLES[name][0], all_tables[name], crit)
     return study
@@ -200,7 +221,8 @@ def full_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Study, R.Repo
 
 # ---- the page --------------------------------------------------------------------------
 EXPECTED_SECTIONS = ["delays", "split-curves", "fixed-split", "exposure-bins", "matched", "exposure", "support",
-                     "informative", "k-sensitivity", "event-study", "probes", "heads", "ablation"]
+                     "informative", "k-sensitivity", "event-study", "probes", "heads", "ablation",
+                     "head-effects"]
 
 
 def test_page_is_self_contained_with_every_section(full_report):
@@ -210,7 +232,7 @@ def test_page_is_self_contained_with_every_section(full_report):
     assert [i for i, _ in ids] == EXPECTED_SECTIONS
     assert all(m == "" for _, m in ids), ids  # nothing missing in the full study
     srcs = re.findall(r'<img[^>]*\ssrc="([^"]+)"', page)
-    assert len(srcs) == 14
+    assert len(srcs) == 16
     assert all(s.startswith("data:image/png;base64,") for s in srcs)
     for s in srcs:  # every embedded image is a decodable PNG
         import base64
@@ -231,14 +253,14 @@ def test_figure_and_table_files(full_report):
     names = {p.name for p in (study.report_dir / "figures").iterdir()}
     stems = {"delays", "curves_proxy", "curves_fixed", "curves_bins", "curves_matched", "exposure_first_step",
              "exposure_counts", "probes", "head_maps", "head_trajectories", "head_concentration", "ablation", "support",
-             "event_study"}
+             "event_study", "head_effects", "margins_proxy"}
     assert names == {f"{s}.{e}" for s in stems for e in ("png", "svg")}
     svg = (study.report_dir / "figures" / "curves_proxy.svg").read_text()
     assert svg.lstrip().startswith("<?xml") and "proxy-train" in svg
     tables = {p.stem for p in (study.report_dir / "tables").iterdir()}
     assert {"delays", "delays_paradigm", "delays_fixed", "delays_matched", "curves_proxy", "exposure_counts",
             "exposure_first_step", "probes", "probes_phase", "heads", "head_concentration", "ablation",
-            "ablation_summary"} <= tables
+            "ablation_summary", "head_summary", "head_effects", "margins_proxy"} <= tables
 
 
 # ---- numbers ---------------------------------------------------------------------------

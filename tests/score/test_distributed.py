@@ -59,7 +59,7 @@ def test_two_local_workers_write_the_files_of_one_process(tmp_path, gpt2_tok, pa
     assert cli.main(_argv(tmp_path, tmp_path / "one")) == 0
     assert cli.main(_argv(tmp_path, tmp_path / "two", "--workers", "2")) == 0
     one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
-    assert len(one) == 3 * len(STEPS)  # table, hidden states and attention per checkpoint
+    assert len(one) == 4 * len(STEPS)  # table, hidden states, attention and its baseline per checkpoint
     assert one == two  # byte-identical
     assert Study(tmp_path / "two").scored_steps() == list(STEPS)
     for step in STEPS:  # and each checkpoint's own numbers (the models differ)

@@ -413,6 +413,16 @@ def test_hidden_and_attention_match_plain_forward(model_and_tok, pairs, tmp_path
                 q, keys = x_last, range(c_first, c_last + 1)
             ref_a = np.stack([a[0, :, q, list(keys)].sum(-1).numpy() for a in out.attentions])  # [n_layer, n_head]
             np.testing.assert_allclose(res.attention[i, s].astype(np.float32), ref_a, atol=2e-3)
+            # distance-matched baseline, brute force: the same distances from every other query position
+            dists = [q - k for k in keys]
+            lowest = 0 if min(keys) == 0 else 1
+            others = [qq for qq in range(len(ids) - 1) if qq != q and min(qq - d for d in dists) >= lowest]
+            if others:
+                ref_b = np.mean([np.stack([sum(a[0, :, qq, qq - d] for d in dists).numpy() for a in out.attentions])
+                                 for qq in others], axis=0)
+                np.testing.assert_allclose(res.attention_baseline[i, s].astype(np.float32), ref_b, atol=2e-3)
+            else:
+                assert np.isnan(res.attention_baseline[i, s]).all()
 
 
 def test_forward_hooks_on_the_model_stay_in_effect(gpt2_tok, pairs):

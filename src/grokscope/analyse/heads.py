@@ -8,6 +8,9 @@ that is, and a causal check by ablation.
   Gini coefficient sum_i sum_j |a_i - a_j| / (2 m^2 mean(a)) (0 = all equal, -> 1 = one head);
   Shannon entropy in bits of p = a / sum(a) (log2(L*H) = uniform, 0 = one head).
   The top-k share has a floor of k/(L*H) (every head equal): :func:`topk_floor`.
+* **distance-matched ratio** (:func:`distance_ratio`): attention / the same head's weight at the
+  same query->key distances from the sentence's other positions, so a previous-token head is not
+  mistaken for one that tracks the dependency.
 * **adjacency**: where the critical and context words are adjacent, critical->context attention
   is previous-token attention; :func:`adjacent_pairs` flags those pairs so the attention can also
   be averaged over the non-adjacent pairs only (``attention_nonadjacent``).
@@ -41,6 +44,19 @@ def head_attention(attention: np.ndarray, rows: np.ndarray | None = None) -> np.
         counts = (~np.isnan(a)).sum(0)
         sums = np.nansum(a, axis=0)
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def distance_ratio(attention: np.ndarray, baseline: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """``[L, H]`` mean over pairs of attention / its distance-matched baseline (the same head's
+    weight at the same distances from the sentence's other positions; score stage), good
+    sentence; pairs where either is missing or the baseline is 0 are ignored. 1 = the head gives
+    the context word what it gives any token at that distance."""
+    a = np.asarray(attention[:, 0] if rows is None else attention[rows, 0], dtype=np.float64)
+    b = np.asarray(baseline[:, 0] if rows is None else baseline[rows, 0], dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.where(b > 0, a / b, np.nan)
+        counts = (~np.isnan(r)).sum(0)
+        return np.where(counts > 0, np.nansum(r, axis=0) / np.maximum(counts, 1), np.nan)
 
 
 def topk_share(values: np.ndarray, k: int) -> float:

@@ -129,6 +129,9 @@ def head_tables(study: Study, inputs: StudyInputs, keep: np.ndarray, k: int,
         values = hd.head_attention(att, keep)
         frame = hd.heads_frame(int(step), values)
         frame["attention_nonadjacent"] = hd.head_attention(att, far).ravel() if far.size else np.nan
+        base_path = study.attention_baseline_path(int(step))
+        frame["attention_ratio"] = (hd.distance_ratio(att, np.load(base_path, mmap_mode="r"), keep).ravel()
+                                    if base_path.exists() else np.nan)
         frames.append(frame)
         c = hd.concentration(values, k)
         conc.append({"step": int(step), **dataclasses.asdict(c), "topk_floor": hd.topk_floor(values.size, k),
@@ -175,11 +178,46 @@ def run_ablation(study: Study, inputs: StudyInputs, keep: np.ndarray, conc: pd.D
                                           a.ablation_mode)
         store.write_parquet(study.analysis_dir / "ablation_heads.parquet", single,
                             metadata={"step": step, "n_pairs": int(subset.size), "checkpoint": ckpt})
+    lines = []
+    if a.head_effects:
+        with torch.no_grad():
+            lines.append(write_head_effects(study, inputs, keep, a, model, tokenizer, step, meta, ckpt))
     top_row = table[table["condition"] == "top"].iloc[0]
     rnd = table.loc[table["condition"] == "random", "delta_accuracy"]
     return (f"ablation at step {step}: top heads {top_row['heads']} change accuracy by "
             f"{top_row['delta_accuracy']:+.3f}; "
-            f"random heads {rnd.mean():+.3f} on average (p = {hd.ablation_p_value(table):.3f})")
+            f"random heads {rnd.mean():+.3f} on average (p = {hd.ablation_p_value(table):.3f})"
+            + "".join("\n" + line for line in lines))
+
+
+def write_head_effects(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseSection, model: Any,
+                       tokenizer: Any, step: int, meta: dict[str, Any], ckpt: str) -> str:
+    """head_effects.parquet + head_summary.parquet (:mod:`grokscope.analyse.head_effects`) at ``step``."""
+    from grokscope.analyse import head_effects as he
+
+    rng = np.random.default_rng(a.seed + 1)
+    phen_all = inputs.phrases["phenomenon"].astype(str).to_numpy()
+    subset = keep[he.stratified_subsample(phen_all[keep], a.head_pairs, rng)]
+    pairs = inputs.phrases.iloc[subset].reset_index(drop=True)
+    phen = phen_all[subset]
+    groups = pairs["critical_phrase"].fillna("").astype(str).to_numpy()
+    attention = baseline = None
+    att_path = study.attention_path(step)
+    if att_path.exists():
+        attention = np.asarray(np.load(att_path, mmap_mode="r")[subset, 0], dtype=np.float64)
+        base_path = study.attention_baseline_path(step)
+        if base_path.exists():
+            baseline = np.asarray(np.load(base_path, mmap_mode="r")[subset, 0], dtype=np.float64)
+    sweep = he.single_head_sweep(model, he.score_margin_fn(tokenizer, pairs, pairs, meta), a.ablation_mode,
+                                 progress=False)
+    in_a = he.selection_halves(phen, groups, rng)
+    table = he.effects_table(sweep, phen, groups, in_a, attention, a.top_k_heads, 1.0 - a.ci, baseline)
+    summary = he.head_summary(table)
+    extra = {"step": step, "n_pairs": int(subset.size), "checkpoint": ckpt, "top_k": a.top_k_heads,
+             "alpha": 1.0 - a.ci}
+    store.write_parquet(study.analysis_dir / "head_effects.parquet", table, metadata=extra)
+    store.write_parquet(study.analysis_dir / "head_summary.parquet", summary, metadata=extra)
+    return he.summary_line(summary)
 
 
 def probe_summary(probes: pd.DataFrame) -> str:

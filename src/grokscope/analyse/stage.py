@@ -273,6 +273,13 @@ def _analyse_study(study: Study, a: AnalyseSection, force: bool, progress: bool)
             "n_unsupported": int(len(supported) - keep.size), "steps": [int(s) for s in inputs.steps]}
     out = study.analysis_dir
     store.write_parquet(out / "curves.parquet", result.curves, metadata=meta)
+    if inputs.margin is not None:
+        from grokscope.analyse.margins import margin_curves
+
+        clusters = table.cluster if table.cluster is not None else np.arange(keep.size)
+        store.write_parquet(out / "margin_curves.parquet",
+                            margin_curves(inputs.margin[keep], counts, a.min_count, table.phenomenon, clusters,
+                                          inputs.steps, inputs.tokens, a.ci), metadata=meta)
     store.write_parquet(out / "timing.parquet", result.timing, metadata=meta)
     if events is not None:
         store.write_parquet(out / "event_study.parquet", events, metadata=meta)

@@ -242,6 +242,10 @@ class AnalyseSection:
                                                              "thresholds, side by side (empty = off)")
     ablation_mode: str = setting("mean", "how heads are ablated: mean = replaced by their mean output over the "
                                          "benchmark; zero = zeroed", choices=("mean", "zero"))
+    head_effects: bool = setting(True, "per phenomenon: every head ablated alone on a stratified subsample, heads "
+                                       "selected on half of the pairs and tested on the other half -> "
+                                       "analysis/head_effects.parquet", negative="--no-head-effects")
+    head_pairs: int = setting(100, "head effects: pairs per phenomenon (seeded subsample); 0 = all", ge=0)
     ablation_single: bool = setting(False, "also ablate every head on its own (L*H re-scorings) -> "
                                            "analysis/ablation_heads.parquet")
     concepts: bool = setting(True, "the paper's concept-vector measures per phenomenon (AUROC of the mean "

@@ -306,6 +306,9 @@ class Study:
     def attention_path(self, step: int) -> Path:
         return self.scores_dir / f"{step_name(step)}.attention.npy"
 
+    def attention_baseline_path(self, step: int) -> Path:
+        return self.scores_dir / f"{step_name(step)}.attention_baseline.npy"
+
     # ---- what is there -----------------------------------------------------------------
     def has_testbed(self) -> bool:
         return all(self.testbed_file(f).exists() for f in TESTBED_FILES)

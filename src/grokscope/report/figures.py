@@ -69,8 +69,12 @@ def split_curves_figure(
     criterion_level: float | None = None,
     max_panels: int = MAX_PANELS,
     min_n: int = 1,
+    value: str = "accuracy",
 ) -> Figure:
     """Small multiples of accuracy over checkpoints, one panel per group (pooled first).
+
+    ``value = "margin"`` draws ``margin_curves.parquet`` instead (mean log-prob margin good - bad,
+    0 = the decision boundary; each panel on its own scale).
 
     ``family`` picks the splits: "proxy" (proxy-train vs proxy-val), "fixed", "matched" or
     "bins" (exposure-count bins). For proxy/fixed/matched the fit and generalisation steps of
@@ -86,7 +90,8 @@ def split_curves_figure(
     axis = StepAxis.from_table(curves)
     nrows, ncols = panel_grid(len(panels))
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(PANEL_W * ncols, PANEL_H * nrows + 0.9), sharex=True, sharey=True, squeeze=False
+        nrows, ncols, figsize=(PANEL_W * ncols, PANEL_H * nrows + 0.9), sharex=True, sharey=value == "accuracy",
+        squeeze=False
     )
     all_steps = floats(data["step"])
     for ax, (lvl, group) in zip(axes.flat, panels):
@@ -99,13 +104,13 @@ def split_curves_figure(
             label, colour, ls = SPLIT_STYLE[split]
             ok = floats(s["n"]) >= min_n
             x = floats(s["step"])
-            y, lo, hi = (np.where(ok, floats(s[c]), np.nan) for c in ("accuracy", "ci_low", "ci_high"))
+            y, lo, hi = (np.where(ok, floats(s[c]), np.nan) for c in (value, "ci_low", "ci_high"))
             ax.fill_between(x, lo, hi, color=colour, alpha=0.18, lw=0)
             ax.plot(x, y, color=colour, ls=ls, lw=1.6, marker="o", ms=2.2, label=label)
             if family != "bins":
                 n_text.append(f"{int(floats(s['n'])[-1])}")
-        ax.axhline(0.5, color=CHANCE, ls="--", lw=0.8)
-        if criterion_level is not None:
+        ax.axhline(0.5 if value == "accuracy" else 0.0, color=CHANCE, ls="--", lw=0.8)
+        if criterion_level is not None and value == "accuracy":
             ax.axhline(criterion_level, color=CHANCE, ls=":", lw=0.8)
         comparison = family if family in COMPARISON_STYLE else None
         row = timing_row(timing, lvl, group, comparison) if comparison else None
@@ -118,13 +123,14 @@ def split_curves_figure(
         setup_step_axis(ax, all_steps, axis, label=False)
     hide_unused_axes(axes, len(panels))
     for ax in axes[:, 0]:
-        ax.set_ylabel("accuracy")
+        ax.set_ylabel("accuracy" if value == "accuracy" else "margin (log-prob)")
     for c in range(ncols):
         col = [axes[r, c] for r in range(nrows) if axes[r, c].get_visible()]
         if col:
             col[-1].set_xlabel(axis.label)
             col[-1].xaxis.set_tick_params(labelbottom=True)
-    axes[0, 0].set_ylim(-0.02, 1.02)
+    if value == "accuracy":
+        axes[0, 0].set_ylim(-0.02, 1.02)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     extra = _timing_legend_handles() if family in COMPARISON_STYLE else []
     fig.legend(

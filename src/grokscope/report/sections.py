@@ -176,6 +176,16 @@ def section_curves(inp: ReportInputs, w: _Writer, axis: Any, family: str) -> Sec
     fig = F.split_curves_figure(curves, timing, family, "phenomenon", crit, min_n=min_n)
     parts.append(w.figure(f"curves_{family}", fig, "Accuracy over checkpoints: all pairs, then each phenomenon", cap))
     parts.append(w.table(f"curves_{family}", F.split_curves_table(curves, family)))
+    margins = inp.tables.get("margin_curves")
+    if family == "proxy" and margins is not None and not margins.empty:
+        parts.append(w.figure(
+            "margins_proxy", F.split_curves_figure(margins, timing, "proxy", "phenomenon", None, min_n=min_n,
+                                                   value="margin"),
+            "Margin over checkpoints: all pairs, then each phenomenon",
+            "The same splits, by the mean log-prob margin good − bad instead of accuracy (dashed: 0, the decision "
+            "boundary; bands: 95% intervals clustered by critical phrase). A side whose margin climbs while its "
+            "accuracy is flat is on its way; each panel has its own scale."))
+        parts.append(w.table("margins_proxy", margins))
     if family == "matched" and timing is not None:
         parts.append(_matched_table(timing, w))
     if family == "fixed" and timing is not None:

@@ -36,6 +36,7 @@ from grokscope.report.format import (
     render_page,
     summary_rows,
 )
+from grokscope.report.head_effect_section import section_head_effects
 from grokscope.report.inputs import load_inputs, provenance_rows
 from grokscope.report.model_sections import section_ablation, section_heads, section_probes
 from grokscope.report.sections import section_curves, section_exposure, section_summary
@@ -90,6 +91,7 @@ def build_report(study: Study, title: str = "", formats: tuple[str, ...] | list[
         section_probes(inp, w, axis),
         section_heads(inp, w, axis),
         section_ablation(inp, w),
+        section_head_effects(inp, w),
     ]
     title = title or f"grokscope report — {study.root.resolve().name}"
     page = render_page(title, provenance_rows(inp, axis), sections, inp.config_text)

@@ -59,6 +59,7 @@ class PairAccumulator:
     hidden: np.ndarray | None  # [n_captured, 2, n_layer + 1, d_model] float16
     attention: np.ndarray | None  # [n, 2, n_layer, n_head] float16
     hidden_at: str = "later"  # which token's states are kept (EncodedSentence.state_token)
+    attention_baseline: np.ndarray | None = None  # [n, 2, n_layer, n_head] float16 (:func:`_distance_baseline`)
 
     @classmethod
     def allocate(cls, n: int, hidden_row: np.ndarray, geometry: ModelGeometry, options: ScoreOptions,
@@ -69,13 +70,14 @@ class PairAccumulator:
             if hidden_out is not None and tuple(hidden_out.shape) != shape:
                 raise GrokscopeError(f"score: hidden_out has shape {hidden_out.shape}, expected {shape}")
             hidden = hidden_out if hidden_out is not None else np.zeros(shape, dtype=np.float16)
-        attention = None
+        attention = baseline = None
         if options.capture_attention:
             attention = np.full((n, 2, geometry.n_layer, geometry.n_head), np.nan, dtype=np.float16)
+            baseline = attention.copy()
         return cls(np.zeros((n, 2), dtype=np.float64), np.zeros((n, 2), dtype=np.int64),
                    np.full((n, 2), np.nan, dtype=np.float64),
                    [[np.empty(0, np.float32), np.empty(0, np.float32)] for _ in range(n)],
-                   hidden_row, hidden, attention, options.hidden_at)
+                   hidden_row, hidden, attention, options.hidden_at, baseline)
 
     def wants_hidden(self, batch: list[PackedRow]) -> bool:
         return self.hidden is not None and any(self.hidden_row[s // 2] >= 0 for r in batch for s in r.sentences)
@@ -87,6 +89,8 @@ class PairAccumulator:
             _collect_hidden(out, batch, sentences, self.hidden_row, self.hidden, self.hidden_at)
         if out.attention is not None and self.attention is not None:
             _collect_attention(out, batch, sentences, self.attention)
+            if self.attention_baseline is not None:
+                _distance_baseline(out, batch, sentences, self.attention_baseline)
 
     def table(self, pairs: pd.DataFrame, encoded: list[tuple[EncodedSentence, EncodedSentence]],
               options: ScoreOptions) -> pd.DataFrame:
@@ -148,6 +152,57 @@ def _collect_attention(out: BatchOutput, batch: list[PackedRow], sentences: list
     summed = (weights * key_mask[:, None, None, :]).sum(-1).numpy()  # [picks, n_layer, n_head]
     for (_, s, _), a in zip(picks, summed):
         attention[s // 2, s % 2] = a.astype(np.float16)
+
+
+def _distance_baseline(out: BatchOutput, batch: list[PackedRow], sentences: list[EncodedSentence],
+                       baseline: np.ndarray) -> None:
+    """Each head's attention at the critical->context *distances* from the sentence's other positions.
+
+    For the query position q and the earlier word's positions k_j (distances d_j = q - k_j), the
+    baseline is the mean over the sentence's other query positions q' (q' != q, q' - d_j >= 0 for
+    every j, and >= 1 unless a k_j is 0: the first token is an attention sink) of
+    sum_j w(q' -> q' - d_j): what the head gives a token at the same distance anywhere in the
+    sentence. attention / baseline > 1 = more than its positional habit. NaN where no q' exists."""
+    import torch
+
+    b_idx: list[int] = []
+    q_nodes: list[int] = []
+    k_nodes: list[int] = []
+    slot_of: list[int] = []
+    pick_of_slot: list[int] = []
+    owners: list[int] = []
+    for k, row in enumerate(batch):
+        for s, path in zip(row.sentences, row.paths):
+            enc = sentences[s]
+            if enc.attn_query < 0 or not enc.attn_keys:
+                continue
+            d = enc.attn_query - np.asarray(enc.attn_keys)
+            lowest = 0 if min(enc.attn_keys) == 0 else 1
+            others = [q for q in range(int(d.max()) + lowest, len(path)) if q != enc.attn_query]
+            if not others:
+                continue
+            pick = len(owners)
+            owners.append(s)
+            for q in others:
+                slot = len(pick_of_slot)
+                pick_of_slot.append(pick)
+                for dist in d:
+                    b_idx.append(k)
+                    q_nodes.append(int(path[q]))
+                    k_nodes.append(int(path[q - dist]))
+                    slot_of.append(slot)
+    if not owners:
+        return
+    stacked = torch.stack(out.attention, dim=0)  # [n_layer, batch, n_head, T, T]
+    w = stacked[:, torch.tensor(b_idx), :, torch.tensor(q_nodes), torch.tensor(k_nodes)].float().cpu()  # [m, L, H]
+    n_slots = len(pick_of_slot)
+    per_slot = torch.zeros(n_slots, *w.shape[1:]).index_add_(0, torch.tensor(slot_of), w)
+    slots = torch.tensor(pick_of_slot)
+    per_pick = torch.zeros(len(owners), *w.shape[1:]).index_add_(0, slots, per_slot)
+    n_per_pick = torch.bincount(slots, minlength=len(owners)).float()
+    means = (per_pick / n_per_pick[:, None, None]).numpy()
+    for s, m in zip(owners, means):
+        baseline[s // 2, s % 2] = m.astype(np.float16)
 
 
 def _result_table(pairs: pd.DataFrame, encoded: list[tuple[EncodedSentence, EncodedSentence]], sums: np.ndarray,

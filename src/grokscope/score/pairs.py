@@ -89,6 +89,7 @@ class ScoreResult:
     hidden: np.ndarray | None = None
     attention: np.ndarray | None = None
     stats: ScoreStats = field(default_factory=ScoreStats)
+    attention_baseline: np.ndarray | None = None  # like attention: the same heads at the same distances
 
 
 def score_pairs(
@@ -144,7 +145,7 @@ def score_pairs(
             _set_attention_impl(model, previous_attn)
     stats.seconds = time.perf_counter() - t0
     return ScoreResult(table=acc.table(pairs, encoded, options), hidden=acc.hidden, attention=acc.attention,
-                       stats=stats)
+                       stats=stats, attention_baseline=acc.attention_baseline)
 
 
 def _run_batches(model: Any, rows: list[PackedRow], sentences: list[EncodedSentence], rows_per_batch: int,

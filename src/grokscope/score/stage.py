@@ -165,10 +165,14 @@ def _already_scored(study: Study, ckpt: Checkpoint, expected: dict[str, Any], op
         raise DataError(f"{path}: hidden states were kept at hidden_at = {at!r}, now {options.hidden_at!r}; "
                         "use another --out or --force to re-score (or --set score.hidden_at=" + f"{at})")
     for wanted, array, key in ((options.capture_hidden, study.hidden_path(ckpt.step), "hidden_bytes"),
-                               (options.capture_attention, study.attention_path(ckpt.step), "attention_bytes")):
+                               (options.capture_attention, study.attention_path(ckpt.step), "attention_bytes"),
+                               (options.capture_attention, study.attention_baseline_path(ckpt.step),
+                                "attention_baseline_bytes")):
         if not wanted:
             continue
         if not array.exists():
+            if key == "attention_baseline_bytes" and key not in meta:
+                continue  # scored before the baseline existed: analyses use raw attention
             return False
         if key in meta and array.stat().st_size != meta[key]:
             print(f"grokscope score: {array} has {array.stat().st_size} bytes but {path.name} recorded {meta[key]} "
@@ -218,6 +222,8 @@ def _score_one(job: ScoreJob, study: Study, ckpt: Checkpoint, loaded: tuple[Any,
         partial.unlink(missing_ok=True)
     if result.attention is not None:
         write_npy(study.attention_path(ckpt.step), result.attention)
+    if result.attention_baseline is not None:
+        write_npy(study.attention_baseline_path(ckpt.step), result.attention_baseline)
     metadata = {
         "step": ckpt.step, "tokens_seen": ckpt.tokens_seen, "checkpoint": ckpt.path, "revision": ckpt.revision,
         "model_type": geometry.model_type, "n_layer": geometry.n_layer, "n_head": geometry.n_head,
@@ -228,8 +234,9 @@ def _score_one(job: ScoreJob, study: Study, ckpt: Checkpoint, loaded: tuple[Any,
         "hidden": options.capture_hidden, "attention": options.capture_attention,
         "hidden_pairs": options.hidden_pairs, "seed": options.seed, "hidden_at": options.hidden_at,
     }
-    for kind, array in (("hidden", study.hidden_path(ckpt.step)), ("attention", study.attention_path(ckpt.step))):
-        if array.exists() and metadata[kind]:
+    for kind, array in (("hidden", study.hidden_path(ckpt.step)), ("attention", study.attention_path(ckpt.step)),
+                        ("attention_baseline", study.attention_baseline_path(ckpt.step))):
+        if array.exists() and metadata.get(kind, metadata["attention"]):
             metadata[f"{kind}_bytes"] = array.stat().st_size  # checked on resume: this table's arrays, complete
     write_parquet(study.score_path(ckpt.step), result.table, metadata=metadata)
     seconds = time.perf_counter() - t0
