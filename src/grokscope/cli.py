@@ -27,6 +27,8 @@ from grokscope.pipeline.registry import ENTRIES, load_stage
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("grokscope.pipeline.run", "run every stage a study still lacks, from a study TOML"),
     "demo": ("grokscope.pipeline.demo", "offline controlled-exposure testbed: generate, train, analyse, report"),
+    "pool": ("grokscope.pipeline.pool", "pool the verdicts of several analysed runs of one recipe (seeds), with "
+                                        "their spread"),
 }
 STAGE_COMMANDS: dict[str, str] = {e.name: e.help for e in ENTRIES if e.command}
 

@@ -120,6 +120,9 @@ def test_demo_seeds_end_to_end_at_the_smallest_size(tmp_path):
         cfg = (out / f"seed_{seed}" / "demo.toml").read_text()
         assert f"seed = {seed}" in cfg
     assert "ground truth vs findings across training seeds" in done.stdout
+    pooled = pd.read_parquet(out / "pooled.parquet")
+    assert "all" in set(pooled["group"]) and (pooled["k"] <= 2).all()
+    assert "pooled over the seeds" in done.stdout
 
 
 def test_findings_carry_the_descriptive_row_and_the_headline_verdict(tmp_path):

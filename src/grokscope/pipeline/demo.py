@@ -140,10 +140,11 @@ def run(args: argparse.Namespace) -> int:
     from grokscope.core.store import write_text
     from grokscope.pipeline import truth
 
-    rows = []
+    rows, studies = [], []
     for k in range(args.seeds):
         seed = args.seed + k
         study = _run_one(args, settings, Path(args.out) / f"seed_{seed}", seed)
+        studies.append(study)
         rows += truth.seed_rows(study, study.testbed_dir, args.batch_size, seed)
     table, text = truth.across_seeds(rows)
     if not table.empty:
@@ -151,6 +152,19 @@ def run(args: argparse.Namespace) -> int:
     write_text(Path(args.out) / "ground_truth_across_seeds.txt", text + "\n")
     print("\nground truth vs findings across training seeds\n" + text)
     print(f"\n(also in {Path(args.out) / 'ground_truth_across_seeds.txt'})")
+    timing_paths = [s.analysis_dir / "timing.parquet" for s in studies]
+    if all(p.exists() for p in timing_paths):  # the headline pooled over the seeds (grokscope pool)
+        import pandas as pd
+
+        from grokscope.analyse.pooling import pool_timing, pooled_text
+        from grokscope.core.store import write_parquet
+
+        pooled = pool_timing([pd.read_parquet(p) for p in timing_paths])
+        names = [s.root.name for s in studies]
+        write_parquet(Path(args.out) / "pooled.parquet", pooled, metadata={"studies": names, "alpha": 0.05})
+        pooled_txt = pooled_text(pooled, names)
+        write_text(Path(args.out) / "pooled.txt", pooled_txt + "\n")
+        print("\nheadline verdicts pooled over the seeds (random effects)\n" + pooled_txt)
     return 0
 
 
