@@ -137,3 +137,15 @@ def test_summary_of_a_table_without_windows_keeps_its_columns():
                           **{c: [0.5] for c in SUMMARY_COLUMNS}})
     out = concept_summary(table)
     assert out.empty and {"phenomenon", "layer", "phase", "auroc", "auroc_low", "eff_rank_high"} <= set(out.columns)
+
+
+def test_batched_singular_values_equal_lapack_svd_of_each_matrix():
+    from grokscope.analyse.concept import batched_singular_values
+
+    rng = np.random.default_rng(4)
+    for shape in ((5, 8, 20), (3, 30, 6)):
+        stack = rng.normal(size=shape)
+        got = batched_singular_values(stack)
+        for k in range(shape[0]):
+            ref = np.linalg.svd(stack[k] - stack[k].mean(0), compute_uv=False)
+            np.testing.assert_allclose(got[k][: ref.size], ref, atol=1e-8)

@@ -111,15 +111,19 @@ def concept_table(steps: np.ndarray, tokens: np.ndarray,
     pairs)`` (see :func:`checkpoint_rows`) or None.
 
     ``phase`` = before/after the phenomenon's generalisation (:func:`concept.aligned_phase`)."""
-    rng = np.random.default_rng(o.seed)
-    rows: list[dict] = []
-    for j, step in enumerate(steps):
+    from grokscope.analyse.parallel import map_checkpoints
+
+    def one(j: int) -> list[dict]:
         loaded = load_states(j)
         if loaded is None:
-            continue
-        for r in checkpoint_rows(int(step), loaded[0], loaded[1], info, j, o, rng):
+            return []
+        rng = np.random.default_rng([o.seed, j])  # per checkpoint: the same rows on any number of threads
+        out = checkpoint_rows(int(steps[j]), loaded[0], loaded[1], info, j, o, rng)
+        for r in out:
             r["tokens"] = int(tokens[j])
-            rows.append(r)
+        return out
+
+    rows: list[dict] = [r for part in map_checkpoints(one, range(len(steps))) for r in part]
     if not rows:
         return None
     df = pd.DataFrame(rows)

@@ -56,29 +56,34 @@ def probe_table(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseS
     from tqdm.auto import tqdm
 
     from grokscope.analyse import probes as pr
+    from grokscope.analyse.parallel import map_checkpoints
 
     order = np.random.default_rng(a.seed).permutation(keep)  # same pair preference at every step
-    rows = []
-    for j, step in enumerate(tqdm(inputs.steps, desc="probes", unit="ckpt", disable=not progress)):
-        path = study.hidden_path(int(step))
+    words = _lemma_groups(inputs.phrases)
+
+    def one(j: int) -> list[dict[str, Any]]:
+        step = int(inputs.steps[j])
+        path = study.hidden_path(step)
         if not path.exists():
-            continue
+            return []
         hidden = np.load(path, mmap_mode="r")  # [n_captured, 2, n_layer+1, d_model]
         hrow = inputs.hidden_rows[j][order]
         chosen = hrow[hrow >= 0]
         if a.probe_pairs > 0:
             chosen = chosen[: a.probe_pairs]
         if chosen.size and chosen.max() >= hidden.shape[0]:
-            raise DataError(f"{path}: has {hidden.shape[0]} rows but {study.score_path(int(step)).name} "
+            raise DataError(f"{path}: has {hidden.shape[0]} rows but {study.score_path(step).name} "
                             f"refers to hidden_row {int(chosen.max())}")
         if chosen.size < 2:
-            continue
+            return []
         srt = np.argsort(chosen)
         states = np.asarray(hidden[chosen[srt]], dtype=np.float32)
-        words = _lemma_groups(inputs.phrases)
         pair_of = order[hrow >= 0][: chosen.size][srt]  # the pair of each state row
-        for lp in pr.probe_checkpoint(states, a.probe_folds, a.seed + j, words[pair_of]):
-            rows.append({"step": int(step), **dataclasses.asdict(lp)})
+        return [{"step": step, **dataclasses.asdict(lp)}
+                for lp in pr.probe_checkpoint(states, a.probe_folds, a.seed + j, words[pair_of])]
+
+    jobs = list(tqdm(range(len(inputs.steps)), desc="probes", unit="ckpt", disable=not progress))
+    rows = [r for part in map_checkpoints(one, jobs) for r in part]
     if not rows:
         return None
     df = pd.DataFrame(rows)
