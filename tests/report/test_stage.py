@@ -587,7 +587,7 @@ def test_page_loads_in_headless_chromium(full_report, tmp_path):
     study, _, _ = full_report
     res, console = browser_check(study.report_path, tmp_path)
     assert res["errors"] == [] and console == []
-    assert res["n_img"] == 14 and res["bad_img"] == [] and min(res["widths"]) > 300
+    assert res["n_img"] == 16 and res["bad_img"] == [] and min(res["widths"]) > 300
     assert [s[0] for s in res["sections"]] == EXPECTED_SECTIONS
     assert all(s[2] > 50 for s in res["sections"])  # every section is rendered with content
     assert res["resources"] == [] and res["external"] == []  # nothing fetched: the page is self-contained
