@@ -88,7 +88,7 @@ def section_head_effects(inp: ReportInputs, w: _Writer) -> Section:
         "best_delta_margin": "strongest Δ margin", "best_delta_accuracy": "its Δ acc",
         "best_specificity": "its specificity"})
     parts.append("<p class=\"note\">Specificity = the head's margin change on its phenomenon minus its mean change "
-                 "on the other phenomena' pairs (negative: it matters for this phenomenon more than for the "
+                 "on the other phenomena's pairs (negative: it matters for this phenomenon more than for the "
                  "rest).</p>")
     parts.append(html_table(shown, "small", status_col=None))
     parts.append(w.table("head_summary", summary))
