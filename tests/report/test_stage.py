@@ -646,7 +646,8 @@ def test_report_on_real_analyse_output(tmp_path):
     analyse.analyse_study(sim.study, AnalyseSection(n_boot=100, n_perm=100, probe_pairs=100, probe_folds=3, ablation=False,
                                                    min_distinct_phrases=10))
     res = R.build_report(sim.study, formats=["png"])
-    assert {s.id: s.missing for s in res.sections} == {i: ("ablation" if i == "ablation" else "") for i in EXPECTED_SECTIONS}
+    assert {s.id: s.missing for s in res.sections} == {i: {"ablation": "ablation", "head-effects": "head_effects"}.get(i, "")
+                                                             for i in EXPECTED_SECTIONS}
     timing = pd.read_parquet(sim.study.analysis_dir / "timing.parquet")
     summary = _parse_summary(res.summary_text)
     pooled = timing[(timing["level"] == "all") & (timing["comparison"] == "proxy")].iloc[0]
