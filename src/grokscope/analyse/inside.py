@@ -61,7 +61,7 @@ def probe_table(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseS
     order = np.random.default_rng(a.seed).permutation(keep)  # same pair preference at every step
     words = _lemma_groups(inputs.phrases)
 
-    def one(j: int) -> list[dict[str, Any]]:
+    def rows_of(j: int) -> list[dict[str, Any]]:
         step = int(inputs.steps[j])
         path = study.hidden_path(step)
         if not path.exists():
@@ -82,8 +82,13 @@ def probe_table(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseS
         return [{"step": step, **dataclasses.asdict(lp)}
                 for lp in pr.probe_checkpoint(states, a.probe_folds, a.seed + j, words[pair_of])]
 
-    jobs = list(tqdm(range(len(inputs.steps)), desc="probes", unit="ckpt", disable=not progress))
-    rows = [r for part in map_checkpoints(one, jobs) for r in part]
+    def one(j: int) -> list[dict[str, Any]]:
+        out = rows_of(j)
+        bar.update(1)
+        return out
+
+    with tqdm(total=len(inputs.steps), desc="probes", unit="ckpt", disable=not progress) as bar:
+        rows = [r for part in map_checkpoints(one, range(len(inputs.steps))) for r in part]
     if not rows:
         return None
     df = pd.DataFrame(rows)

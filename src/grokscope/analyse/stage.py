@@ -221,12 +221,14 @@ def analyse_study(study: Study, a: AnalyseSection, force: bool = False, progress
     """Run every analysis of a study and write its tables; returns the summary text.
 
     BLAS runs single-threaded: the matrices are small or skinny, and on a shared machine extra
-    BLAS threads only add contention (measured: 10x slower SVDs under load)."""
+    BLAS threads only add contention (measured: 10x slower SVDs under load). Only BLAS: torch's
+    OpenMP pool (the ablation's forward passes) keeps its threads even when an earlier stage of
+    ``grokscope run`` loaded torch before this limit is set."""
     from threadpoolctl import threadpool_limits
 
     if a.probes:  # load scipy's/sklearn's own BLAS first: threadpool_limits only limits loaded ones
         import sklearn.linear_model  # noqa: F401
-    with threadpool_limits(limits=1):
+    with threadpool_limits(limits=1, user_api="blas"):
         return _analyse_study(study, a, force, progress)
 
 
