@@ -39,6 +39,7 @@ def sweep_seconds(study_dir: str, n_pairs: int) -> str:
     import torch
 
     from grokscope.analyse import head_effects as he
+    from grokscope.analyse import heads as hd
     from grokscope.core.checkpoints import Checkpoint, load_model
     from grokscope.core.store import Study, read_parquet_metadata
     from grokscope.core.tokenizer import load_tokenizer
@@ -49,7 +50,7 @@ def sweep_seconds(study_dir: str, n_pairs: int) -> str:
     phrases = pd.read_parquet(st.phrases_path)
     pairs = phrases[phrases["supported"]].sample(min(n_pairs, int(phrases["supported"].sum())), random_state=0)
     model = load_model(Checkpoint(meta["checkpoint"], None, step, 0, "hf_dir"))
-    fn = he.score_margin_fn(load_tokenizer(meta["checkpoint"]), pairs.reset_index(drop=True),
+    fn = hd.score_margin_fn(load_tokenizer(meta["checkpoint"]), pairs.reset_index(drop=True),
                             pairs.reset_index(drop=True), meta)
     t0 = time.perf_counter()
     with torch.no_grad():

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from grokscope.analyse import head_effects as he
+from grokscope.analyse import heads as hd
 from grokscope.analyse import planted_heads as ph
 
 
@@ -23,7 +24,7 @@ def planted(tmp_path_factory):
     attention = score_pairs(model, tok, pairs, pairs, options=ScoreOptions(
         capture_hidden=False, capture_attention=True, progress=False)).attention[:, 0].astype(np.float64)
     with torch.no_grad():
-        sweep = he.single_head_sweep(model, he.score_margin_fn(tok, pairs, pairs))
+        sweep = he.single_head_sweep(model, hd.score_margin_fn(tok, pairs, pairs))
     return pairs, attention, sweep
 
 
@@ -114,7 +115,7 @@ def test_sweep_in_zero_mode_equals_zeroed_output_weights(tmp_path):
     d = ph.build_planted_head_model(tmp_path / "m", seed=2)
     tok = load_tokenizer(d)
     pairs = ph.planted_head_pairs(20, seed=2)
-    fn = he.score_margin_fn(tok, pairs, pairs)
+    fn = hd.score_margin_fn(tok, pairs, pairs)
     with torch.no_grad():
         sweep = he.single_head_sweep(load_model(Checkpoint(str(d), None, 0, 0, "hf_dir")), fn, mode="zero")
         ref = load_model(Checkpoint(str(d), None, 0, 0, "hf_dir"))

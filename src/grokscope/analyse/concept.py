@@ -105,19 +105,15 @@ def singular_values(matrix: np.ndarray, centre: bool = True) -> np.ndarray:
     of its smaller Gram matrix (``eigvalsh``; several times faster than an SVD for n << d).
     Eigenvalues below 1e-12 of the largest (rounding of the Gram product) are set to 0, i.e.
     singular values below 1e-6 of the largest are not resolved."""
-    x = np.asarray(matrix, dtype=np.float64)
-    if centre:
-        x = x - x.mean(axis=0, keepdims=True)
-    gram = x @ x.T if x.shape[0] <= x.shape[1] else x.T @ x
-    lam = np.linalg.eigvalsh(gram)[::-1]
-    top = lam[0] if lam.size else 0.0
-    return np.sqrt(np.where(lam > top * 1e-12, lam, 0.0))
+    return batched_singular_values(np.asarray(matrix, dtype=np.float64)[None], centre)[0]
 
 
 def batched_singular_values(stack: np.ndarray, centre: bool = True) -> np.ndarray:
     """:func:`singular_values` of every ``[n, d]`` matrix of a ``[k, n, d]`` stack at once (one
     batched ``eigvalsh`` of the Gram matrices): ``[k, min(n, d)]``, each row descending."""
     x = np.asarray(stack, dtype=np.float64)
+    if x.shape[1] == 0 or x.shape[2] == 0:
+        return np.zeros((x.shape[0], 0))
     if centre:
         x = x - x.mean(axis=1, keepdims=True)
     gram = x @ x.transpose(0, 2, 1) if x.shape[1] <= x.shape[2] else x.transpose(0, 2, 1) @ x

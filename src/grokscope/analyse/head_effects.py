@@ -42,40 +42,14 @@ class Sweep:
     mode: str
 
 
-def score_margin_fn(tokenizer: Any, pairs: pd.DataFrame, phrases: pd.DataFrame | None,
-                    scoring: dict[str, Any] | None = None) -> MarginFn:
-    """``fn(model) -> (margin, correct)`` per pair, scored as the study's scores were (their
-    ``convention``/``reduction``/``region``); the pairs are tokenized once for every call."""
-    from grokscope.score.encoding import encode_pairs, with_phrases
-    from grokscope.score.pairs import ScoreOptions, score_pairs
-
-    same = {k: v for k, v in (scoring or {}).items() if k in ("convention", "reduction", "region") and v}
-    options = ScoreOptions(capture_hidden=False, capture_attention=False, progress=False, **same)
-    merged = with_phrases(pairs, phrases)
-    encoded = encode_pairs(tokenizer, merged, options.convention)
-
-    def margins(model: Any) -> tuple[np.ndarray, np.ndarray]:
-        t = score_pairs(model, tokenizer, merged, options=options, encoded=encoded).table
-        margin = t["good_logprob"].to_numpy(np.float64) - t["bad_logprob"].to_numpy(np.float64)
-        return margin, t["correct"].to_numpy(bool)
-
-    return margins
-
-
 def single_head_sweep(model: Any, margin_fn: MarginFn, mode: str = "mean", progress: bool = False) -> Sweep:
-    """The unablated pass (which also records the heads' mean outputs) and one pass per head."""
-    from tqdm.auto import tqdm
-
-    modules, n_head, _ = hd.attention_output_projections(model)
-    n_layer = len(modules)
-    with hd.record_head_means(model) as means:
-        base_margin, base_correct = margin_fn(model)
-    margin = np.empty((n_layer, n_head, base_margin.size))
-    correct = np.empty((n_layer, n_head, base_margin.size), dtype=bool)
-    heads = [(layer, h) for layer in range(n_layer) for h in range(n_head)]
-    for layer, h in tqdm(heads, desc="head sweep", unit="head", disable=not progress):
-        with hd.ablate_heads(model, [(layer, h)], means if mode == "mean" else None):
-            margin[layer, h], correct[layer, h] = margin_fn(model)
+    """The unablated pass (which also records the heads' means) and one pass per head
+    (:func:`grokscope.analyse.heads.each_head_ablated`); ``margin_fn`` as
+    :func:`grokscope.analyse.heads.score_margin_fn` makes it."""
+    (base_margin, base_correct), ablated = hd.each_head_ablated(model, margin_fn, mode, progress)
+    n_layer, n_head = ablated[-1][0] + 1, ablated[-1][1] + 1
+    margin = np.stack([m for _, _, (m, _) in ablated]).reshape(n_layer, n_head, -1)
+    correct = np.stack([c for _, _, (_, c) in ablated]).reshape(n_layer, n_head, -1)
     return Sweep(base_margin, base_correct, margin, correct, mode)
 
 
@@ -136,11 +110,8 @@ def effects_table(sweep: Sweep, phenomenon: np.ndarray, groups: np.ndarray, in_a
     dacc = sweep.correct.astype(np.float64) - sweep.base_correct.astype(np.float64)
     att = None
     if attention is not None:
-        att = np.asarray(attention, dtype=np.float64)
-        if attention_baseline is not None:
-            base = np.asarray(attention_baseline, dtype=np.float64)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                att = np.where(base > 0, att / base, np.nan)
+        att = (np.asarray(attention, dtype=np.float64) if attention_baseline is None
+               else hd.pair_ratio(attention, attention_baseline))
     rows = []
     for p in pd.unique(phenomenon):
         target = phenomenon == p

@@ -51,12 +51,20 @@ def distance_ratio(attention: np.ndarray, baseline: np.ndarray, rows: np.ndarray
     weight at the same distances from the sentence's other positions; score stage), good
     sentence; pairs where either is missing or the baseline is 0 are ignored. 1 = the head gives
     the context word what it gives any token at that distance."""
-    a = np.asarray(attention[:, 0] if rows is None else attention[rows, 0], dtype=np.float64)
-    b = np.asarray(baseline[:, 0] if rows is None else baseline[rows, 0], dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(b > 0, a / b, np.nan)
+    a = attention[:, 0] if rows is None else attention[rows, 0]
+    b = baseline[:, 0] if rows is None else baseline[rows, 0]
+    r = pair_ratio(a, b)
+    with np.errstate(invalid="ignore"):
         counts = (~np.isnan(r)).sum(0)
         return np.where(counts > 0, np.nansum(r, axis=0) / np.maximum(counts, 1), np.nan)
+
+
+def pair_ratio(attention: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+    """Per pair and head, attention / distance-matched baseline; NaN where the baseline is 0 or missing."""
+    a = np.asarray(attention, dtype=np.float64)
+    b = np.asarray(baseline, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b > 0, a / b, np.nan)
 
 
 def topk_share(values: np.ndarray, k: int) -> float:
@@ -304,21 +312,30 @@ def ablation_table(model: Any, accuracy_fn: Callable[[Any], float], step: int, t
     return pd.DataFrame(rows)
 
 
+def each_head_ablated(model: Any, fn: Callable[[Any], Any], mode: str = "mean",
+                      progress: bool = False) -> tuple[Any, list[tuple[int, int, Any]]]:
+    """``fn(model)`` unablated (the pass that records the heads' means) and with every head ablated
+    on its own: ``(base, [(layer, head, value), ...])`` in layer-major order (L*H + 1 passes)."""
+    from tqdm.auto import tqdm
+
+    modules, n_head, _ = attention_output_projections(model)
+    with record_head_means(model) as means:
+        base = fn(model)
+    out = []
+    heads = [(layer, h) for layer in range(len(modules)) for h in range(n_head)]
+    for layer, h in tqdm(heads, desc="head sweep", unit="head", disable=not progress):
+        with ablate_heads(model, [(layer, h)], means if mode == "mean" else None):
+            out.append((layer, h, fn(model)))
+    return base, out
+
+
 def single_head_table(model: Any, accuracy_fn: Callable[[Any], float], step: int,
                       mode: str = "mean") -> pd.DataFrame:
     """Every head ablated on its own (L*H re-scorings): ``step, layer, head, accuracy,
     delta_accuracy, mode``; the heads' means come from the unablated pass, as in :func:`ablation_table`."""
-    modules, n_head, _ = attention_output_projections(model)
-    with record_head_means(model) as means:
-        base = accuracy_fn(model)
-    rows = []
-    for layer in range(len(modules)):
-        for h in range(n_head):
-            with ablate_heads(model, [(layer, h)], means if mode == "mean" else None):
-                acc = accuracy_fn(model)
-            rows.append({"step": int(step), "layer": layer, "head": h, "accuracy": acc,
-                         "delta_accuracy": acc - base, "mode": mode})
-    return pd.DataFrame(rows)
+    base, ablated = each_head_ablated(model, accuracy_fn, mode)
+    return pd.DataFrame([{"step": int(step), "layer": layer, "head": h, "accuracy": acc,
+                          "delta_accuracy": acc - base, "mode": mode} for layer, h, acc in ablated])
 
 
 def ablation_p_value(table: pd.DataFrame) -> float:
@@ -328,12 +345,13 @@ def ablation_p_value(table: pd.DataFrame) -> float:
     return float((1 + np.count_nonzero(rnd <= top)) / (1 + rnd.size))
 
 
-def score_accuracy_fn(tokenizer: Any, pairs: pd.DataFrame, phrases: pd.DataFrame | None,
-                      scoring: dict[str, Any] | None = None) -> Callable[[Any], float]:
-    """An ``accuracy_fn`` that re-scores ``pairs`` with :func:`grokscope.score.pairs.score_pairs`.
+def score_margin_fn(tokenizer: Any, pairs: pd.DataFrame, phrases: pd.DataFrame | None,
+                    scoring: dict[str, Any] | None = None) -> Callable[[Any], tuple[np.ndarray, np.ndarray]]:
+    """``fn(model) -> (margin, correct)`` per pair, re-scoring ``pairs`` with
+    :func:`grokscope.score.pairs.score_pairs`.
 
     ``scoring`` holds the ``convention``/``reduction``/``region`` the study's scores used (their
-    Parquet metadata), so ablated accuracies are comparable with them. The pairs are merged with
+    Parquet metadata), so ablated scores are comparable with them. The pairs are merged with
     their phrases and tokenized once; every call (one per ablated head set) reuses that encoding
     and runs only the forward passes."""
     from grokscope.score.encoding import encode_pairs, with_phrases
@@ -344,8 +362,21 @@ def score_accuracy_fn(tokenizer: Any, pairs: pd.DataFrame, phrases: pd.DataFrame
     merged = with_phrases(pairs, phrases)
     encoded = encode_pairs(tokenizer, merged, options.convention)
 
+    def margins(model: Any) -> tuple[np.ndarray, np.ndarray]:
+        t = score_pairs(model, tokenizer, merged, options=options, encoded=encoded).table
+        margin = t["good_logprob"].to_numpy(np.float64) - t["bad_logprob"].to_numpy(np.float64)
+        return margin, t["correct"].to_numpy(bool)
+
+    return margins
+
+
+def score_accuracy_fn(tokenizer: Any, pairs: pd.DataFrame, phrases: pd.DataFrame | None,
+                      scoring: dict[str, Any] | None = None) -> Callable[[Any], float]:
+    """An ``accuracy_fn`` for :func:`ablation_table`: the share of pairs :func:`score_margin_fn`
+    scores correct."""
+    margins = score_margin_fn(tokenizer, pairs, phrases, scoring)
+
     def accuracy(model: Any) -> float:
-        result = score_pairs(model, tokenizer, merged, options=options, encoded=encoded)
-        return float(np.asarray(result.table["correct"], dtype=bool).mean())
+        return float(margins(model)[1].mean())
 
     return accuracy

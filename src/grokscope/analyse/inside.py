@@ -204,6 +204,7 @@ def write_head_effects(study: Study, inputs: StudyInputs, keep: np.ndarray, a: A
                        tokenizer: Any, step: int, meta: dict[str, Any], ckpt: str) -> str:
     """head_effects.parquet + head_summary.parquet (:mod:`grokscope.analyse.head_effects`) at ``step``."""
     from grokscope.analyse import head_effects as he
+    from grokscope.analyse import heads as hd
 
     rng = np.random.default_rng(a.seed + 1)
     phen_all = inputs.phrases["phenomenon"].astype(str).to_numpy()
@@ -218,7 +219,7 @@ def write_head_effects(study: Study, inputs: StudyInputs, keep: np.ndarray, a: A
         base_path = study.attention_baseline_path(step)
         if base_path.exists():
             baseline = np.asarray(np.load(base_path, mmap_mode="r")[subset, 0], dtype=np.float64)
-    sweep = he.single_head_sweep(model, he.score_margin_fn(tokenizer, pairs, pairs, meta), a.ablation_mode,
+    sweep = he.single_head_sweep(model, hd.score_margin_fn(tokenizer, pairs, pairs, meta), a.ablation_mode,
                                  progress=False)
     in_a = he.selection_halves(phen, groups, rng)
     table = he.effects_table(sweep, phen, groups, in_a, attention, a.top_k_heads, 1.0 - a.ci, baseline)

@@ -11,6 +11,8 @@ delayed, the smallest and largest effect and the proxy delay per run.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -96,3 +98,15 @@ def pooled_text(df: pd.DataFrame, names: list[str]) -> str:
         lines.append(f"{r.level:<11} {str(r.group)[:34]:<34} {r.k:>2} {eff:>7} {ci:>17} {q:>7} {r.tau2:>6.3f} "
                      f"{r.status:<11} {r.n_delayed}/{len(names)} delayed ({r.statuses})")
     return "\n".join(lines)
+
+
+def write_pooled(timings: list[pd.DataFrame], names: list[str], out: Path, alpha: float = 0.05) -> str:
+    """Pool ``timings`` and write ``out/pooled.parquet`` and ``out/pooled.txt``; returns the text."""
+    from grokscope.core import store
+
+    pooled = pool_timing(timings, alpha)
+    out.mkdir(parents=True, exist_ok=True)
+    store.write_parquet(out / "pooled.parquet", pooled, metadata={"studies": names, "alpha": alpha})
+    text = pooled_text(pooled, names)
+    store.write_text(out / "pooled.txt", text + "\n")
+    return text

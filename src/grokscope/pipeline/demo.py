@@ -156,14 +156,10 @@ def run(args: argparse.Namespace) -> int:
     if all(p.exists() for p in timing_paths):  # the headline pooled over the seeds (grokscope pool)
         import pandas as pd
 
-        from grokscope.analyse.pooling import pool_timing, pooled_text
-        from grokscope.core.store import write_parquet
+        from grokscope.analyse.pooling import write_pooled
 
-        pooled = pool_timing([pd.read_parquet(p) for p in timing_paths])
-        names = [s.root.name for s in studies]
-        write_parquet(Path(args.out) / "pooled.parquet", pooled, metadata={"studies": names, "alpha": 0.05})
-        pooled_txt = pooled_text(pooled, names)
-        write_text(Path(args.out) / "pooled.txt", pooled_txt + "\n")
+        pooled_txt = write_pooled([pd.read_parquet(p) for p in timing_paths], [s.root.name for s in studies],
+                                  Path(args.out))
         print("\nheadline verdicts pooled over the seeds (random effects)\n" + pooled_txt)
     return 0
 

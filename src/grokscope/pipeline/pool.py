@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grokscope.analyse.pooling import pool_timing, pooled_text
+    from grokscope.analyse.pooling import write_pooled
 
     if len(args.studies) < 2:
         raise DataError("pool: give two or more analysed studies (runs of the same recipe)")
@@ -39,13 +39,7 @@ def run(args: argparse.Namespace) -> int:
         detail = "; ".join(f"{s}: {fp}" for s, fp in fingerprints)
         raise DataError(f"pool: the studies were scored on different benchmarks ({detail}); pool runs of one "
                         "recipe on one benchmark")
-    pooled = pool_timing(timings, args.alpha)
     out = Path(args.out) if args.out else Study(Path(args.studies[0])).analysis_dir / "pooled"
-    out.mkdir(parents=True, exist_ok=True)
-    store.write_parquet(out / "pooled.parquet", pooled, metadata={"studies": [str(s) for s in args.studies],
-                                                                  "alpha": args.alpha})
-    text = pooled_text(pooled, [str(s) for s in args.studies])
-    store.write_text(out / "pooled.txt", text + "\n")
-    print(text)
+    print(write_pooled(timings, [str(s) for s in args.studies], out, args.alpha))
     print(f"\npooled verdicts written to {out / 'pooled.parquet'}")
     return 0

@@ -164,14 +164,12 @@ def _already_scored(study: Study, ckpt: Checkpoint, expected: dict[str, Any], op
     if options.capture_hidden and study.hidden_path(ckpt.step).exists() and at != options.hidden_at:
         raise DataError(f"{path}: hidden states were kept at hidden_at = {at!r}, now {options.hidden_at!r}; "
                         "use another --out or --force to re-score (or --set score.hidden_at=" + f"{at})")
-    for wanted, array, key in ((options.capture_hidden, study.hidden_path(ckpt.step), "hidden_bytes"),
-                               (options.capture_attention, study.attention_path(ckpt.step), "attention_bytes"),
-                               (options.capture_attention, study.attention_baseline_path(ckpt.step),
-                                "attention_baseline_bytes")):
+    for kind, array, wanted in _arrays(study, ckpt.step, options):
+        key = f"{kind}_bytes"
         if not wanted:
             continue
         if not array.exists():
-            if key == "attention_baseline_bytes" and key not in meta:
+            if kind == "attention_baseline" and key not in meta:
                 continue  # scored before the baseline existed: analyses use raw attention
             return False
         if key in meta and array.stat().st_size != meta[key]:
@@ -179,6 +177,14 @@ def _already_scored(study: Study, ckpt: Checkpoint, expected: dict[str, Any], op
                   f"(not the arrays scored with it); scoring step {ckpt.step} again", file=sys.stderr)
             return False
     return True
+
+
+def _arrays(study: Study, step: int, options: ScoreOptions) -> list[tuple[str, Path, bool]]:
+    """The arrays written beside a score table: ``(kind, path, wanted by these options)``; the
+    table's metadata records each one's size as ``<kind>_bytes``."""
+    return [("hidden", study.hidden_path(step), options.capture_hidden),
+            ("attention", study.attention_path(step), options.capture_attention),
+            ("attention_baseline", study.attention_baseline_path(step), options.capture_attention)]
 
 
 def _summary_from_disk(study: Study, ckpt: Checkpoint) -> CheckpointSummary:
@@ -234,9 +240,8 @@ def _score_one(job: ScoreJob, study: Study, ckpt: Checkpoint, loaded: tuple[Any,
         "hidden": options.capture_hidden, "attention": options.capture_attention,
         "hidden_pairs": options.hidden_pairs, "seed": options.seed, "hidden_at": options.hidden_at,
     }
-    for kind, array in (("hidden", study.hidden_path(ckpt.step)), ("attention", study.attention_path(ckpt.step)),
-                        ("attention_baseline", study.attention_baseline_path(ckpt.step))):
-        if array.exists() and metadata.get(kind, metadata["attention"]):
+    for kind, array, wanted in _arrays(study, ckpt.step, options):
+        if wanted and array.exists():
             metadata[f"{kind}_bytes"] = array.stat().st_size  # checked on resume: this table's arrays, complete
     write_parquet(study.score_path(ckpt.step), result.table, metadata=metadata)
     seconds = time.perf_counter() - t0
