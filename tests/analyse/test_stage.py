@@ -167,6 +167,27 @@ def test_concepts_recover_planted_rank_changes_and_auroc(ranked):
     assert set(table.loc[table["tokens"] == 0, "phase"]) == {""}
 
 
+def test_concept_pairs_cap_each_phenomenon_not_the_total(sim):
+    from grokscope.analyse import concepts as cc
+
+    inputs = load_inputs(sim.study)
+    keep = np.arange(len(inputs.phrases))
+    phen = inputs.phrases["phenomenon"].astype(str).to_numpy()
+    cap = 60
+    table, _ = cc.study_concepts(sim.study, inputs, keep, AnalyseSection(**{**FAST, "concept_pairs": cap}), {})
+    assert table is not None
+    for (step, ph), g in table.groupby(["step", "phenomenon"]):
+        j = int(np.searchsorted(inputs.steps, step))
+        captured = int(((inputs.hidden_rows[j] >= 0) & (phen == ph)).sum())
+        assert captured > cap  # the simulated study captures ~150 per phenomenon
+        assert (g["n_pairs"] == cap).all()  # a global cap of 2 x 60 would split by the mix instead
+    # the chosen pairs are the first of each phenomenon in the seeded preference order
+    order = np.random.default_rng(FAST.get("seed", 0)).permutation(keep)
+    captured = order[inputs.hidden_rows[0][order] >= 0]
+    assert (cc.per_group_rank(phen[captured]) < cap).sum() == 2 * cap
+    assert list(cc.per_group_rank(np.array(["a", "b", "a", "a", "b"], dtype=object))) == [0, 0, 1, 2, 1]
+
+
 def test_rerun_is_a_noop_and_cli_works(analysed, capsys):
     sim, _ = analysed
     text = analyse_study(sim.study, AnalyseSection(**FAST))
@@ -256,6 +277,34 @@ def test_misaligned_score_rows_are_refused(sim, tmp_path):
     store.write_parquet(path, df, metadata=meta)
     with pytest.raises(DataError, match="row 0 is pair"):
         load_inputs(st)
+
+
+def test_inside_work_in_a_worker_process_equals_the_foreground(sim):
+    from grokscope.analyse.inside import start_inside
+
+    inputs = load_inputs(sim.study)
+    keep = np.arange(len(inputs.phrases))
+    a = AnalyseSection(**FAST)
+    beside, here = start_inside(sim.study, inputs, keep, a), start_inside(sim.study, inputs, keep, a, background=False)
+    for name in ("probes", "concepts"):
+        pd.testing.assert_frame_equal(beside.result(name), here.result(name))
+    for x, y in zip(beside.result("heads"), here.result("heads"), strict=True):
+        pd.testing.assert_frame_equal(x, y)
+
+
+def test_a_short_hidden_file_fails_the_background_work_after_the_verdicts_are_written(sim, tmp_path):
+    """The probes run beside the verdicts: their error still stops the analysis, names the file,
+    and the verdict tables already written stay."""
+    from grokscope.core.store import Study
+
+    dst = _copy(sim, tmp_path)
+    st = Study(dst)
+    path = st.hidden_path(st.scored_steps()[-1])
+    np.save(path, np.load(path)[:5])  # 5 of 300 captured rows left
+    with pytest.raises(DataError, match=f"{path.name}: has 5 rows"):
+        analyse_study(st, AnalyseSection(**FAST), force=True)
+    assert (st.analysis_dir / "timing.parquet").exists() and (st.analysis_dir / "curves.parquet").exists()
+    assert not (st.analysis_dir / "manifest.json").exists()  # not recorded as finished: the re-run redoes it
 
 
 def test_missing_count_column_is_refused(sim, tmp_path):

@@ -104,13 +104,12 @@ def _logreg(good: np.ndarray, bad: np.ndarray, sign: np.ndarray, word: np.ndarra
             "logreg_random": cv.grouped_logreg_accuracy(good, bad, sign, word, o.n_folds, labels=rand)}
 
 
-def concept_table(steps: np.ndarray, tokens: np.ndarray,
-                  load_states: Callable[[int], tuple[np.ndarray, np.ndarray] | None],
-                  info: PairInfo, onsets: Mapping[str, float | None], o: ConceptOptions) -> pd.DataFrame | None:
-    """Rows per (step, phenomenon, layer); ``load_states(j)`` gives checkpoint j's ``(states,
-    pairs)`` (see :func:`checkpoint_rows`) or None.
-
-    ``phase`` = before/after the phenomenon's generalisation (:func:`concept.aligned_phase`)."""
+def concept_rows(steps: np.ndarray, tokens: np.ndarray,
+                 load_states: Callable[[int], tuple[np.ndarray, np.ndarray] | None],
+                 info: PairInfo, o: ConceptOptions, n_jobs: int | None = None) -> pd.DataFrame | None:
+    """Rows per (step, phenomenon, layer), without their phase; ``load_states(j)`` gives checkpoint
+    j's ``(states, pairs)`` (see :func:`checkpoint_rows`) or None. Checkpoints run on ``n_jobs``
+    threads (default: every core)."""
     from grokscope.analyse.parallel import map_checkpoints
 
     def one(j: int) -> list[dict]:
@@ -123,15 +122,17 @@ def concept_table(steps: np.ndarray, tokens: np.ndarray,
             r["tokens"] = int(tokens[j])
         return out
 
-    rows: list[dict] = [r for part in map_checkpoints(one, range(len(steps))) for r in part]
-    if not rows:
-        return None
-    df = pd.DataFrame(rows)
+    rows: list[dict] = [r for part in map_checkpoints(one, range(len(steps)), n_jobs) for r in part]
+    return pd.DataFrame(rows) if rows else None
+
+
+def with_phases(rows: pd.DataFrame, onsets: Mapping[str, float | None], o: ConceptOptions) -> pd.DataFrame:
+    """``rows`` with ``phase`` = before/after the phenomenon's generalisation (:func:`concept.aligned_phase`)."""
+    df = rows.copy()
     df["phase"] = ""
     width = o.window_log if o.window_log > 0 else None
     for ph, sub in df.groupby("phenomenon"):
-        phase = cv.aligned_phase(sub["tokens"].to_numpy(), onsets.get(str(ph)), width)
-        df.loc[sub.index, "phase"] = phase
+        df.loc[sub.index, "phase"] = cv.aligned_phase(sub["tokens"].to_numpy(), onsets.get(str(ph)), width)
     return df
 
 
@@ -181,24 +182,32 @@ def summary_line(summary: pd.DataFrame) -> str:
     return "concepts: " + ("; ".join(parts) if parts else "no phenomenon has checkpoints on both sides")
 
 
+def per_group_rank(groups: np.ndarray) -> np.ndarray:
+    """``[n]`` the position of each element among the elements of its group, in order (0, 1, ...)."""
+    return pd.Series(groups).groupby(groups, sort=False).cumcount().to_numpy(dtype=np.int64)
+
+
 def options_from(a: AnalyseSection) -> ConceptOptions:
     return ConceptOptions(min_count=a.min_count, min_pairs=a.min_pairs, n_folds=a.probe_folds,
                           rank_pairs=a.rank_pairs, rank_repeats=a.rank_repeats, window_log=a.concept_window,
                           logreg=a.concept_logreg, ci=a.ci, seed=a.seed)
 
 
-def study_concepts(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseSection,
-                   onsets: Mapping[str, float | None]) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """The concept table and its summary for a study (None, None without hidden states).
+def study_concept_rows(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseSection,
+                       n_jobs: int | None = None) -> pd.DataFrame | None:
+    """The concept rows of a study, without phases (None without hidden states).
 
-    At most ``probe_pairs`` captured pairs per checkpoint (the same seeded preference as the
-    probes), restricted to the supported pairs ``keep``."""
+    At most ``concept_pairs`` captured pairs per phenomenon and checkpoint (the same seeded
+    preference as the probes), restricted to the supported pairs ``keep``. The cap is per
+    phenomenon, not over all pairs, so that a phenomenon's AUROC has its proxy-train and proxy-val
+    pairs whatever the benchmark's mix of phenomena."""
     from grokscope.analyse.stage import window_counts
     from grokscope.core.errors import DataError
 
     counts = window_counts(inputs.exposure, inputs.steps, study.exposure_path)
     info = PairInfo.from_phrases(inputs.phrases, counts)
     order = np.random.default_rng(a.seed).permutation(keep)
+    phenomenon = inputs.phrases["phenomenon"].astype(str).to_numpy(dtype=object)
 
     def load(j: int) -> tuple[np.ndarray, np.ndarray] | None:
         path = study.hidden_path(int(inputs.steps[j]))
@@ -208,8 +217,9 @@ def study_concepts(study: Study, inputs: StudyInputs, keep: np.ndarray, a: Analy
         hrow = inputs.hidden_rows[j][order]
         pairs = order[hrow >= 0]
         rows = hrow[hrow >= 0]
-        if a.probe_pairs > 0:
-            pairs, rows = pairs[: a.probe_pairs], rows[: a.probe_pairs]
+        if a.concept_pairs > 0:
+            first = per_group_rank(phenomenon[pairs]) < a.concept_pairs
+            pairs, rows = pairs[first], rows[first]
         if rows.size and rows.max() >= hidden.shape[0]:
             raise DataError(f"{path}: has {hidden.shape[0]} rows but a score file refers to row {int(rows.max())}")
         if rows.size < 3:
@@ -217,8 +227,19 @@ def study_concepts(study: Study, inputs: StudyInputs, keep: np.ndarray, a: Analy
         srt = np.argsort(rows)
         return np.asarray(hidden[rows[srt]], dtype=np.float32), pairs[srt]
 
+    return concept_rows(inputs.steps, inputs.tokens, load, info, options_from(a), n_jobs)
+
+
+def study_concepts(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseSection,
+                   onsets: Mapping[str, float | None]) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """The concept table and its summary for a study (None, None without hidden states)."""
+    rows = study_concept_rows(study, inputs, keep, a)
+    return (None, None) if rows is None else tables_from_rows(rows, onsets, a)
+
+
+def tables_from_rows(rows: pd.DataFrame, onsets: Mapping[str, float | None], a: AnalyseSection,
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The concept table (``rows`` with their phases) and its before/after summary."""
     o = options_from(a)
-    table = concept_table(inputs.steps, inputs.tokens, load, info, onsets, o)
-    if table is None:
-        return None, None
+    table = with_phases(rows, onsets, o)
     return table, concept_summary(table, o.ci, o.seed)

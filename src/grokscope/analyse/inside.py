@@ -5,6 +5,8 @@ files' captured hidden states and attention, with one summary line each for the 
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,21 +22,98 @@ if TYPE_CHECKING:  # pragma: no cover
     from grokscope.analyse.stage import StudyInputs
 
 
+@dataclass
+class InsideWork:
+    """The checkpoint-wise tables of the inside-the-model analysis, being computed beside the
+    verdicts (:func:`start_inside`): probe rows, concept rows and head tables, by name. None of them
+    depends on the verdicts, only their before/after phases do, which :func:`inside_the_model` adds."""
+
+    future: Future[dict[str, Any]] | None = None
+
+    def __enter__(self) -> InsideWork:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is not None and self.future is not None:  # failed or interrupted: drop it if not started
+            self.future.cancel()
+
+    def result(self, name: str) -> Any:
+        return None if self.future is None else self.future.result().get(name)
+
+
+def start_inside(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseSection,
+                 background: bool = True) -> InsideWork:
+    """Start the probes, concept measures and head tables ``a`` asks for in one worker process.
+
+    The verdicts run meanwhile in this process, mostly on one core (serial model fits); the worker
+    uses the other cores (all but one). A process, not a thread: on the CPU study (2 cores) a
+    background thread slowed the verdicts' Python-heavy fits by 5-6 s through the GIL. It is the
+    same computation as in the foreground (``background=False``: run here, on every core): every
+    checkpoint draws from its own seeded generator, so the tables do not depend on what runs beside
+    them. An error in it (a damaged hidden-state file) is raised by :func:`inside_the_model`, after
+    the verdict tables are written."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from grokscope.analyse.parallel import usable_cores
+
+    parts = [name for name, wanted in (("probes", a.probes), ("concepts", a.concepts), ("heads", a.heads)) if wanted]
+    work = InsideWork()
+    if not parts:
+        return work
+    if background and usable_cores() > 1:
+        from joblib.externals.loky import get_reusable_executor
+
+        pool: Any = get_reusable_executor(max_workers=1)
+        jobs: int | None = usable_cores() - 1
+    else:
+        pool, jobs = ThreadPoolExecutor(max_workers=1), None
+    work.future = pool.submit(_inside_parts, parts, study, inputs, keep, a, jobs)  # the inputs pickled once
+    if isinstance(pool, ThreadPoolExecutor):
+        pool.shutdown(wait=False)  # the submitted work goes on; the thread ends after it
+    return work
+
+
+def _inside_parts(parts: list[str], study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseSection,
+                  jobs: int | None) -> dict[str, Any]:
+    """:func:`start_inside`'s work, with BLAS single-threaded as in the analysis."""
+    from threadpoolctl import threadpool_limits
+
+    from grokscope.analyse import concepts as cc
+
+    if "probes" in parts:
+        import sklearn.linear_model  # noqa: F401  (its BLAS loaded before the limit)
+    out: dict[str, Any] = {}
+    with threadpool_limits(limits=1, user_api="blas"):
+        if "probes" in parts:
+            out["probes"] = probe_rows(study, inputs, keep, a, jobs)
+        if "concepts" in parts:
+            out["concepts"] = cc.study_concept_rows(study, inputs, keep, a, jobs)
+        if "heads" in parts:
+            out["heads"] = head_tables(study, inputs, keep, a.top_k_heads)
+    return out
+
+
 def inside_the_model(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseSection,
-                     timing: pd.DataFrame, gen_step: int | None, meta: dict[str, Any], progress: bool) -> list[str]:
-    """Write the probe, concept and head tables ``a`` asks for; returns their summary lines."""
+                     timing: pd.DataFrame, gen_step: int | None, meta: dict[str, Any],
+                     work: InsideWork | None = None) -> list[str]:
+    """Write the probe, concept and head tables ``a`` asks for; returns their summary lines.
+    ``work`` holds their checkpoint-wise part if :func:`start_inside` began it (else it runs here)."""
+    from grokscope.analyse import probes as pr
+
+    work = work if work is not None else start_inside(study, inputs, keep, a, background=False)
     notes: list[str] = []
     if a.probes:
-        probes = probe_table(study, inputs, keep, a, gen_step, progress)
+        probes = work.result("probes")
         if probes is not None:
+            probes["phase"] = pr.phase_of(probes["step"].to_numpy(), gen_step)
             store.write_parquet(study.analysis_dir / "probes.parquet", probes, metadata={"gen_step": gen_step, **meta})
             notes.append(probe_summary(probes))
         else:
             notes.append("probes: no hidden states captured (score with capture_hidden = true)")
     if a.concepts:
-        notes.append(write_concepts(study, inputs, keep, a, timing, meta))
+        notes.append(write_concepts(study, a, work.result("concepts"), timing, meta))
     if a.heads:
-        heads_df, conc = head_tables(study, inputs, keep, a.top_k_heads, progress)
+        heads_df, conc = work.result("heads") or (None, None)
         if heads_df is not None and conc is not None:
             out = study.analysis_dir
             store.write_parquet(out / "heads.parquet", heads_df, metadata={"top_k": a.top_k_heads})
@@ -50,11 +129,10 @@ def inside_the_model(study: Study, inputs: StudyInputs, keep: np.ndarray, a: Ana
     return notes
 
 
-def probe_table(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseSection,
-                gen_step: int | None, progress: bool) -> pd.DataFrame | None:
-    """Probes at every checkpoint with hidden states, on at most ``probe_pairs`` pairs."""
-    from tqdm.auto import tqdm
-
+def probe_rows(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseSection,
+               n_jobs: int | None = None) -> pd.DataFrame | None:
+    """Probes at every checkpoint with hidden states, on at most ``probe_pairs`` pairs (no phase yet),
+    on ``n_jobs`` threads (default: every core)."""
     from grokscope.analyse import probes as pr
     from grokscope.analyse.parallel import map_checkpoints
 
@@ -82,31 +160,25 @@ def probe_table(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseS
         return [{"step": step, **dataclasses.asdict(lp)}
                 for lp in pr.probe_checkpoint(states, a.probe_folds, a.seed + j, words[pair_of])]
 
-    def one(j: int) -> list[dict[str, Any]]:
-        out = rows_of(j)
-        bar.update(1)
-        return out
-
-    with tqdm(total=len(inputs.steps), desc="probes", unit="ckpt", disable=not progress) as bar:
-        rows = [r for part in map_checkpoints(one, range(len(inputs.steps))) for r in part]
+    rows = [r for part in map_checkpoints(rows_of, range(len(inputs.steps)), n_jobs) for r in part]
     if not rows:
         return None
-    df = pd.DataFrame(rows)
-    df["phase"] = pr.phase_of(df["step"].to_numpy(), gen_step)
     cols = ["step", "layer", "n_pairs", "logreg_acc", "logreg_acc_std", "meandiff_acc", "participation_ratio",
-            "n_components_90", "phase"]
-    return df[cols].astype({"step": np.int64, "layer": np.int64, "n_pairs": np.int64, "n_components_90": np.int64})
+            "n_components_90"]
+    return pd.DataFrame(rows)[cols].astype({"step": np.int64, "layer": np.int64, "n_pairs": np.int64,
+                                            "n_components_90": np.int64})
 
 
-def write_concepts(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseSection,
-                   timing: pd.DataFrame, meta: dict[str, Any]) -> str:
-    """concepts.parquet + concept_summary.parquet (:mod:`grokscope.analyse.concepts`)."""
+def write_concepts(study: Study, a: AnalyseSection, rows: pd.DataFrame | None, timing: pd.DataFrame,
+                   meta: dict[str, Any]) -> str:
+    """concepts.parquet + concept_summary.parquet (:mod:`grokscope.analyse.concepts`) from the
+    checkpoint rows of :func:`grokscope.analyse.concepts.study_concept_rows`."""
     from grokscope.analyse import concepts as cc
 
-    onsets = cc.phenomenon_onsets(timing)  # {phenomenon: generalisation tokens}
-    table, summary = cc.study_concepts(study, inputs, keep, a, onsets)
-    if table is None or summary is None:
+    if rows is None:
         return "concepts: no hidden states captured (score with capture_hidden = true)"
+    onsets = cc.phenomenon_onsets(timing)  # {phenomenon: generalisation tokens}
+    table, summary = cc.tables_from_rows(rows, onsets, a)
     extra = {"onset_tokens": dict(onsets), **meta}
     store.write_parquet(study.analysis_dir / "concepts.parquet", table, metadata=extra)
     store.write_parquet(study.analysis_dir / "concept_summary.parquet", summary, metadata=extra)
@@ -122,14 +194,12 @@ def _lemma_groups(phrases: pd.DataFrame) -> np.ndarray:
 
 
 def head_tables(study: Study, inputs: StudyInputs, keep: np.ndarray, k: int,
-                progress: bool) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    from tqdm.auto import tqdm
-
+                ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
     from grokscope.analyse import heads as hd
 
     frames, conc = [], []
     far = keep[~hd.adjacent_pairs(inputs.phrases.iloc[keep])]  # critical and context words not adjacent
-    for step in tqdm(inputs.steps, desc="heads", unit="ckpt", disable=not progress):
+    for step in inputs.steps:
         path = study.attention_path(int(step))
         if not path.exists():
             continue

@@ -253,6 +253,8 @@ class AnalyseSection:
     rank_pairs: int = setting(100, "concept vectors per effective-rank subsample (equal at every checkpoint)",
                               ge=3)
     rank_repeats: int = setting(8, "subsamples per effective-rank estimate", gt=0)
+    concept_pairs: int = setting(500, "captured pairs per phenomenon and checkpoint for the concept measures "
+                                      "(seeded subsample; 0 = all)", ge=0)
     concept_window: float = setting(0.0, "before/after window width in natural-log tokens around each "
                                          "phenomenon's generalisation; 0 = the widest that fits both sides", ge=0.0)
     concept_logreg: bool = setting(False, "also the word-grouped logistic probe per phenomenon and its "
