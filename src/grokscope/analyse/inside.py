@@ -67,7 +67,9 @@ def start_inside(study: Study, inputs: StudyInputs, keep: np.ndarray, a: Analyse
         jobs: int | None = usable_cores() - 1
     else:
         pool, jobs = ThreadPoolExecutor(max_workers=1), None
-    work.future = pool.submit(_inside_parts, parts, study, inputs, keep, a, jobs)  # the inputs pickled once
+    if jobs is not None:  # to the worker only what these parts read (not the [pairs x checkpoints] scores)
+        inputs = dataclasses.replace(inputs, correct=np.zeros((0, 0), dtype=bool), margin=None, score_meta=[])
+    work.future = pool.submit(_inside_parts, parts, study, inputs, keep, a, jobs)  # pickled once
     if isinstance(pool, ThreadPoolExecutor):
         pool.shutdown(wait=False)  # the submitted work goes on; the thread ends after it
     return work
