@@ -16,6 +16,8 @@ prints the ratio analysis time / reference time.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +26,9 @@ import numpy as np
 from grokscope.analyse.simulate import SimPhenomenon, simulate_study
 from grokscope.core.config import AnalyseSection
 from grokscope.core.store import Study
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_exposure_scale import TreeSampler  # noqa: E402 - bench/ siblings, imported by path
 
 REPO = Path(__file__).resolve().parents[1]
 PHENOMENA = [
@@ -62,36 +67,6 @@ def reference_seconds() -> float:
     return time.perf_counter() - t0
 
 
-class TreeRss:
-    """Peak of the summed resident memory of this process and its children (the analysis' worker),
-    sampled every 50 ms on a thread."""
-
-    def __init__(self) -> None:
-        import threading
-
-        import psutil
-
-        self.peak, self._me, self._done = 0, psutil.Process(), threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        import psutil
-
-        while not self._done.wait(0.05):
-            total = 0
-            for p in [self._me, *self._me.children(recursive=True)]:
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
-
-
 def main() -> None:
     import resource
 
@@ -117,11 +92,13 @@ def main() -> None:
     ref = reference_seconds()
     a = AnalyseSection(ablation=False, **({"probe_pairs": args.probe_pairs} if args.probe_pairs else {}))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # GiB (Linux: KiB)
-    sampler = TreeRss()
+    sampler = TreeSampler(os.getpid())  # this process and the analysis' worker, allocated memory (RssAnon)
+    sampler.start()
     t0, c0 = time.perf_counter(), time.process_time()
     summary = analyse_study(study, a, force=True, progress=False)
     secs, cpu = time.perf_counter() - t0, time.process_time() - c0
-    sampler.stop()
+    sampler.stop.set()
+    sampler.join()
     from joblib.externals.loky import get_reusable_executor
 
     get_reusable_executor().shutdown(wait=True)  # the inside-the-model worker: reaped, so its CPU counts
@@ -132,7 +109,7 @@ def main() -> None:
     limit = 900 if args.checkpoints == "pythia" else 120
     print(summary.splitlines()[-1])
     print(f"analyse: {secs:.1f} s wall, {cpu:.1f} s CPU (limit {limit} s) | peak RSS {peak:.2f} GiB "
-          f"(before: {rss0:.2f}; with the worker process, sampled: {tree_peak:.2f}; limit 8 GiB) | reference matmul {ref:.2f} s | ratio {secs / ref:.1f}x")
+          f"(before: {rss0:.2f}; with the worker process, sampled RssAnon: {tree_peak:.2f}; limit 8 GiB) | reference matmul {ref:.2f} s | ratio {secs / ref:.1f}x")
     ok = secs < limit and max(peak, tree_peak) < 8
     print("PASS" if ok else "FAIL: over the time or memory limit")
 

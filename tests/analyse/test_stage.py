@@ -174,7 +174,7 @@ def test_concept_pairs_cap_each_phenomenon_not_the_total(sim):
     keep = np.arange(len(inputs.phrases))
     phen = inputs.phrases["phenomenon"].astype(str).to_numpy()
     cap = 60
-    table, _ = cc.study_concepts(sim.study, inputs, keep, AnalyseSection(**{**FAST, "concept_pairs": cap}), {})
+    table = cc.study_concept_rows(sim.study, inputs, keep, AnalyseSection(**{**FAST, "concept_pairs": cap}))
     assert table is not None
     for (step, ph), g in table.groupby(["step", "phenomenon"]):
         j = int(np.searchsorted(inputs.steps, step))

@@ -230,13 +230,6 @@ def study_concept_rows(study: Study, inputs: StudyInputs, keep: np.ndarray, a: A
     return concept_rows(inputs.steps, inputs.tokens, load, info, options_from(a), n_jobs)
 
 
-def study_concepts(study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseSection,
-                   onsets: Mapping[str, float | None]) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """The concept table and its summary for a study (None, None without hidden states)."""
-    rows = study_concept_rows(study, inputs, keep, a)
-    return (None, None) if rows is None else tables_from_rows(rows, onsets, a)
-
-
 def tables_from_rows(rows: pd.DataFrame, onsets: Mapping[str, float | None], a: AnalyseSection,
                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The concept table (``rows`` with their phases) and its before/after summary."""

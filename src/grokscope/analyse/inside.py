@@ -24,18 +24,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass
 class InsideWork:
-    """The checkpoint-wise tables of the inside-the-model analysis, being computed beside the
-    verdicts (:func:`start_inside`): probe rows, concept rows and head tables, by name. None of them
-    depends on the verdicts, only their before/after phases do, which :func:`inside_the_model` adds."""
+    """The checkpoint-wise tables of the inside-the-model analysis, computed beside the verdicts
+    (:func:`start_inside`): probe rows, concept rows and head tables, by name. None of them depends
+    on the verdicts, only their before/after phases do, which :func:`inside_the_model` adds."""
 
     future: Future[dict[str, Any]] | None = None
-
-    def __enter__(self) -> InsideWork:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is not None and self.future is not None:  # failed or interrupted: drop it if not started
-            self.future.cancel()
 
     def result(self, name: str) -> Any:
         return None if self.future is None else self.future.result().get(name)
@@ -48,31 +41,25 @@ def start_inside(study: Study, inputs: StudyInputs, keep: np.ndarray, a: Analyse
     The verdicts run meanwhile in this process, mostly on one core (serial model fits); the worker
     uses the other cores (all but one). A process, not a thread: on the CPU study (2 cores) a
     background thread slowed the verdicts' Python-heavy fits by 5-6 s through the GIL. It is the
-    same computation as in the foreground (``background=False``: run here, on every core): every
-    checkpoint draws from its own seeded generator, so the tables do not depend on what runs beside
-    them. An error in it (a damaged hidden-state file) is raised by :func:`inside_the_model`, after
-    the verdict tables are written."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    same computation as in the foreground (``background=False``: computed here and now, on every
+    core): every checkpoint draws from its own seeded generator, so the tables do not depend on what
+    runs beside them. An error in it (a damaged hidden-state file) is raised by
+    :func:`inside_the_model`, after the verdict tables are written."""
     from grokscope.analyse.parallel import usable_cores
 
     parts = [name for name, wanted in (("probes", a.probes), ("concepts", a.concepts), ("heads", a.heads)) if wanted]
-    work = InsideWork()
     if not parts:
-        return work
-    if background and usable_cores() > 1:
-        from joblib.externals.loky import get_reusable_executor
+        return InsideWork()
+    if not background:
+        done: Future[dict[str, Any]] = Future()
+        done.set_result(_inside_parts(parts, study, inputs, keep, a, None))
+        return InsideWork(done)
+    from joblib.externals.loky import get_reusable_executor
 
-        pool: Any = get_reusable_executor(max_workers=1)
-        jobs: int | None = usable_cores() - 1
-    else:
-        pool, jobs = ThreadPoolExecutor(max_workers=1), None
-    if jobs is not None:  # to the worker only what these parts read (not the [pairs x checkpoints] scores)
-        inputs = dataclasses.replace(inputs, correct=np.zeros((0, 0), dtype=bool), margin=None, score_meta=[])
-    work.future = pool.submit(_inside_parts, parts, study, inputs, keep, a, jobs)  # pickled once
-    if isinstance(pool, ThreadPoolExecutor):
-        pool.shutdown(wait=False)  # the submitted work goes on; the thread ends after it
-    return work
+    # to the worker only what these parts read (not the [pairs x checkpoints] scores), pickled once
+    slim = dataclasses.replace(inputs, correct=np.zeros((0, 0), dtype=bool), margin=None, score_meta=[])
+    jobs = max(1, usable_cores() - 1)  # leave the verdicts their core
+    return InsideWork(get_reusable_executor(max_workers=1).submit(_inside_parts, parts, study, slim, keep, a, jobs))
 
 
 def _inside_parts(parts: list[str], study: Study, inputs: StudyInputs, keep: np.ndarray, a: AnalyseSection,
@@ -115,7 +102,7 @@ def inside_the_model(study: Study, inputs: StudyInputs, keep: np.ndarray, a: Ana
     if a.concepts:
         notes.append(write_concepts(study, a, work.result("concepts"), timing, meta))
     if a.heads:
-        heads_df, conc = work.result("heads") or (None, None)
+        heads_df, conc = work.result("heads")
         if heads_df is not None and conc is not None:
             out = study.analysis_dir
             store.write_parquet(out / "heads.parquet", heads_df, metadata={"top_k": a.top_k_heads})

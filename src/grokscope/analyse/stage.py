@@ -266,41 +266,41 @@ def _analyse_study(study: Study, a: AnalyseSection, force: bool, progress: bool)
                              a.floor_checkpoints, a.ceiling_share)
     opts = dy.DynamicsOptions(min_count=a.min_count, criterion=criterion, n_boot=a.n_boot, n_perm=a.n_perm,
                               ci=a.ci, match_bins=a.match_bins, seed=a.seed, onset_boot=a.onset_boot)
-    with start_inside(study, inputs, keep, a) as work:  # on another core while the verdicts are estimated
-        result = dy.analyse_dynamics(table, opts, progress=progress)
-        from grokscope.analyse import verdicts
+    work = start_inside(study, inputs, keep, a)  # in a worker process while the verdicts are estimated
+    result = dy.analyse_dynamics(table, opts, progress=progress)
+    from grokscope.analyse import verdicts
 
-        result.timing, events = verdicts.headline(study, inputs, keep, table, result.timing, a, progress)
-        meta = {"criterion": criterion.as_dict(), "min_count": a.min_count, "ci": a.ci, "n_boot": a.n_boot,
-                "n_perm": a.n_perm, "match_on": match_on, "match_bins": a.match_bins, "n_pairs": int(keep.size),
-                "n_unsupported": int(len(supported) - keep.size), "steps": [int(s) for s in inputs.steps]}
-        out = study.analysis_dir
-        store.write_parquet(out / "curves.parquet", result.curves, metadata=meta)
-        if inputs.margin is not None:
-            from grokscope.analyse.margins import margin_curves
+    result.timing, events = verdicts.headline(study, inputs, keep, table, result.timing, a, progress)
+    meta = {"criterion": criterion.as_dict(), "min_count": a.min_count, "ci": a.ci, "n_boot": a.n_boot,
+            "n_perm": a.n_perm, "match_on": match_on, "match_bins": a.match_bins, "n_pairs": int(keep.size),
+            "n_unsupported": int(len(supported) - keep.size), "steps": [int(s) for s in inputs.steps]}
+    out = study.analysis_dir
+    store.write_parquet(out / "curves.parquet", result.curves, metadata=meta)
+    if inputs.margin is not None:
+        from grokscope.analyse.margins import margin_curves
 
-            clusters = table.cluster if table.cluster is not None else np.arange(keep.size)
-            store.write_parquet(out / "margin_curves.parquet",
-                                margin_curves(inputs.margin[keep], counts, a.min_count, table.phenomenon, clusters,
-                                              inputs.steps, inputs.tokens, a.ci), metadata=meta)
-        store.write_parquet(out / "timing.parquet", result.timing, metadata=meta)
-        if events is not None:
-            store.write_parquet(out / "event_study.parquet", events, metadata=meta)
+        clusters = table.cluster if table.cluster is not None else np.arange(keep.size)
+        store.write_parquet(out / "margin_curves.parquet",
+                            margin_curves(inputs.margin[keep], counts, a.min_count, table.phenomenon, clusters,
+                                          inputs.steps, inputs.tokens, a.ci), metadata=meta)
+    store.write_parquet(out / "timing.parquet", result.timing, metadata=meta)
+    if events is not None:
+        store.write_parquet(out / "event_study.parquet", events, metadata=meta)
 
-        notes = [informative_note, *support_outputs(inputs, keep, a, table, opts, result, study.exposure_path, out)]
-        gen_all = result.timing.query("level == 'all' and comparison == 'proxy'")["gen_step"]
-        gen_step = None if gen_all.empty or pd.isna(gen_all.iloc[0]) else int(gen_all.iloc[0])
-        from grokscope.analyse import withheld as wh
+    notes = [informative_note, *support_outputs(inputs, keep, a, table, opts, result, study.exposure_path, out)]
+    gen_all = result.timing.query("level == 'all' and comparison == 'proxy'")["gen_step"]
+    gen_step = None if gen_all.empty or pd.isna(gen_all.iloc[0]) else int(gen_all.iloc[0])
+    from grokscope.analyse import withheld as wh
 
-        arms = wh.withheld_arms(study.tokens_dir, inputs.phrases.iloc[keep])
-        if arms is not None:  # the stream withheld a random share of the phrases: the randomised comparison
-            phrase = inputs.phrases["critical_phrase"].fillna("").astype(str).str.strip().to_numpy(dtype=object)[keep]
-            w_sum, w_curves = wh.withheld_comparison(inputs.correct[keep], arms, phrase, table.uid, inputs.steps,
-                                                     criterion, a.n_boot, a.ci, a.seed, inputs.tokens)
-            store.write_parquet(out / "withheld.parquet", w_sum, metadata=meta)
-            store.write_parquet(out / "withheld_curves.parquet", w_curves, metadata=meta)
-            notes.append(wh.summary_line(w_sum))
-        notes += inside_the_model(study, inputs, keep, a, result.timing, gen_step, meta, work)
+    arms = wh.withheld_arms(study.tokens_dir, inputs.phrases.iloc[keep])
+    if arms is not None:  # the stream withheld a random share of the phrases: the randomised comparison
+        phrase = inputs.phrases["critical_phrase"].fillna("").astype(str).str.strip().to_numpy(dtype=object)[keep]
+        w_sum, w_curves = wh.withheld_comparison(inputs.correct[keep], arms, phrase, table.uid, inputs.steps,
+                                                 criterion, a.n_boot, a.ci, a.seed, inputs.tokens)
+        store.write_parquet(out / "withheld.parquet", w_sum, metadata=meta)
+        store.write_parquet(out / "withheld_curves.parquet", w_curves, metadata=meta)
+        notes.append(wh.summary_line(w_sum))
+    notes += inside_the_model(study, inputs, keep, a, result.timing, gen_step, meta, work)
     store.write_json(manifest_path, {"signature": signature, "settings": dataclasses.asdict(a),
                                      "seconds": round(time.perf_counter() - t0, 2), "match_on": match_on})
     text = summary_table(result.timing)
