@@ -7,7 +7,8 @@ state cannot help another), on the trainer's own building blocks (``grokscope.tr
 deterministic CPU kernels), the same seed and so the same initial weights, and the same rows of a
 prepared stream in training order. Tokens/s is measured over ``--steps`` steps after ``--warmup``
 (compilation happens in the warm-up; its seconds are reported separately). Variants run in
-alternating rounds and the ratio against today's step is the median over rounds.
+rounds (each opened by a discarded run, the variants in a seeded random order) and the ratio
+against today's step is the median over rounds.
 
 ``--isa avx2`` runs every process with ``ATEN_CPU_CAPABILITY=avx2`` and ``ONEDNN_MAX_CPU_ISA=AVX2``:
 PyTorch's and oneDNN's kernels then use AVX2 only, as on a CPU without AVX-512 (check
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -181,7 +183,11 @@ def main() -> int:
     seq_speed: dict[int, list[float]] = {L: [] for L in SEQ_LENS}
     warm: dict[str, float] = {}
     for r in range(a.rounds):
-        order = names if r % 2 == 0 else list(reversed(names))
+        # the first worker of a round ran 25-35% slow on an AMD EPYC (2026-12-06: today's step 842 tok/s
+        # first, 1,225 last), whatever it ran: a discarded run first, then the variants in a seeded random
+        # order, so no variant always holds the slow slot
+        run_worker(a, VARIANTS["today"][1], "speed")
+        order = [names[i] for i in random.Random(r).sample(range(len(names)), len(names))]
         for n in order:
             out = run_worker(a, VARIANTS[n][1], "speed")
             speed[n].append(float(out["tokens_per_s"]))  # type: ignore[arg-type]

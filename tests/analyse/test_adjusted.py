@@ -134,3 +134,58 @@ def test_cluster_subset_keeps_whole_clusters_and_bounds_the_size():
     for c in kept:  # every kept cluster is kept whole
         assert np.isin(np.flatnonzero(cluster == c), sub).all()
     assert ad.cluster_subset(cluster, idx, 1000, seed=0) is idx
+
+
+def _separated_group(margin_gap: float, seed: int = 0) -> ad.AdjustedData:
+    """Seen pairs (a third of the clusters, seen from the start) are right at every checkpoint, so a
+    binomial fit of correctness separates; unseen pairs learn over the run. The margin is noise plus
+    ``margin_gap`` for a seen pair, so the margin model alone says whether there is an effect."""
+    rng = np.random.default_rng(seed)
+    n, T = 240, 8
+    cluster = np.arange(n) // 2
+    seen_pair = (cluster % 3 == 0)
+    p_unseen = np.linspace(0.5, 1.0, T)
+    learned = rng.random((n, T)) < p_unseen[None]
+    correct = np.where(seen_pair[:, None], True, learned)
+    margin = margin_gap * seen_pair[:, None] + rng.normal(size=(n, T))
+    seen = np.repeat(seen_pair[:, None], T, axis=1)
+    cov = pd.DataFrame({"log_critical_freq": rng.normal(size=n)})
+    return ad.AdjustedData(correct, margin, seen, cov, np.array(["A"] * n), cluster, np.arange(1, T + 1) * 1000)
+
+
+def test_a_separated_binomial_fit_rests_the_verdict_on_the_margin_model():
+    rows = [ad.adjusted_rows(_separated_group(gap), [("all", "all", np.arange(240))], ad.AdjustedOptions(n_boot=50))
+            for gap in (1.0, 0.0)]
+    t = ad.finalise_verdicts(pd.concat(rows, ignore_index=True), 0.05)
+    assert t["effect"].isna().all()  # the log odds ratio is infinite: no binomial estimate
+    assert t["basis"].tolist() == ["margin", "margin"]
+    # the planted margin gap is found, and its absence is not called a delay; q comes from the margin's p
+    assert t["status"].tolist() == ["delayed", "no delay"]
+    assert t["margin_effect"].iloc[0] == pytest.approx(1.0, abs=0.3)
+    assert t["q"].tolist() == pytest.approx(list(ad.bh_q(t["p_margin"].to_numpy())))
+
+
+def test_context_word_frequency_outside_every_critical_phrase_is_not_a_copy_of_exposure():
+    """Pairs sharing a context word ("this") get one outside count: the word's count minus every
+    distinct phrase's count (worked by hand), not minus their own phrase's count alone."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from grokscope.analyse.covariates import inside_phrase_counts, pair_covariates
+
+    vocab = {w: i for i, w in enumerate(["[UNK]", "this", "wagon", "kettle", "lamp", "these", "wagons"])}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk)
+    phrases = pd.DataFrame({
+        "critical_phrase": ["this wagon", "this wagon", "this kettle", "this lamp", "these wagons"],
+        "critical_word": ["wagon", "wagon", "kettle", "lamp", "wagons"],
+        "context_word": ["this", "this", "this", "this", "these"],
+    })
+    counts = np.array([800.0, 800.0, 0.0, 400.0, 800.0])  # pairs 0 and 1 share a phrase: counted once
+    assert inside_phrase_counts(phrases["context_word"].to_numpy(), phrases, counts).tolist() == [1200.0] * 4 + [800.0]
+    unigram = np.array([0, 1500, 900, 30, 450, 800, 820], dtype=np.float64)
+    exposure = pd.DataFrame({"good_total_count": counts})
+    cov = pair_covariates(phrases, exposure, tok, unigram)
+    assert cov["log_context_freq"].tolist() == pytest.approx([np.log1p(300)] * 4 + [np.log1p(0)])
+    assert cov["log_critical_freq"].tolist() == pytest.approx(np.log1p([100, 100, 30, 50, 20]).tolist())

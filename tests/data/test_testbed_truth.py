@@ -10,7 +10,18 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from grokscope.data.grammar import INTRANSITIVE, PEOPLE, REFLEXIVE
+from grokscope.data.grammar import (
+    ADJECTIVES,
+    DET_NEUTRAL,
+    DET_PL,
+    DET_SG,
+    FILLER_NOUNS,
+    INTRANSITIVE,
+    OBJECT_NOUNS,
+    PEOPLE,
+    PEOPLE_ADJECTIVES,
+    REFLEXIVE,
+)
 from grokscope.data.testbed import TestbedSettings, generate, onset_document
 
 SG = {sg for sg, _, _ in PEOPLE}
@@ -20,6 +31,12 @@ V_PL = {p for _, p in INTRANSITIVE}
 GENDER = {sg: g for sg, _, g in PEOPLE}
 # "The (adj) baker sleeps ..." / "The bakers sleep ..." (an intransitive sentence of the background)
 SUBJ_VERB = re.compile(r"^\w+ (?:\w+ )?(" + "|".join(SG | PL) + r") (" + "|".join(V_SG | V_PL) + r")\b")
+NOUN_SG = {n[0] for n in OBJECT_NOUNS + FILLER_NOUNS + PEOPLE}
+NOUN_PL = {n[1] for n in OBJECT_NOUNS + FILLER_NOUNS + PEOPLE}
+# a determiner that marks number ("a", "every" / "many", "two" ...), an optional adjective, the noun
+DET_NOUN = re.compile(r"\b(" + "|".join((set(DET_SG) ^ set(DET_PL)) | {"an"}) + r") (?:(?:"
+                      + "|".join(set(ADJECTIVES) | set(PEOPLE_ADJECTIVES)) + r") )?("
+                      + "|".join(NOUN_SG | NOUN_PL) + r")\b", re.IGNORECASE)
 REFL = re.compile(r"^\w+ (?:\w+ )?(" + "|".join(SG | PL) + r") \w+ (" + "|".join(REFLEXIVE.values()) + r")\b")
 
 
@@ -46,9 +63,19 @@ def agreement_rates(sentences: list[str]) -> tuple[float, int, float, int]:
     return float(np.mean(sv)), len(sv), float(np.mean(rf)), len(rf)
 
 
-def test_the_cue_is_absent_before_the_onset_and_present_after():
+def determiner_agreement(sentences: list[str]) -> tuple[float, int]:
+    """Share of number-marking determiners ("a", "every" / "many", "two" ...; existentials among
+    them) whose noun has the number they mark, and how many there are."""
+    pl_only = set(DET_PL) - set(DET_NEUTRAL)
+    hits = [(m.group(1).lower() in pl_only) == (m.group(2).lower() in NOUN_PL)
+            for s in sentences for m in DET_NOUN.finditer(s)]
+    return float(np.mean(hits)), len(hits)
+
+
+@pytest.mark.parametrize("cues", [False, True])
+def test_the_cue_is_absent_before_the_onset_and_present_after(cues):
     s = TestbedSettings(n_documents=600, onset_fraction=0.5, n_nouns=8, frames_per_noun=1, pairs_per_paradigm=16,
-                        frequency=5, seed=3)
+                        frequency=5, seed=3, number_cues=cues)
     tb = generate(s)
     onset = onset_document(s)
     assert onset == 300 and tb.ground_truth()["onset_document"] == 300
@@ -57,6 +84,11 @@ def test_the_cue_is_absent_before_the_onset_and_present_after():
     assert min(n1, n2, n3, n4) > 150
     assert abs(sv_before - 0.5) < 0.1 and abs(rf_before - 1 / 3) < 0.12  # no rule: chance
     assert sv_after == 1.0 and rf_after == 1.0  # the rule, without exception
+    # number-marking determiners (existentials included) agree only from the onset on
+    det_before, n5 = determiner_agreement(background_sentences(tb, range(onset)))
+    det_after, n6 = determiner_agreement(background_sentences(tb, range(onset, s.n_documents)))
+    assert min(n5, n6) > 150
+    assert abs(det_before - 0.5) < 0.06 and det_after == 1.0
     # planted phrases (good forms only) occur from the start: memorisable before the onset
     first = [tb.phrase_first_doc[p] for p in tb.phrase_first_doc]
     assert min(first) < onset / 4

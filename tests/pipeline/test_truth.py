@@ -82,7 +82,8 @@ def _changed(a: dict, b: dict) -> list[str]:
 @pytest.mark.parametrize("argv, names", [
     (("--planting", "off"), ["testbed.planting"]),
     (("--confounded", "on"), ["testbed.confounded"]),
-    (("--onset-fraction", "0.4"), ["testbed.onset_fraction"]),
+    (("--onset-fraction", "0.0"), ["testbed.onset_fraction"]),
+    (("--number-cues", "off"), ["testbed.number_cues"]),
     (("--frequency", "3"), ["testbed.frequency"]),
 ])
 def test_each_demo_control_changes_only_what_it_names(argv, names):

@@ -19,7 +19,10 @@ Status (after Benjamini-Hochberg across all groups and comparisons, :func:`final
 ``not learned`` (the pooled rise's cluster-bootstrap interval includes 0), ``too few clusters``
 (fewer than ``min_clusters`` phrase clusters seen or unseen in the window), ``delayed`` (effect on
 correctness > 0 with q < alpha: seen pairs are right before unseen ones, given the covariates),
-``val leads`` (< 0 with q < alpha), ``no estimate`` (the fit failed or separated), else ``no delay``.
+``val leads`` (< 0 with q < alpha), ``no estimate`` (no fit), else ``no delay``.
+When the binomial fit separates -- typically every seen pair right across the window, so the log odds
+ratio is infinite -- the verdict rests on the margin model instead (``basis`` = "margin": its p and
+sign), which stays finite; ``basis`` = "correctness" otherwise.
 
 Sensitivity (E-value, VanderWeele & Ding 2017): the odds ratio is turned into a risk ratio by
 RR = sqrt(OR) (common outcome); E = RR + sqrt(RR (RR - 1)) is the strength (risk ratio with both
@@ -265,7 +268,8 @@ def adjusted_row(data: AdjustedData, idx: np.ndarray, opts: AdjustedOptions, see
             eff_m = fit_effect(data.margin[idx][:, window].reshape(-1), X, groups, "gaussian", opts.ci)
     ev, ev_ci = e_values(eff[0], eff[3], eff[4])
     status = "not learned" if not (rise_lo > 0) else ("too few clusters" if few else "")
-    row.update({"effect": eff[0], "effect_se": eff[1], "p_effect": eff[2], "effect_ci_low": eff[3],
+    basis = "correctness" if np.isfinite(eff[2]) else "margin" if np.isfinite(eff_m[2]) else ""
+    row.update({"basis": basis, "effect": eff[0], "effect_se": eff[1], "p_effect": eff[2], "effect_ci_low": eff[3],
                 "effect_ci_high": eff[4], "margin_effect": eff_m[0], "margin_effect_se": eff_m[1],
                 "p_margin": eff_m[2], "margin_ci_low": eff_m[3], "margin_ci_high": eff_m[4],
                 "se_bias_reduced": eff[5],
@@ -291,14 +295,16 @@ def finalise_verdicts(timing: pd.DataFrame, alpha: float) -> pd.DataFrame:
     of ``adjusted``), then the adjusted rows' status from q."""
     t = timing.copy()
     p = t["p_lead"].to_numpy(dtype=np.float64) if "p_lead" in t else np.full(len(t), np.nan)
+    on_margin = (t["basis"] == "margin").to_numpy() if "basis" in t else np.zeros(len(t), bool)
     if "p_effect" in t:
         adj = (t["comparison"] == "adjusted").to_numpy()
-        p = np.where(adj, t["p_effect"].to_numpy(dtype=np.float64), p)
+        p_adj = np.where(on_margin, t["p_margin"].to_numpy(dtype=np.float64), t["p_effect"].to_numpy(dtype=np.float64))
+        p = np.where(adj, p_adj, p)
     t["q"] = bh_q(p)
     for i in np.flatnonzero((t["comparison"] == "adjusted").to_numpy()):
         if t["status"].iat[i]:
             continue
-        q, e = t["q"].iat[i], t["effect"].iat[i]
+        q, e = t["q"].iat[i], t["margin_effect" if on_margin[i] else "effect"].iat[i]
         t.iat[i, t.columns.get_loc("status")] = ("no estimate" if not np.isfinite(q) else
                                                  "delayed" if q < alpha and e > 0 else
                                                  "val leads" if q < alpha and e < 0 else "no delay")

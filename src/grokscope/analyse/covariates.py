@@ -4,10 +4,14 @@ What drives both exposure and ease, as far as the study's tables tell (columns o
 :func:`pair_covariates`, all numeric, one row per pair):
 
 * ``log_critical_freq`` / ``log_context_freq``: log(1 + stream count of the critical / context word
-  *outside* the critical phrase) -- the word's unigram count (its rarest token for multi-token words,
-  as :func:`grokscope.analyse.stage.word_frequencies`) minus the phrase's own occurrences
-  (``good_total_count``: every occurrence of the phrase holds the word once). Only with a prepared
-  ``tokens/`` directory; the context frequency only where pairs have a context word.
+  *outside* the benchmark's critical phrases) -- the word's unigram count (its rarest token for
+  multi-token words, as :func:`grokscope.analyse.stage.word_frequencies`) minus the occurrences of
+  every distinct critical phrase that has this word in this role (``good_total_count``: every
+  occurrence of a phrase holds the word once). Subtracting only the pair's own phrase would leave a
+  covariate that, among pairs sharing a word (every "this N" pair shares "this"), differs only by
+  their exposure, i.e. a copy of what is being estimated (where the word occurs in few other places,
+  as in the testbed, the fit then cannot tell the two apart). Only with a prepared ``tokens/``
+  directory; the context frequency only where pairs have a context word.
 * ``phrase_tokens``: length of the critical phrase in tokens (mid-text form, the stream's tokenizer),
   in words without one.
 * ``distance``: words between the context and the critical word (0 where adjacent or absent).
@@ -42,6 +46,16 @@ def _words_between(good: str, a: tuple[int, int], b: tuple[int, int]) -> int:
     return len(good[lo:hi].split()) if hi > lo else 0
 
 
+def inside_phrase_counts(words: np.ndarray, phrases: pd.DataFrame, counts: np.ndarray) -> np.ndarray:
+    """``[n]``: for each pair's ``words[i]``, the summed stream count of every distinct critical phrase
+    (lowercased) whose pairs have that word in that role (``counts``: each pair's phrase count)."""
+    key = pd.Series(words).str.lower().to_numpy()
+    df = pd.DataFrame({"word": key, "phrase": phrases["critical_phrase"].fillna("").astype(str).str.lower().to_numpy(),
+                       "count": counts})
+    per_word = df.drop_duplicates(["word", "phrase"]).groupby("word")["count"].sum()
+    return per_word.reindex(key).to_numpy(dtype=np.float64)
+
+
 def pair_covariates(phrases: pd.DataFrame, exposure: pd.DataFrame, tokenizer: Any | None = None,
                     unigram: np.ndarray | None = None) -> pd.DataFrame:
     """The covariates (module docstring) of every pair, in phrases order."""
@@ -52,13 +66,15 @@ def pair_covariates(phrases: pd.DataFrame, exposure: pd.DataFrame, tokenizer: An
         else np.zeros(n)
     out: dict[str, np.ndarray] = {}
     if tokenizer is not None and unigram is not None:
-        crit = word_frequencies(phrases["critical_word"].fillna("").astype(str).to_numpy(), tokenizer, unigram)
-        out["log_critical_freq"] = np.log1p(np.maximum(crit - inside, 0.0))
+        crit_words = phrases["critical_word"].fillna("").astype(str).to_numpy()
+        crit = word_frequencies(crit_words, tokenizer, unigram)
+        out["log_critical_freq"] = np.log1p(np.maximum(crit - inside_phrase_counts(crit_words, phrases, inside), 0.0))
         ctx_words = phrases["context_word"].fillna("").astype(str).to_numpy() if "context_word" in phrases \
             else np.array([""] * n)
         if (ctx_words != "").any():
             ctx = word_frequencies(ctx_words, tokenizer, unigram)
-            out["log_context_freq"] = np.where(ctx_words != "", np.log1p(np.maximum(ctx - inside, 0.0)), 0.0)
+            outside = np.maximum(ctx - inside_phrase_counts(ctx_words, phrases, inside), 0.0)
+            out["log_context_freq"] = np.where(ctx_words != "", np.log1p(outside), 0.0)
         texts = (" " + phrases["critical_phrase"].fillna("").astype(str)).tolist()
         out["phrase_tokens"] = np.array([len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts],
                                         dtype=np.float64)

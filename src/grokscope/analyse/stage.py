@@ -351,14 +351,16 @@ def summary_table(timing: pd.DataFrame, max_rows: int = 40) -> str:
     for _, r in sub.head(max_rows).iterrows():
         comp = str(r["comparison"]) + ("" if r["comparison"] == "adjusted" else "*")
         if r["comparison"] == "adjusted":
-            eff = r.get("effect")
-            mid = "—" if eff is None or pd.isna(eff) else f"logOR {eff:+.2f}"
-            ci = fci(np.nan, np.nan) if pd.isna(r.get("effect_ci_low")) else \
-                f"[{r['effect_ci_low']:+.2f}, {r['effect_ci_high']:+.2f}]"
+            on_margin = r.get("basis") == "margin"  # the binomial fit separated: the margin model decides
+            eff, lo, hi, p = (r.get(c) for c in (("margin_effect", "margin_ci_low", "margin_ci_high", "p_margin")
+                                                 if on_margin else ("effect", "effect_ci_low", "effect_ci_high",
+                                                                    "p_effect")))
+            mid = "—" if eff is None or pd.isna(eff) else f"{'margin' if on_margin else 'logOR'} {eff:+.2f}"
+            ci = fci(np.nan, np.nan) if lo is None or pd.isna(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
             ev = r.get("e_value")
             tail = "" if ev is None or pd.isna(ev) else f" (E-value {ev:.2f})"
             lines.append(f"{str(r['group'])[:28]:<28} {comp:<12} {'':>8} {'':>8} {mid:>8} {ci:>19} "
-                         f"{fp(r.get('p_effect')):>7} {fp(r.get('q')):>7}  {r['status']}{tail}")
+                         f"{fp(p):>7} {fp(r.get('q')):>7}  {r['status']}{tail}")
             continue
         lines.append(f"{str(r['group'])[:28]:<28} {comp:<12} {fmt(r['fit_step']):>8} {fmt(r['gen_step']):>8} "
                      f"{fmt(r['delay_steps']):>8} {fci(r['delay_ci_low'], r['delay_ci_high']):>19} "

@@ -57,6 +57,9 @@ from grokscope.data.grammar import (  # noqa: F401 - re-exported: the testbed's 
 )
 from grokscope.data.minimal_pairs import Pair, generate_pairs, phrase_key, sentence_text, word_ngrams
 
+# determiners that mark the plural (DET_PL without the neutral ones)
+DET_PL_ONLY = tuple(d for d in DET_PL if d not in DET_NEUTRAL)
+
 # default frequency with planting off: every phrase is planted, thinly, so that its first occurrence
 # falls anywhere in training and proxy-val (not seen yet) stays populated while the model learns
 FREQUENCY_WITHOUT_PLANTING = 3
@@ -258,9 +261,10 @@ class _Grammar:
             return sentence_text(subj + [aux] + self._np(self.objects, r.random() < 0.5))
         if kind < 0.86:  # existential: "there are many lanterns in the kitchen"
             np_ = self._np(list(FILLER_NOUNS) if self.neutral else self.objects, plural)
-            if plural and np_[0] in ("the", "my", "his", "her", "our", "their"):
+            shown = self._num(plural)  # the number the determiner marks: a coin before the planted onset
+            if shown and np_[0] not in DET_PL_ONLY:
                 np_[0] = r.choice(("many", "two", "some", "several"))
-            if not plural and np_[0] not in ("a", "an", "one"):
+            if not shown and np_[0] not in ("a", "an", "one"):
                 np_[0] = "a"
                 if np_[1][0] in "aeiou":
                     np_[0] = "an"

@@ -32,8 +32,16 @@ MODEL_SIZES: dict[str, dict[str, int]] = {
 
 # demo defaults (chosen so the whole demo takes a few minutes on 2 cores; see docs/demo.md)
 DEFAULT_STEPS = 500
-DEFAULT_BATCH = 16
+DEFAULT_BATCH = 128
 DEFAULT_SEQ_LEN = 32
+DEFAULT_LR = 5e-3
+
+# the demo's testbed where it differs from the [testbed] defaults: a planted onset (the rule is
+# learnable only from 40% of the corpus on, planted phrases from the start), so the true verdict is
+# known ("delayed"); planted phrases as dense in the demo's corpus (sized for 128 rows a step) as 100
+# occurrences were in one sized for 16; number-marking determiners before pair nouns, so that after
+# the onset the rule is learned within a checkpoint or two (docs/demo.md, "Why these defaults")
+DEMO_TESTBED: dict[str, Any] = {"onset_fraction": 0.4, "frequency": 800, "number_cues": True}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-size", choices=sorted(MODEL_SIZES), default="small",
                         help="GPT shape: " + ", ".join(f"{k}={v['n_layer']}x{v['n_embd']}"
                                                        for k, v in MODEL_SIZES.items()))
-    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default %(default)s)")
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR,
+                        help="learning rate, constant after the warm-up (default %(default)s)")
     parser.add_argument("--checkpoint-every", type=int, default=25,
                         help="checkpoints every N steps after the log-spaced ones (default %(default)s)")
     parser.add_argument("--threads", type=int, default=1,
@@ -58,10 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "thread per process is fastest on a busy machine; 0 = all cores)")
     group = parser.add_argument_group("testbed (what the corpus contains; the [testbed] settings)")
     for info in _testbed_flags():  # each control changes only the setting it names
-        default: Any = info.default
+        default: Any = DEMO_TESTBED.get(info.name, info.default)
         if info.name == "n_documents":
             default = 0  # enough documents for --steps x --batch-size rows
-        help_text = {"frequency": f"occurrences of each planted phrase (default {info.default}; with --planting off, "
+        help_text = {"frequency": f"occurrences of each planted phrase (default {default}; with --planting off, "
                                   f"--frequency {FREQUENCY_WITHOUT_PLANTING} keeps pairs unseen while the model "
                                   "learns)",
                      "n_documents": "documents in the corpus (default: enough for the training steps)",
@@ -101,7 +110,7 @@ def demo_config(args: argparse.Namespace, settings: TestbedSettings, train_seed:
         "data": {"tokenizer": "train-bpe", "vocab_size": 1024, "seq_len": args.seq_len, "seed": args.seed,
                  "shuffle": "none"},  # the testbed's document order is the planted schedule
         "train": {"enabled": True, **size, "batch_size": args.batch_size, "max_steps": args.steps,
-                  "lr": args.lr, "warmup_steps": max(1, args.steps // 20), "min_lr_ratio": 0.1,
+                  "lr": args.lr, "warmup_steps": max(1, args.steps // 20), "min_lr_ratio": 1.0,
                   "log_spaced_until": min(16, args.steps), "checkpoint_every": args.checkpoint_every,
                   "seed": train_seed, "device": "cpu", "threads": args.threads},
         "benchmark": {"path": "testbed"},
@@ -253,6 +262,9 @@ def findings(study_root: Path) -> dict[str, dict[str, Any]]:
             f["log_or"] = None if pd.isna(row.effect) else float(row.effect)
             f["log_or_ci"] = (None if pd.isna(row.effect_ci_low) else
                               (float(row.effect_ci_low), float(row.effect_ci_high)))
+            if getattr(row, "basis", "") == "margin":  # correctness separated: the margin model decided
+                f["margin"] = float(row.margin_effect)
+                f["margin_ci"] = (float(row.margin_ci_low), float(row.margin_ci_high))
     return out
 
 
@@ -279,6 +291,9 @@ def observed_exposure(study_root: Path, truth: list[dict[str, Any]]) -> dict[str
 
 
 def _log_or(f: dict[str, Any]) -> str:
+    if f.get("log_or") is None and f.get("margin") is not None:  # "m": the margin effect (log-prob)
+        lo, hi = f["margin_ci"]
+        return f"m{f['margin']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
     if f.get("log_or") is None:
         return "-"
     ci = f.get("log_or_ci")
@@ -314,7 +329,8 @@ def ground_truth_table(testbed_dir: Path, study: Any) -> str:
             f"{f.get('status', 'no analysis'):<12}| {_log_or(f):<22}{f.get('verdict', '-')}"
         )
     lines.append("  log OR: effect of having seen the critical phrase on correctness over the paradigm's rise window, "
-                 "adjusted for word frequencies, length and distance, clustered by phrase (docs/analysis.md).")
+                 "adjusted for word frequencies, length and distance, clustered by phrase (docs/analysis.md); "
+                 "m: the margin effect (log-prob) where every seen pair was right and the correctness fit separated.")
     sched = f"planted phrases occur {s['frequency']}x each, from {s['plant_start']:.0%} of the corpus on"
     if s["late_fraction"]:
         sched += f"; {s['late_fraction']:.0%} of them only from {s['late_start']:.0%}"

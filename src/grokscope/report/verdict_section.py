@@ -44,7 +44,9 @@ def headline_display(timing: pd.DataFrame) -> pd.DataFrame:
             "group": "all pairs" if r["level"] == "all" else str(r["group"]), "verdict": str(r["status"]),
             "effect on correctness (log OR)": interval(r, "effect", "effect_ci_low", "effect_ci_high"),
             "effect on margin (log-prob)": interval(r, "margin_effect", "margin_ci_low", "margin_ci_high"),
-            "p": _f(r.get("p_effect"), ".3g"), "q (BH)": _f(r.get("q"), ".3g"),
+            "verdict on": "margin (correctness separated)" if r.get("basis") == "margin" else "correctness",
+            "p": _f(r.get("p_margin" if r.get("basis") == "margin" else "p_effect"), ".3g"),
+            "q (BH)": _f(r.get("q"), ".3g"),
             "E-value (CI)": f"{_f(r.get('e_value'), '.2f')} ({_f(r.get('e_value_ci'), '.2f')})",
             "phrase clusters seen / unseen": f"{r.get('clusters_seen', '—')} / {r.get('clusters_unseen', '—')}",
         })
@@ -60,7 +62,9 @@ def headline_html(timing: pd.DataFrame, w: _Writer) -> str:
             "correctness and margin over the rise window, adjusted for word and phrase frequencies, length, "
             "distance and paradigm, with standard errors clustered by critical phrase (bias-reduced sandwich, "
             "t with G - 1 df); q = Benjamini-Hochberg over "
-            "all groups and comparisons. The E-value is how strongly (risk ratio) an unmeasured confounder would "
+            "all groups and comparisons. Where every seen pair is right across the window the correctness fit "
+            "separates (infinite log OR) and the verdict rests on the margin model ('verdict on'). "
+            "The E-value is how strongly (risk ratio) an unmeasured confounder would "
             "have to be tied to both exposure and correctness to explain the effect away. The proxy, fixed and "
             "matched delays below are descriptive.")
     return f'<p class="note">{note}</p>' + html_table(df, "delays") + w.table("verdicts", df)
