@@ -10,18 +10,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from grokscope.data.grammar import (
-    ADJECTIVES,
-    DET_NEUTRAL,
-    DET_PL,
-    DET_SG,
-    FILLER_NOUNS,
-    INTRANSITIVE,
-    OBJECT_NOUNS,
-    PEOPLE,
-    PEOPLE_ADJECTIVES,
-    REFLEXIVE,
-)
+from grokscope.data import grammar as gr
+from grokscope.data.grammar import INTRANSITIVE, PEOPLE, REFLEXIVE
 from grokscope.data.testbed import TestbedSettings, generate, onset_document
 
 SG = {sg for sg, _, _ in PEOPLE}
@@ -31,11 +21,11 @@ V_PL = {p for _, p in INTRANSITIVE}
 GENDER = {sg: g for sg, _, g in PEOPLE}
 # "The (adj) baker sleeps ..." / "The bakers sleep ..." (an intransitive sentence of the background)
 SUBJ_VERB = re.compile(r"^\w+ (?:\w+ )?(" + "|".join(SG | PL) + r") (" + "|".join(V_SG | V_PL) + r")\b")
-NOUN_SG = {n[0] for n in OBJECT_NOUNS + FILLER_NOUNS + PEOPLE}
-NOUN_PL = {n[1] for n in OBJECT_NOUNS + FILLER_NOUNS + PEOPLE}
+NOUN_SG = {n[0] for n in gr.OBJECT_NOUNS + gr.FILLER_NOUNS + PEOPLE}
+NOUN_PL = {n[1] for n in gr.OBJECT_NOUNS + gr.FILLER_NOUNS + PEOPLE}
 # a determiner that marks number ("a", "every" / "many", "two" ...), an optional adjective, the noun
-DET_NOUN = re.compile(r"\b(" + "|".join((set(DET_SG) ^ set(DET_PL)) | {"an"}) + r") (?:(?:"
-                      + "|".join(set(ADJECTIVES) | set(PEOPLE_ADJECTIVES)) + r") )?("
+DET_NOUN = re.compile(r"\b(" + "|".join((set(gr.DET_SG) ^ set(gr.DET_PL)) | {"an"}) + r") (?:(?:"
+                      + "|".join(set(gr.ADJECTIVES) | set(gr.PEOPLE_ADJECTIVES)) + r") )?("
                       + "|".join(NOUN_SG | NOUN_PL) + r")\b", re.IGNORECASE)
 REFL = re.compile(r"^\w+ (?:\w+ )?(" + "|".join(SG | PL) + r") \w+ (" + "|".join(REFLEXIVE.values()) + r")\b")
 
@@ -66,7 +56,7 @@ def agreement_rates(sentences: list[str]) -> tuple[float, int, float, int]:
 def determiner_agreement(sentences: list[str]) -> tuple[float, int]:
     """Share of number-marking determiners ("a", "every" / "many", "two" ...; existentials among
     them) whose noun has the number they mark, and how many there are."""
-    pl_only = set(DET_PL) - set(DET_NEUTRAL)
+    pl_only = set(gr.DET_PL) - set(gr.DET_NEUTRAL)
     hits = [(m.group(1).lower() in pl_only) == (m.group(2).lower() in NOUN_PL)
             for s in sentences for m in DET_NOUN.finditer(s)]
     return float(np.mean(hits)), len(hits)
