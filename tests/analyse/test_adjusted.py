@@ -189,3 +189,26 @@ def test_context_word_frequency_outside_every_critical_phrase_is_not_a_copy_of_e
     cov = pair_covariates(phrases, exposure, tok, unigram)
     assert cov["log_context_freq"].tolist() == pytest.approx([np.log1p(300)] * 4 + [np.log1p(0)])
     assert cov["log_critical_freq"].tolist() == pytest.approx(np.log1p([100, 100, 30, 50, 20]).tolist())
+
+
+@pytest.mark.filterwarnings("ignore::statsmodels.tools.sm_exceptions.PerfectSeparationWarning")
+def test_separation_by_either_side_or_by_a_covariate_gives_no_log_odds_ratio():
+    assert ad.separates(np.array([1.0, 1, 0, 1]), np.array([True, True, False, False]))  # seen all right
+    assert ad.separates(np.array([1.0, 0, 0, 0]), np.array([True, True, False, False]))  # unseen all wrong
+    assert not ad.separates(np.array([1.0, 0, 0, 1]), np.array([True, True, False, False]))
+    rng = np.random.default_rng(1)
+    n = 120
+    seen = np.arange(n) < 60
+    y = (rng.random(n) < 0.5).astype(np.float64)
+    groups = np.arange(n) // 2
+    noise = np.column_stack([np.ones(n), seen, rng.normal(size=n)])
+    glm = sm.GLM(y, noise, family=sm.families.Binomial()).fit()
+    # the model-based SE is the GLM's own (inverse Fisher information at the fitted means)
+    assert ad.model_based_se(noise, glm.fittedvalues) == pytest.approx(glm.bse[1], rel=1e-6)
+    assert np.isfinite(ad.fit_effect(y, noise, groups, "binomial", 0.95)[0])
+    # a covariate that predicts y exactly: statsmodels "converges" with seen at 0 and a small sandwich SE,
+    # while the information diverges (GLM SE of seen > 1e3): taken as separated
+    exact = np.column_stack([np.ones(n), seen, y - y.mean()])
+    assert sm.GLM(y, exact, family=sm.families.Binomial()).fit().bse[1] > 1e3
+    assert np.isnan(ad.fit_effect(y, exact, groups, "binomial", 0.95)[0])
+    assert np.isfinite(ad.fit_effect(y, exact, groups, "gaussian", 0.95)[0])  # OLS has no such boundary

@@ -96,3 +96,27 @@ def test_pool_command_on_simulated_runs(tmp_path, capsys):
                                                                 "benchmark_fingerprint": "ff" * 16})
     assert cli.main(["pool", *roots]) == 2
     assert "different benchmarks" in capsys.readouterr().err
+
+
+def test_a_run_decided_on_the_margin_pools_every_run_on_the_margin():
+    """One run's correctness fit separated (log OR NaN, basis margin): the group is pooled on every run's
+    margin effect (no run drops out), equal to a direct Paule-Mandel fit of those; a group where every
+    run has a log OR is pooled on it."""
+    m = np.array([0.8, 1.2, 0.5])
+    m_se = np.array([0.2, 0.3, 0.25])
+    timings = []
+    for r in range(3):
+        separated = r == 1
+        t = _timing([("all", "all", np.nan if separated else 1.0 + r, np.nan if separated else 0.4, "delayed", 10),
+                     ("paradigm", "x", 0.5 + r, 0.3, "no delay", 10)])
+        t["basis"] = ["margin" if separated else "correctness", None, "correctness", None]
+        t["margin_effect"] = [m[r], np.nan, 0.1, np.nan]
+        t["margin_effect_se"] = [m_se[r], np.nan, 0.1, np.nan]
+        timings.append(t)
+    out = pool_timing(timings).set_index("group")
+    mean, sd, _ = _paule_mandel(m, m_se ** 2)
+    assert out.loc["all", "basis"] == "margin" and out.loc["all", "k"] == 3
+    assert out.loc["all", "effect"] == pytest.approx(mean, rel=1e-6)
+    assert out.loc["all", "effect_se"] == pytest.approx(sd, rel=1e-6)
+    assert out.loc["x", "basis"] == "correctness" and out.loc["x", "k"] == 3
+    assert out.loc["x", "effect"] == pytest.approx(1.5)  # 0.5, 1.5, 2.5 with equal SEs

@@ -13,16 +13,19 @@ Regressors: seen_it (count in window(t) >= k), checkpoint fixed effects, paradig
 covariate (standardised; as a cubic B-spline basis or as indicators of its values, :func:`standardised`)
 and its interaction with the checkpoint's position in the window (the confounder's effect may change
 as the model learns).
-A binomial fit that separates (|log OR| > 15 or no convergence) is reported as NaN.
+A binomial fit that separates (:func:`separates`, |log OR| or its interval past ``MAX_LOG_OR``, or no
+convergence) is reported as NaN.
 
 Status (after Benjamini-Hochberg across all groups and comparisons, :func:`finalise_verdicts`):
 ``not learned`` (the pooled rise's cluster-bootstrap interval includes 0), ``too few clusters``
 (fewer than ``min_clusters`` phrase clusters seen or unseen in the window), ``delayed`` (effect on
 correctness > 0 with q < alpha: seen pairs are right before unseen ones, given the covariates),
 ``val leads`` (< 0 with q < alpha), ``no estimate`` (no fit), else ``no delay``.
-When the binomial fit separates -- typically every seen pair right across the window, so the log odds
-ratio is infinite -- the verdict rests on the margin model instead (``basis`` = "margin": its p and
-sign), which stays finite; ``basis`` = "correctness" otherwise.
+When the binomial fit separates -- every seen (or every unseen) pair right, or wrong, across the
+window, so the log odds ratio has no finite estimate, or a fit whose interval reaches past
+``MAX_LOG_OR`` (quasi-separation: a window of one checkpoint where nearly everything is right) --
+the verdict rests on the margin model instead (``basis`` = "margin": its p and sign), which stays
+finite; ``basis`` = "correctness" otherwise.
 
 Sensitivity (E-value, VanderWeele & Ding 2017): the odds ratio is turned into a risk ratio by
 RR = sqrt(OR) (common outcome); E = RR + sqrt(RR (RR - 1)) is the strength (risk ratio with both
@@ -166,6 +169,38 @@ def standardised(cov: pd.DataFrame, knots: int = 4) -> np.ndarray:
     return np.column_stack(parts) if parts else np.zeros((len(cov), 0))
 
 
+# the columns of the estimate that decides an adjusted row's verdict (effect, se, ci_low, ci_high, p)
+BASIS_COLUMNS: dict[str, tuple[str, str, str, str, str]] = {
+    "correctness": ("effect", "effect_se", "effect_ci_low", "effect_ci_high", "p_effect"),
+    "margin": ("margin_effect", "margin_effect_se", "margin_ci_low", "margin_ci_high", "p_margin"),
+}
+
+
+def basis_columns(basis: object) -> tuple[str, str, str, str, str]:
+    """:data:`BASIS_COLUMNS` of a row's ``basis`` (correctness unless it says "margin")."""
+    return BASIS_COLUMNS["margin" if basis == "margin" else "correctness"]
+
+
+MAX_LOG_OR = 15.0  # a binomial fit whose estimate or interval reaches past this is taken as separated
+
+
+def separates(y: np.ndarray, seen: np.ndarray) -> bool:
+    """Whether seen-it separates a 0/1 outcome: all seen rows, or all unseen rows, have one value
+    (the log odds ratio of seen-it then has no finite maximum-likelihood estimate)."""
+    return any(np.unique(y[rows]).size < 2 for rows in (seen, ~seen))
+
+
+def model_based_se(X: np.ndarray, mu: np.ndarray) -> float:
+    """SE of column 1 (seen) from the binomial model's own information ``X' diag(mu (1 - mu)) X`` at
+    the fitted means ``mu`` (inf where that information is singular)."""
+    info = X.T @ (X * (mu * (1.0 - mu))[:, None])
+    try:
+        var = float(np.linalg.inv(info)[1, 1])
+    except np.linalg.LinAlgError:
+        return float("inf")
+    return float(np.sqrt(var)) if var > 0 else float("inf")
+
+
 MAX_CLUSTER_ROWS = 4000  # the bias-reduced sandwich solves one system of this size per cluster
 
 
@@ -186,7 +221,7 @@ def fit_effect(y: np.ndarray, X: np.ndarray, groups: np.ndarray, family: str, ci
     from scipy import stats
 
     nan6 = (float("nan"),) * 6
-    if X.shape[1] < 2:
+    if X.shape[1] < 2 or (family == "binomial" and separates(y, X[:, 1] != 0)):
         return nan6
     fam = sm.families.Binomial() if family == "binomial" else sm.families.Gaussian()
     codes, sizes = np.unique(groups, return_counts=True)
@@ -205,14 +240,19 @@ def fit_effect(y: np.ndarray, X: np.ndarray, groups: np.ndarray, family: str, ci
                 res = sm.GLM(y, X, family=fam).fit(cov_type="cluster", cov_kwds={"groups": groups})
                 kind = 0.0
         est, se = float(res.params[1]), float(res.bse[1])
-        if family == "binomial" and (not res.converged or abs(est) > 15):
+        if family == "binomial" and (not res.converged or abs(est) > MAX_LOG_OR):
             return nan6
+        # under (quasi-)separation the information diverges while the sandwich can stay small (its scores
+        # vanish at the boundary): the model-based SE says whether the data bound the log odds ratio
+        bound_se = max(se, model_based_se(X, np.asarray(res.fittedvalues))) if family == "binomial" else se
     except (np.linalg.LinAlgError, ValueError, ZeroDivisionError):
         return nan6
     if not (np.isfinite(se) and se > 0):
         return nan6
     df = max(codes.size - 1, 1)
     q = float(stats.t.ppf(0.5 + ci / 2, df))
+    if abs(est) + q * bound_se > MAX_LOG_OR:  # not bounded by the data: quasi-separation
+        return nan6
     p = float(2 * stats.t.sf(abs(est / se), df))
     return est, se, p, est - q * se, est + q * se, kind
 

@@ -1,9 +1,11 @@
 """Verdicts pooled over training runs of one recipe (seeds, data orders): ``grokscope pool``.
 
 Per level/group, the headline ``adjusted`` effect (log odds ratio of having seen the critical
-phrase, with its cluster-robust SE) of each run is combined by a random-effects meta-analysis
-(statsmodels ``combine_effects``, Paule-Mandel tau^2, t reference with k - 1 df for k runs): the
-pooled effect says what the recipe does, tau^2 and I^2 how much the runs disagree beyond their
+phrase, with its cluster-robust SE) of each run is combined -- or, when any run's verdict rests on
+the margin model (its correctness fit separated: ``basis`` "margin"), every run's margin effect, so
+that no run drops out and the runs are pooled on one scale (``basis`` of the pooled row) -- by a
+random-effects meta-analysis (statsmodels ``combine_effects``, Paule-Mandel tau^2, t reference with
+k - 1 df for k runs): the pooled effect says what the recipe does, tau^2 and I^2 how much the runs disagree beyond their
 own sampling error. The pooled status follows the single-run rule (``delayed`` when the pooled
 effect is > 0 with q < alpha, Benjamini-Hochberg over groups; ``val leads`` when < 0; else
 ``no delay``), and the spread is kept beside it: every run's status, how many runs call it
@@ -16,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-POOLED_COLUMNS = ("level", "group", "k", "effect", "effect_se", "effect_ci_low", "effect_ci_high", "p", "q",
+from grokscope.analyse.adjusted import basis_columns
+
+POOLED_COLUMNS = ("level", "group", "k", "basis", "effect", "effect_se", "effect_ci_low", "effect_ci_high", "p", "q",
                   "tau2", "i2", "status", "n_delayed", "statuses", "effect_min", "effect_max",
                   "delay_steps_median", "delay_steps_min", "delay_steps_max")
 
@@ -57,12 +61,14 @@ def pool_timing(timings: list[pd.DataFrame], alpha: float = 0.05) -> pd.DataFram
     rows["group"] = rows["group"].astype(str)
     out = []
     for (level, group), g in rows.groupby(["level", "group"], sort=False):
-        eff = pd.to_numeric(g["effect"], errors="coerce").to_numpy(np.float64)
-        se = pd.to_numeric(g["effect_se"], errors="coerce").to_numpy(np.float64)
+        basis = "margin" if "basis" in g and (g["basis"] == "margin").any() else "correctness"
+        eff_col, se_col = basis_columns(basis)[:2]
+        eff = pd.to_numeric(g[eff_col], errors="coerce").to_numpy(np.float64)
+        se = pd.to_numeric(g[se_col], errors="coerce").to_numpy(np.float64)
         ok = np.isfinite(eff) & np.isfinite(se) & (se > 0)
         delays = pd.to_numeric(g["delay_steps"], errors="coerce").to_numpy(np.float64)
         finite_delays = delays[np.isfinite(delays)]
-        row = {"level": level, "group": group, "k": int(ok.sum()),
+        row = {"level": level, "group": group, "k": int(ok.sum()), "basis": basis,
                "n_delayed": int((g["status"] == "delayed").sum()),
                "statuses": "/".join(str(s) for s in g["status"]),
                "effect_min": float(eff[ok].min()) if ok.any() else float("nan"),
@@ -89,14 +95,16 @@ def pool_timing(timings: list[pd.DataFrame], alpha: float = 0.05) -> pd.DataFram
 
 def pooled_text(df: pd.DataFrame, names: list[str]) -> str:
     lines = [f"pooled over {len(names)} runs: " + ", ".join(names),
-             f"{'level':<11} {'group':<34} {'k':>2} {'log OR':>7} {'95% CI':>17} {'q':>7} {'tau2':>6} "
+             f"{'level':<11} {'group':<34} {'k':>2} {'effect':>7} {'95% CI':>17} {'q':>7} {'tau2':>6} "
              f"{'status':<11} runs"]
     for r in df.itertuples():
         ci = f"[{r.effect_ci_low:+.2f}, {r.effect_ci_high:+.2f}]" if np.isfinite(r.effect_ci_low) else "–"
         q = f"{r.q:.3g}" if np.isfinite(r.q) else "–"
-        eff = f"{r.effect:+.2f}" if np.isfinite(r.effect) else "–"
+        eff = (("m" if r.basis == "margin" else "") + f"{r.effect:+.2f}") if np.isfinite(r.effect) else "–"
         lines.append(f"{r.level:<11} {str(r.group)[:34]:<34} {r.k:>2} {eff:>7} {ci:>17} {q:>7} {r.tau2:>6.3f} "
                      f"{r.status:<11} {r.n_delayed}/{len(names)} delayed ({r.statuses})")
+    lines.append("effect: log odds ratio on correctness; m: log-prob margin effect, pooled where a run's correctness "
+                 "fit separated")
     return "\n".join(lines)
 
 
