@@ -334,17 +334,16 @@ def finalise_verdicts(timing: pd.DataFrame, alpha: float) -> pd.DataFrame:
     """Benjamini-Hochberg ``q`` over every row's p (``p_lead`` of descriptive comparisons, ``p_effect``
     of ``adjusted``), then the adjusted rows' status from q."""
     t = timing.copy()
-    p = t["p_lead"].to_numpy(dtype=np.float64) if "p_lead" in t else np.full(len(t), np.nan)
-    on_margin = (t["basis"] == "margin").to_numpy() if "basis" in t else np.zeros(len(t), bool)
-    if "p_effect" in t:
-        adj = (t["comparison"] == "adjusted").to_numpy()
-        p_adj = np.where(on_margin, t["p_margin"].to_numpy(dtype=np.float64), t["p_effect"].to_numpy(dtype=np.float64))
-        p = np.where(adj, p_adj, p)
+    p = t["p_lead"].to_numpy(dtype=np.float64, copy=True) if "p_lead" in t else np.full(len(t), np.nan)
+    deciding = [basis_columns(b) for b in (t["basis"] if "basis" in t else [None] * len(t))]
+    adj = (t["comparison"] == "adjusted").to_numpy()
+    for i in np.flatnonzero(adj):
+        p[i] = t[deciding[i][4]].iat[i]
     t["q"] = bh_q(p)
-    for i in np.flatnonzero((t["comparison"] == "adjusted").to_numpy()):
+    for i in np.flatnonzero(adj):
         if t["status"].iat[i]:
             continue
-        q, e = t["q"].iat[i], t["margin_effect" if on_margin[i] else "effect"].iat[i]
+        q, e = t["q"].iat[i], t[deciding[i][0]].iat[i]
         t.iat[i, t.columns.get_loc("status")] = ("no estimate" if not np.isfinite(q) else
                                                  "delayed" if q < alpha and e > 0 else
                                                  "val leads" if q < alpha and e < 0 else "no delay")

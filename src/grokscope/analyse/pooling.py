@@ -5,8 +5,8 @@ phrase, with its cluster-robust SE) of each run is combined -- or, when any run'
 the margin model (its correctness fit separated: ``basis`` "margin"), every run's margin effect, so
 that no run drops out and the runs are pooled on one scale (``basis`` of the pooled row) -- by a
 random-effects meta-analysis (statsmodels ``combine_effects``, Paule-Mandel tau^2, t reference with
-k - 1 df for k runs): the pooled effect says what the recipe does, tau^2 and I^2 how much the runs disagree beyond their
-own sampling error. The pooled status follows the single-run rule (``delayed`` when the pooled
+k - 1 df for k runs): the pooled effect says what the recipe does, tau^2 and I^2 how much the runs
+disagree beyond their own sampling error. The pooled status follows the single-run rule (``delayed`` when the pooled
 effect is > 0 with q < alpha, Benjamini-Hochberg over groups; ``val leads`` when < 0; else
 ``no delay``), and the spread is kept beside it: every run's status, how many runs call it
 delayed, the smallest and largest effect and the proxy delay per run.

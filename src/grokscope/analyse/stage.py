@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from grokscope.analyse.adjusted import basis_columns
 from grokscope.analyse.inside import inside_the_model, start_inside
 from grokscope.analyse.support_stage import SUPPORT_OUTPUTS, informative_pairs, support_outputs
 from grokscope.core import store
@@ -351,11 +352,9 @@ def summary_table(timing: pd.DataFrame, max_rows: int = 40) -> str:
     for _, r in sub.head(max_rows).iterrows():
         comp = str(r["comparison"]) + ("" if r["comparison"] == "adjusted" else "*")
         if r["comparison"] == "adjusted":
-            on_margin = r.get("basis") == "margin"  # the binomial fit separated: the margin model decides
-            eff, lo, hi, p = (r.get(c) for c in (("margin_effect", "margin_ci_low", "margin_ci_high", "p_margin")
-                                                 if on_margin else ("effect", "effect_ci_low", "effect_ci_high",
-                                                                    "p_effect")))
-            mid = "—" if eff is None or pd.isna(eff) else f"{'margin' if on_margin else 'logOR'} {eff:+.2f}"
+            eff_col, _, lo_col, hi_col, p_col = basis_columns(r.get("basis"))  # margin where correctness separated
+            eff, lo, hi, p = r.get(eff_col), r.get(lo_col), r.get(hi_col), r.get(p_col)
+            mid = "—" if eff is None or pd.isna(eff) else f"{'margin' if eff_col != 'effect' else 'logOR'} {eff:+.2f}"
             ci = fci(np.nan, np.nan) if lo is None or pd.isna(lo) else f"[{lo:+.2f}, {hi:+.2f}]"
             ev = r.get("e_value")
             tail = "" if ev is None or pd.isna(ev) else f" (E-value {ev:.2f})"

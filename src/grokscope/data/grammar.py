@@ -66,6 +66,7 @@ PREPOSITIONS: tuple[str, ...] = ("near", "behind", "beside", "with")
 DET_SG: tuple[str, ...] = ("the", "a", "my", "his", "her", "our", "their", "every", "one", "each")
 DET_PL: tuple[str, ...] = ("the", "my", "his", "her", "our", "their", "many", "two", "three", "some", "several", "few")
 DET_NEUTRAL: tuple[str, ...] = ("the", "my", "his", "her", "our", "their")
+DET_PL_ONLY: tuple[str, ...] = tuple(d for d in DET_PL if d not in DET_NEUTRAL)  # mark the plural
 REFLEXIVE = {"m": "himself", "f": "herself", "pl": "themselves"}
 
 PARADIGMS: dict[str, str] = {

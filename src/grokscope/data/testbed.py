@@ -42,6 +42,7 @@ from grokscope.data.grammar import (  # noqa: F401 - re-exported: the testbed's 
     ADJECTIVES,
     DET_NEUTRAL,
     DET_PL,
+    DET_PL_ONLY,
     DET_SG,
     FILLER_NOUNS,
     INTRANSITIVE,
@@ -56,9 +57,6 @@ from grokscope.data.grammar import (  # noqa: F401 - re-exported: the testbed's 
     TRANSITIVE_PAST,
 )
 from grokscope.data.minimal_pairs import Pair, generate_pairs, phrase_key, sentence_text, word_ngrams
-
-# determiners that mark the plural (DET_PL without the neutral ones)
-DET_PL_ONLY = tuple(d for d in DET_PL if d not in DET_NEUTRAL)
 
 # default frequency with planting off: every phrase is planted, thinly, so that its first occurrence
 # falls anywhere in training and proxy-val (not seen yet) stays populated while the model learns

@@ -242,6 +242,8 @@ def findings(study_root: Path) -> dict[str, dict[str, Any]]:
     ``log_or`` and interval ``log_or_ci`` when the analysis wrote it."""
     import pandas as pd
 
+    from grokscope.analyse.adjusted import basis_columns
+
     path = Study(study_root).analysis_dir / "timing.parquet"
     if not path.exists():
         return {}
@@ -262,9 +264,10 @@ def findings(study_root: Path) -> dict[str, dict[str, Any]]:
             f["log_or"] = None if pd.isna(row.effect) else float(row.effect)
             f["log_or_ci"] = (None if pd.isna(row.effect_ci_low) else
                               (float(row.effect_ci_low), float(row.effect_ci_high)))
-            if getattr(row, "basis", "") == "margin":  # correctness separated: the margin model decided
-                f["margin"] = float(row.margin_effect)
-                f["margin_ci"] = (float(row.margin_ci_low), float(row.margin_ci_high))
+            eff_col, _, lo_col, hi_col, _ = basis_columns(getattr(row, "basis", None))
+            if eff_col != "effect":  # correctness separated: the margin model decided
+                f["margin"] = float(getattr(row, eff_col))
+                f["margin_ci"] = (float(getattr(row, lo_col)), float(getattr(row, hi_col)))
     return out
 
 

@@ -37,6 +37,8 @@ def headline_display(timing: pd.DataFrame) -> pd.DataFrame:
     """Adjusted rows (levels all and phenomenon) as the strings the HTML table shows."""
     import pandas as pd
 
+    from grokscope.analyse.adjusted import basis_columns
+
     adj = timing[(timing["comparison"] == "adjusted") & timing["level"].isin(["all", "phenomenon"])]
     rows = []
     for _, r in adj.iterrows():
@@ -45,7 +47,7 @@ def headline_display(timing: pd.DataFrame) -> pd.DataFrame:
             "effect on correctness (log OR)": interval(r, "effect", "effect_ci_low", "effect_ci_high"),
             "effect on margin (log-prob)": interval(r, "margin_effect", "margin_ci_low", "margin_ci_high"),
             "verdict on": "margin (correctness separated)" if r.get("basis") == "margin" else "correctness",
-            "p": _f(r.get("p_margin" if r.get("basis") == "margin" else "p_effect"), ".3g"),
+            "p": _f(r.get(basis_columns(r.get("basis"))[4]), ".3g"),
             "q (BH)": _f(r.get("q"), ".3g"),
             "E-value (CI)": f"{_f(r.get('e_value'), '.2f')} ({_f(r.get('e_value_ci'), '.2f')})",
             "phrase clusters seen / unseen": f"{r.get('clusters_seen', '—')} / {r.get('clusters_unseen', '—')}",
