@@ -190,15 +190,14 @@ def separates(y: np.ndarray, seen: np.ndarray) -> bool:
     return any(np.unique(y[rows]).size < 2 for rows in (seen, ~seen))
 
 
-def model_based_se(X: np.ndarray, mu: np.ndarray) -> float:
-    """SE of column 1 (seen) from the binomial model's own information ``X' diag(mu (1 - mu)) X`` at
-    the fitted means ``mu`` (inf where that information is singular)."""
-    info = X.T @ (X * (mu * (1.0 - mu))[:, None])
-    try:
-        var = float(np.linalg.inv(info)[1, 1])
-    except np.linalg.LinAlgError:
-        return float("inf")
-    return float(np.sqrt(var)) if var > 0 else float("inf")
+def model_based_se(res: object) -> float:
+    """SE of column 1 (seen) from a fitted binomial model's own information (inverse Fisher information
+    at the fitted means): a GEE result's ``cov_naive``, a GLM result's ``normalized_cov_params`` (scale 1)."""
+    cov = getattr(res, "cov_naive", None)
+    if cov is None:
+        cov = res.normalized_cov_params  # type: ignore[attr-defined]
+    var = float(np.asarray(cov)[1, 1])
+    return float(np.sqrt(var)) if np.isfinite(var) and var > 0 else float("inf")
 
 
 MAX_CLUSTER_ROWS = 4000  # the bias-reduced sandwich solves one system of this size per cluster
@@ -244,7 +243,7 @@ def fit_effect(y: np.ndarray, X: np.ndarray, groups: np.ndarray, family: str, ci
             return nan6
         # under (quasi-)separation the information diverges while the sandwich can stay small (its scores
         # vanish at the boundary): the model-based SE says whether the data bound the log odds ratio
-        bound_se = max(se, model_based_se(X, np.asarray(res.fittedvalues))) if family == "binomial" else se
+        bound_se = max(se, model_based_se(res)) if family == "binomial" else se
     except (np.linalg.LinAlgError, ValueError, ZeroDivisionError):
         return nan6
     if not (np.isfinite(se) and se > 0):
