@@ -36,6 +36,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -269,7 +270,7 @@ def worker_dask(args, work: Path) -> dict:
         spec = StreamSpec(str(big), format="nanogpt", row_len=stream.row_len, eos_id=stream.eos_id)
         n_rows *= args.dask_copies
     _, edges = window_edges_for(n_rows, args.rows_per_step)
-    out = {}
+    out: dict[str, Any] = {}
     for n in (1, 2):
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
                           silence_logs=40) as cluster, Client(cluster) as client:
@@ -311,13 +312,13 @@ def write_infini_tokenized(args, work: Path) -> dict:
     for f in d.glob("*"):
         f.unlink()
     (work / "infini_data").mkdir(exist_ok=True)
-    with open(d / "tokenized.0", "wb") as f:
+    with open(d / "tokenized.0", "wb") as out:
         for a in range(0, n_rows, 1 << 15):
             b = min(n_rows, a + (1 << 15))
             block = np.empty((b - a, L + 1), dtype=np.uint16)
             block[:, 0] = 0xFFFF
             block[:, 1:] = stream.rows(a, b)
-            f.write(block.tobytes())
+            out.write(block.tobytes())
     (np.arange(n_rows, dtype=np.uint64) * np.uint64((L + 1) * 2)).tofile(d / "offset.0")
     return {"dir": str(d), "tokens": n_rows * L}
 

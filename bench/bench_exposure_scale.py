@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,7 +117,7 @@ class TreeSampler(threading.Thread):
             time.sleep(0.05)
 
 
-def run_exposure(tokens: Path, phrases: Path, steps: list[int], workers: int, out: Path) -> dict[str, float]:
+def run_exposure(tokens: Path, phrases: Path, steps: list[int], workers: int, out: Path) -> dict[str, Any]:
     drop_cache(tokens / "tokens.npy")
     if out.exists():
         shutil.rmtree(out)
@@ -185,10 +186,10 @@ def main() -> int:
         print(f"{r['tokens']:>15,} {r['workers']:>7} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} {r['peak_gib']:>9.2f} "
               f"{r['mtok_per_s']:>7.0f} {ratio:>22.2f}")
         r["per_token_ratio"] = ratio
-    for size in sorted({r["tokens"] for r in rows}):
-        by = {r["workers"]: r for r in rows if r["tokens"] == size}
+    for n_tokens in sorted({r["tokens"] for r in rows}):
+        by = {r["workers"]: r for r in rows if r["tokens"] == n_tokens}
         if 1 in by and 2 in by:
-            print(f"{size:,} tokens: 2 workers vs 1: {by[1]['wall_s'] / by[2]['wall_s']:.2f}x wall, "
+            print(f"{n_tokens:,} tokens: 2 workers vs 1: {by[1]['wall_s'] / by[2]['wall_s']:.2f}x wall, "
                   f"{by[2]['cpu_s'] / by[1]['cpu_s']:.2f}x the CPU seconds")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

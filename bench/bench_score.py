@@ -33,6 +33,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,7 +167,7 @@ json.dump(scores, open(out_path, "w"))
 # ---------------------------------------------------------------------------------------------
 # the three tools
 # ---------------------------------------------------------------------------------------------
-def lm_eval_job(venv: Path, model: Path, pairs: Path, batch_size: int) -> tuple[list[str], object]:
+def lm_eval_job(venv: Path, model: Path, pairs: Path, batch_size: int) -> tuple[list[str], Callable[[], np.ndarray]]:
     tasks = lm_eval_task_dir(pairs)
     out = Path(tempfile.mkdtemp(prefix="lmeval_", dir=WORK))
     cmd = [str(venv / "bin" / "lm_eval"), "--model", "hf", "--model_args", f"pretrained={model},dtype=float32",
@@ -185,7 +186,7 @@ def lm_eval_job(venv: Path, model: Path, pairs: Path, batch_size: int) -> tuple[
     return cmd, parse  # parse() -> [n_pairs, 2] (good, bad) log-likelihoods
 
 
-def minicons_job(venv: Path, model: Path, pairs: Path, batch_size: int) -> tuple[list[str], object]:
+def minicons_job(venv: Path, model: Path, pairs: Path, batch_size: int) -> tuple[list[str], Callable[[], np.ndarray]]:
     runner = WORK / "minicons_runner.py"
     runner.write_text(MINICONS_RUNNER)
     out = WORK / f"minicons_{model.name}_{batch_size}.json"
@@ -193,7 +194,7 @@ def minicons_job(venv: Path, model: Path, pairs: Path, batch_size: int) -> tuple
     return cmd, lambda: np.array(json.load(open(out)), dtype=np.float64).reshape(-1, 2)
 
 
-def grokscope_job(model: Path, pairs: Path, convention: str, batch_size: int, threads: int) -> tuple[list[str], object]:
+def grokscope_job(model: Path, pairs: Path, convention: str, batch_size: int, threads: int) -> tuple[list[str], Callable[[], np.ndarray]]:
     import pandas as pd
 
     out = Path(tempfile.mkdtemp(prefix="grokscope_", dir=WORK))
@@ -298,14 +299,14 @@ def bench_model(shape: str, args: argparse.Namespace, env: dict[str, str], pairs
             ratios.append((name + " = best", t, ours[0]))
     if args.parallel:  # tools competing for the cores: only CPU time is comparable
         print("speed-up of grokscope, whole process start to last result (CPU time; wall time in brackets):")
-        for name, theirs, ours in ratios:
-            print(f"  vs {name:<28} {theirs.cpu / ours.cpu:5.2f}x  ({theirs.cpu:.1f} / {ours.cpu:.1f} CPU s)"
-                  f"   [wall {theirs.seconds / ours.seconds:5.2f}x: {theirs.seconds:.1f} / {ours.seconds:.1f} s]")
+        for name, ref, own in ratios:
+            print(f"  vs {name:<28} {ref.cpu / own.cpu:5.2f}x  ({ref.cpu:.1f} / {own.cpu:.1f} CPU s)"
+                  f"   [wall {ref.seconds / own.seconds:5.2f}x: {ref.seconds:.1f} / {own.seconds:.1f} s]")
     else:
         print("speed-up of grokscope, whole process start to last result (wall time; CPU time in brackets):")
-        for name, theirs, ours in ratios:
-            print(f"  vs {name:<28} {theirs.seconds / ours.seconds:5.2f}x  ({theirs.seconds:.1f} / {ours.seconds:.1f} s)"
-                  f"   [CPU {theirs.cpu / ours.cpu:5.2f}x: {theirs.cpu:.1f} / {ours.cpu:.1f} CPU s]")
+        for name, ref, own in ratios:
+            print(f"  vs {name:<28} {ref.seconds / own.seconds:5.2f}x  ({ref.seconds:.1f} / {own.seconds:.1f} s)"
+                  f"   [CPU {ref.cpu / own.cpu:5.2f}x: {ref.cpu:.1f} / {own.cpu:.1f} CPU s]")
     if args.skip_flops:
         return
     t_cpu = time.process_time()

@@ -107,7 +107,7 @@ def run_lm_eval(venv: Path, dirs: list[Path], pairs: Path, batch_size: int, env:
         cmd, parse = lm_eval_job(venv, d, pairs, batch_size)
         t = run_timed(cmd, env)
         total = Timed(total.seconds + t.seconds, total.cpu + t.cpu, max(total.peak_mb, t.peak_mb), "")
-        scores[str(d)] = parse()  # type: ignore[operator]
+        scores[str(d)] = parse()
     return total, scores
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,7 +34,7 @@ ALPHA = 0.05
 OPTS = ad.AdjustedOptions(n_boot=100)
 
 
-def verdict(sc: GroupScenario, seed: int, covariates: bool = True) -> dict[str, object]:
+def verdict(sc: GroupScenario, seed: int, covariates: bool = True) -> dict[str, Any]:
     g = simulate_group(sc, np.random.default_rng([seed, 17]))
     cov = g.covariates if covariates else g.covariates.iloc[:, :0]
     data = ad.AdjustedData(g.correct, g.margin, g.counts >= 1, cov, g.paradigm, g.cluster, g.tokens)
@@ -48,7 +49,8 @@ def share(k: int, n: int) -> str:
 
 
 def row_rates(name: str, sc: GroupScenario, sets: int, base: int) -> dict[str, float]:
-    called = naive = covered = e_sum = e_n = 0
+    called = naive = covered = e_n = 0
+    e_sum = 0.0
     for s in range(sets):
         r = verdict(sc, base + s)
         called += r["status"] == "delayed"

@@ -257,7 +257,7 @@ def score_part(model: Path, pairs: Path, device: str, plan: Plan, lm_eval: list[
     out: dict[str, Any] = {"n_pairs": n_pairs, "dtype": dtype, "model": str(model), "pairs_file": str(pairs)}
     cmd, parse = bench_score.grokscope_job(model, pairs, "lm_eval", plan.score_batch, threads)
     t = bench_score.run_timed(cmd + ["--device", device, "--dtype", dtype], env)
-    ours = np.asarray(parse(), dtype=np.float64)  # type: ignore[operator]
+    ours = np.asarray(parse(), dtype=np.float64)
     out["grokscope"] = {"process_seconds": t.seconds, "pairs_per_s": n_pairs / t.seconds, "peak_rss_mb": t.peak_mb,
                         "accuracy": float(np.mean(ours[:, 0] > ours[:, 1]))}
     out["grokscope"]["in_process"] = in_process_pairs_per_s(model, pairs, device, plan.score_batch)
@@ -273,7 +273,7 @@ def score_part(model: Path, pairs: Path, device: str, plan: Plan, lm_eval: list[
     cmd[cmd.index("--model_args") + 1] = f"pretrained={model},dtype={dtype}"
     try:
         t = bench_score.run_timed(cmd, env)
-        theirs = np.asarray(parse(), dtype=np.float64)  # type: ignore[operator]
+        theirs = np.asarray(parse(), dtype=np.float64)
     except RuntimeError as e:
         out["lm_eval"] = {"skipped": f"lm-eval failed: {str(e).splitlines()[0]}", "log_tail": str(e)[-1500:]}
         return out

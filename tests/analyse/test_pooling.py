@@ -58,7 +58,7 @@ def test_homogeneous_runs_pool_to_the_inverse_variance_mean_and_statuses_follow_
     assert df.loc["all", "tau2"] == pytest.approx(0.0, abs=1e-12)
     assert df.loc["all", "effect"] == pytest.approx(0.5)
     assert df.loc["all", "effect_se"] == pytest.approx(0.1 / np.sqrt(3))
-    assert list(df["status"]) == ["delayed", "no delay", "val leads", "no estimate"]
+    assert list(df["status"]) == ["delayed", "no delay", "val leads", "not learned"]  # z: no run learned it
     p = df.loc[["all", "x", "y"], "p"].to_numpy()
     order = np.argsort(p)
     bh = np.minimum.accumulate((p[order] * 3 / np.arange(1, 4))[::-1])[::-1]
@@ -120,3 +120,23 @@ def test_a_run_decided_on_the_margin_pools_every_run_on_the_margin():
     assert out.loc["all", "effect_se"] == pytest.approx(sd, rel=1e-6)
     assert out.loc["x", "basis"] == "correctness" and out.loc["x", "k"] == 3
     assert out.loc["x", "effect"] == pytest.approx(1.5)  # 0.5, 1.5, 2.5 with equal SEs
+
+
+def test_runs_that_all_failed_to_learn_pool_to_not_learned_and_a_split_pool_is_explained():
+    """Every run "not learned": the pool says so whatever the runs' effects are (before, two runs' wide
+    log ORs pooled to "no delay"). Every run "delayed" but heterogeneous, so the t pool (2 df) crosses
+    0: the status stays "no delay" and the text names the group and why."""
+    from grokscope.analyse.pooling import pooled_text
+
+    effects = [(0.2, 5.0), (-0.1, 4.0), (0.3, 6.0)]
+    delayed = [(0.4, 0.15), (3.0, 0.2), (1.5, 0.15)]
+    timings = [_timing([("paradigm", "nl", *effects[r], "not learned", np.nan),
+                        ("paradigm", "het", *delayed[r], "delayed", 25)]) for r in range(3)]
+    df = pool_timing(timings).set_index("group")
+    assert df.loc["nl", "status"] == "not learned" and df.loc["nl", "k"] == 3
+    assert df.loc["het", "n_delayed"] == 3 and df.loc["het", "status"] == "no delay"
+    assert df.loc["het", "effect_ci_low"] < 0 < df.loc["het", "tau2"]
+    text = pooled_text(df.reset_index(), ["a", "b", "c"])
+    assert "every run says delayed but the pool does not for het" in text and "t with 2 df" in text
+    mixed = [_timing([("paradigm", "nl", *effects[r], "not learned" if r else "no delay", np.nan)]) for r in range(3)]
+    assert pool_timing(mixed).iloc[0]["status"] == "no delay"

@@ -118,3 +118,30 @@ def test_confounded_testbed_frequent_units_are_seen_earlier_and_easier_and_expos
     order = np.argsort(weight)[::-1]
     assert np.mean(np.array(first)[order[:10]]) < 0.5 * np.mean(np.array(first)[order[-20:]])
     assert spearmanr(weight, background).statistic > 0.8  # ... and are more frequent (easier) in the background
+
+
+# "The (adj) kings near the (adj) sailor sleep ...": agreement across a prepositional phrase
+ATTRACTOR = re.compile(r"^\w+ (?:(?:" + "|".join(gr.PEOPLE_ADJECTIVES) + r") )?(" + "|".join(SG | PL) + r") ("
+                       + "|".join(gr.PREPOSITIONS) + r") \w+ (?:\w+ )?\w+ (" + "|".join(V_SG | V_PL) + r")\b")
+
+
+@pytest.mark.parametrize(("share", "mismatch"), [(0.10, 0.5), (0.30, 1.0)])
+def test_attractor_sentences_make_their_share_of_the_background_and_agree_with_the_head_after_the_onset(share,
+                                                                                                       mismatch):
+    """The share of background sentences whose verb agrees across a prepositional phrase, counted in the
+    text, is ``attractor_sentences`` (binomial 4-sigma band); after the onset every such verb agrees
+    with the head, ``attractor_mismatch`` of the attractors differ from it in number, and the other kinds
+    keep their proportions (intransitive agreeing sentences ~ 0.16 x (1 - share) / 0.9)."""
+    tb = generate(TestbedSettings(n_documents=1500, paradigms=["det_noun_agreement"], onset_fraction=0.4,
+                                  attractor_sentences=share, attractor_mismatch=mismatch))
+    after = background_sentences(tb, range(onset_document(tb.settings), 1500))
+    n = len(after)
+    hits = [m for s in after if (m := ATTRACTOR.match(s))]
+    assert abs(len(hits) / n - share) < 4 * np.sqrt(share * (1 - share) / n)
+    assert all((m.group(1) in PL) == (m.group(3) in V_PL) for m in hits)
+    simple = sum(1 for s in after if SUBJ_VERB.match(s)) / n
+    expected = 0.16 * (1 - share) / 0.9
+    assert abs(simple - expected) < 4 * np.sqrt(expected * (1 - expected) / n)
+    nouns = [w for m in hits for w in m.group(0).split()[3:-1] if w in NOUN_SG | NOUN_PL]
+    differs = np.mean([(m.group(1) in PL) != (w in NOUN_PL) for m, w in zip(hits, nouns, strict=True)])
+    assert abs(differs - mismatch) < 4 * np.sqrt(0.25 / len(hits))

@@ -403,8 +403,8 @@ def test_demo_refuses_new_settings_for_an_existing_demo_directory(tmp_path: Path
     (tmp_path / "study" / "study.toml").write_text(dump_config(config_from_dict(__import__("tomllib").loads(first))))
     demo._refuse_if_study_differs(first, tmp_path / "demo.toml")  # same settings: fine
     demo._refuse_if_study_differs(text_for("--threads", "2"), tmp_path / "demo.toml")  # harmless
-    with pytest.raises(ConfigError, match=r"train\.max_steps \(500 -> 400\).*another --out"):
-        demo._refuse_if_study_differs(text_for("--steps", "400"), tmp_path / "demo.toml")
+    with pytest.raises(ConfigError, match=r"train\.max_steps \(400 -> 300\).*another --out"):
+        demo._refuse_if_study_differs(text_for("--steps", "300"), tmp_path / "demo.toml")
     with pytest.raises(ConfigError, match=r"testbed\.planting"):
         demo._refuse_if_study_differs(text_for("--planting", "off"), tmp_path / "demo.toml")
 

@@ -34,6 +34,8 @@ def test_planted_onset_step_by_hand(tmp_path):
     assert truth.planted_onset_step(study, 4, 4, [0, 1, 2, 3]) == 2  # B = 4: row 6 in step index 1
     assert truth.planted_onset_step(study, 0, 2, [0, 1]) is None
     assert truth.planted_onset_step(study, 99, 2, [0, 1]) is None
+    assert truth.cue_step(study, 4, 2) == 4 and truth.cue_step(study, 4, 4) == 2  # the step, not the checkpoint
+    assert truth.cue_step(study, 0, 2) is None
 
 
 def _fake_seed(root: Path, seed: int, gen_a: float, status_a: str) -> Study:
@@ -56,7 +58,8 @@ def test_seed_rows_and_summary(tmp_path):
         study = _fake_seed(tmp_path, seed, gen, status)
         rows += truth.seed_rows(study, study.testbed_dir, 2, seed)
     # onset document 50 = row 50, B = 2 -> step index 25, window holds it from t = 26: checkpoint 30
-    assert {r["planted_onset"] for r in rows} == {30}
+    assert {r["planted_onset"] for r in rows} == {30} and {r["cue_step"] for r in rows} == {26}
+    assert [r["lag_steps"] for r in rows if r["paradigm"] == "a"] == [4, 14, -16]
     a = [r for r in rows if r["paradigm"] == "a"]
     assert [r["onset_within_one"] for r in a] == [True, True, False]
     assert [r["matched"] for r in a] == [True, False, True]
@@ -65,6 +68,8 @@ def test_seed_rows_and_summary(tmp_path):
     assert got.loc["a", "onset_within_one"] == "2/3" and got.loc["a", "matched"] == "2/3"
     assert got.loc["b", "onset_within_one"] == "-" and got.loc["b", "matched"] == "0/3"
     assert got.loc["a", "found_onsets"] == "30,40,10" and "3 training seeds" in text
+    assert got.loc["a", "lag_steps"] == "4,14,-16" and got.loc["a", "cue_step"] == 26
+    assert "first seen at step 26" in text
 
 
 def _config(*argv: str) -> dict:
@@ -85,6 +90,8 @@ def _changed(a: dict, b: dict) -> list[str]:
     (("--onset-fraction", "0.0"), ["testbed.onset_fraction"]),
     (("--number-cues", "off"), ["testbed.number_cues"]),
     (("--frequency", "3"), ["testbed.frequency"]),
+    (("--attractor-mismatch", "0.5"), ["testbed.attractor_mismatch"]),
+    (("--attractor-sentences", "0.2"), ["testbed.attractor_sentences"]),
 ])
 def test_each_demo_control_changes_only_what_it_names(argv, names):
     base, other = _config(), _config(*argv)

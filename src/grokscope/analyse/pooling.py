@@ -8,8 +8,10 @@ random-effects meta-analysis (statsmodels ``combine_effects``, Paule-Mandel tau^
 k - 1 df for k runs): the pooled effect says what the recipe does, tau^2 and I^2 how much the runs
 disagree beyond their own sampling error. The pooled status follows the single-run rule (``delayed`` when the pooled
 effect is > 0 with q < alpha, Benjamini-Hochberg over groups; ``val leads`` when < 0; else
-``no delay``), and the spread is kept beside it: every run's status, how many runs call it
-delayed, the smallest and largest effect and the proxy delay per run.
+``no delay``; ``not learned`` when no run learned the group, whatever their effects say), and the
+spread is kept beside it: every run's status, how many runs call it delayed, the smallest and
+largest effect and the proxy delay per run. With few runs the t reference and tau^2 can leave the
+pool at ``no delay`` where every run says ``delayed``; the text says so where it happens.
 """
 from __future__ import annotations
 
@@ -70,6 +72,7 @@ def pool_timing(timings: list[pd.DataFrame], alpha: float = 0.05) -> pd.DataFram
         finite_delays = delays[np.isfinite(delays)]
         row = {"level": level, "group": group, "k": int(ok.sum()), "basis": basis,
                "n_delayed": int((g["status"] == "delayed").sum()),
+               "none_learned": bool((g["status"] == "not learned").all()),
                "statuses": "/".join(str(s) for s in g["status"]),
                "effect_min": float(eff[ok].min()) if ok.any() else float("nan"),
                "effect_max": float(eff[ok].max()) if ok.any() else float("nan"),
@@ -90,6 +93,7 @@ def pool_timing(timings: list[pd.DataFrame], alpha: float = 0.05) -> pd.DataFram
     significant = df["q"] < alpha
     df["status"] = np.select([df["k"] == 0, significant & (df["effect"] > 0), significant & (df["effect"] < 0)],
                              ["no estimate", "delayed", "val leads"], "no delay")
+    df.loc[df["none_learned"], "status"] = "not learned"
     return df[list(POOLED_COLUMNS)]
 
 
@@ -105,6 +109,12 @@ def pooled_text(df: pd.DataFrame, names: list[str]) -> str:
                      f"{r.status:<11} {r.n_delayed}/{len(names)} delayed ({r.statuses})")
     lines.append("effect: log odds ratio on correctness; m: log-prob margin effect, pooled where a run's correctness "
                  "fit separated")
+    split = df[(df["n_delayed"] == len(names)) & (df["status"] != "delayed") & (df["k"] > 1)]
+    if len(names) > 1 and not split.empty:
+        groups = ", ".join(map(str, split["group"]))
+        lines.append(f"every run says delayed but the pool does not for {groups}: the pooled interval rests on a t "
+                     f"with {len(names) - 1} df and on how much the runs differ beyond their own SEs (tau2), so it "
+                     "reaches 0; more runs narrow it")
     return "\n".join(lines)
 
 

@@ -90,6 +90,12 @@ class TestbedSettings:
     number_cues: bool = setting(False, "on: pair nouns also follow number-marking determiners (a, every, two, "
                                        "many ...) in the background; off: only the/my/his ..., so their number "
                                        "shows only in the verb", onoff=True)
+    attractor_sentences: float = setting(0.10, "share of background sentences whose verb agrees across a "
+                                               "prepositional phrase ('the kings near the sailor sleep'); the "
+                                               "other kinds keep their proportions", ge=0.0, le=0.9)
+    attractor_mismatch: float = setting(0.5, "share of those sentences whose attractor differs in number from the "
+                                             "head (only these tell agreement with the head from agreement with "
+                                             "the nearest noun)", ge=0.0, le=1.0)
     onset_fraction: float = setting(0.0, "the rule is learnable only from this fraction of the corpus on: before "
                                          "it, every agreeing form of the background text (verb, auxiliary, "
                                          "reflexive, number-marking determiner) is drawn independently of what it "
@@ -177,10 +183,13 @@ class _Grammar:
     """Random sentences of the background grammar."""
 
     def __init__(self, rng: random.Random, det_nouns: list[tuple[str, str]], filler: bool, cues: bool,
-                 weights: dict[str, float] | None = None) -> None:
+                 weights: dict[str, float] | None = None, attractor_share: float = 0.10,
+                 attractor_mismatch: float = 0.5) -> None:
         self.rng = rng
         self.objects = list(det_nouns) + list(FILLER_NOUNS)
         self.filler = filler
+        self.kinds = sentence_kinds(attractor_share, filler)
+        self.mismatch = attractor_mismatch
         self.neutral = set() if cues else {sg for sg, _ in det_nouns}
         self.scramble = False  # before the planted onset: agreeing forms drawn independently
         self.weights = weights or {}  # singular noun/person -> background weight (confounded testbed)
@@ -224,40 +233,42 @@ class _Grammar:
 
     def sentence(self) -> str:
         r = self.rng
-        kind = r.random()
+        u = r.random()
+        kind = next((k for k, upper in self.kinds if u < upper), self.kinds[-1][0])
         plural = r.random() < 0.5
-        if kind < 0.16:  # copula: "the lanterns are dusty"
+        if kind == "copula":  # "the lanterns are dusty"
             pool = self.objects if r.random() < 0.7 else PEOPLE
             adjs = ADJECTIVES if pool is self.objects else PEOPLE_ADJECTIVES
             np_ = self._np(pool, plural, adjs)
             aux = r.choice(("are", "were") if self._num(plural) else ("is", "was"))
             return sentence_text(np_ + [aux, r.choice(adjs)] + self._place(0.3))
-        if kind < 0.34:  # transitive: "the farmer carried my basket"
+        if kind == "transitive":  # "the farmer carried my basket"
             subj, _ = self._person(r.random() < 0.5)
             obj = self._np(self.objects, plural)
             return sentence_text(subj + [r.choice(TRANSITIVE_PAST)] + obj + self._place())
-        if kind < 0.50:  # intransitive, agreeing: "the bakers sleep at night"
+        if kind == "intransitive":  # agreeing: "the bakers sleep at night"
             subj, _ = self._person(plural)
             verb = r.choice(INTRANSITIVE)[1 if self._num(plural) else 0]
             return sentence_text(subj + [verb] + self._place(0.5))
-        if kind < 0.60:  # agreement across a prepositional phrase
+        if kind == "attractor":  # agreement across a prepositional phrase
             subj, _ = self._person(plural)
-            other_plural = r.random() < 0.5
+            differs = r.random() < self.mismatch  # the attractor's number differs from the head's
+            other_plural = plural != differs
             attractor = self._np(self.objects, other_plural) if r.random() < 0.5 else self._person(other_plural)[0]
             verb = r.choice(INTRANSITIVE)[1 if self._num(plural) else 0]
             return sentence_text(subj + [r.choice(PREPOSITIONS)] + attractor + [verb] + self._place(0.3))
-        if kind < 0.70:  # reflexive: "the queens blamed themselves"
+        if kind == "reflexive":  # "the queens blamed themselves"
             subj, person = self._person(plural)
             if not plural and not person[2]:
                 subj, person = self._person(True)
                 plural = True
             refl = REFLEXIVE["pl" if plural else person[2]] if not self.scramble else r.choice(list(REFLEXIVE.values()))
             return sentence_text(subj + [r.choice(REFLEXIVE_PAST), refl] + self._place(0.3))
-        if kind < 0.78:  # possession with an agreeing auxiliary: "the monks have two kettles"
+        if kind == "possession":  # possession with an agreeing auxiliary: "the monks have two kettles"
             subj, _ = self._person(plural)
             aux = "have" if self._num(plural) else "has"
             return sentence_text(subj + [aux] + self._np(self.objects, r.random() < 0.5))
-        if kind < 0.86:  # existential: "there are many lanterns in the kitchen"
+        if kind == "existential":  # "there are many lanterns in the kitchen"
             np_ = self._np(list(FILLER_NOUNS) if self.neutral else self.objects, plural)
             shown = self._num(plural)  # the number the determiner marks: a coin before the planted onset
             if shown and np_[0] not in DET_PL_ONLY:
@@ -267,17 +278,42 @@ class _Grammar:
                 if np_[1][0] in "aeiou":
                     np_[0] = "an"
             return sentence_text(["there", "are" if self._num(plural) else "is"] + np_ + self._place(0.6))
-        if kind < 0.93 and self.filler:  # demonstratives with filler nouns: "the clerk sold these bottles"
+        if kind == "demonstrative":  # demonstratives with filler nouns: "the clerk sold these bottles"
             subj, _ = self._person(r.random() < 0.5)
             sg, pl = r.choice(FILLER_NOUNS)
             return sentence_text(subj + [r.choice(TRANSITIVE_PAST), "these" if self._num(plural) else "this",
                                          pl if plural else sg]
                              + self._place())
-        # object as subject of a passive-like frame: "my kettle was lifted near the river"
+        # "passive": object as subject of a passive-like frame: "my kettle was lifted near the river"
         np_ = self._np(self.objects, plural)
         aux = "were" if self._num(plural) else "was"
         verb = r.choice(("moved", "cleaned", "opened", "sold", "found", "fixed"))
         return sentence_text(np_ + [aux, verb] + self._place(0.5))
+
+
+# the background's sentence kinds in the order they are drawn, and their shares with the default
+# attractor share (demonstratives with filler nouns only with ``filler_demonstratives``: without it
+# their share goes to the passive frame)
+SENTENCE_KINDS: tuple[tuple[str, float], ...] = (
+    ("copula", 0.16), ("transitive", 0.18), ("intransitive", 0.16), ("attractor", 0.10), ("reflexive", 0.10),
+    ("possession", 0.08), ("existential", 0.08), ("demonstrative", 0.07), ("passive", 0.07))
+
+
+def sentence_kinds(attractor_share: float, filler: bool) -> list[tuple[str, float]]:
+    """Each kind with the upper end of its interval of a uniform draw: the attractor kind gets
+    ``attractor_share``, the others share the rest in their default proportions."""
+    default = dict(SENTENCE_KINDS)
+    scale = (1.0 - attractor_share) / (1.0 - default["attractor"])
+    out, upper = [], 0.0
+    for kind, share in SENTENCE_KINDS:
+        if kind == "demonstrative" and not filler:
+            continue
+        if kind == "passive" and not filler:
+            share += default["demonstrative"]
+        upper += attractor_share if kind == "attractor" else share * scale
+        out.append((kind, upper))
+    out[-1] = (out[-1][0], 1.0)
+    return out
 
 
 def _units(pairs: list[Pair], settings: TestbedSettings, rng: random.Random) -> list[Unit]:
@@ -366,7 +402,8 @@ def generate(settings: TestbedSettings) -> Testbed:
     n_max = max(len(k) for k in forbidden) if forbidden else 2
 
     weights = background_weights(units) if settings.confounded else None
-    grammar = _Grammar(rng, det_nouns, settings.filler_demonstratives, settings.number_cues, weights)
+    grammar = _Grammar(rng, det_nouns, settings.filler_demonstratives, settings.number_cues, weights,
+                       settings.attractor_sentences, settings.attractor_mismatch)
     n_docs = settings.n_documents
     mean = settings.sentences_per_document
     documents: list[list[str]] = []

@@ -33,16 +33,24 @@ def true_verdict(settings: dict[str, Any]) -> str | None:
     return None
 
 
-def planted_onset_step(study: Study, onset_document: int, rows_per_step: int, steps: list[int]) -> int | None:
-    """The first checkpoint step whose window (rows ``[0, t·B)``) holds a row of a document from
-    ``onset_document`` on (None: no planted onset, or no such checkpoint)."""
+def cue_step(study: Study, onset_document: int, rows_per_step: int) -> int | None:
+    """The first training step whose batch holds a row of a document from ``onset_document`` on, i.e.
+    the first step that sees the cue (None: no planted onset, or the stream never reaches it)."""
     if onset_document <= 0:
         return None
     row_docs = np.load(study.tokens_dir / "row_docs.npy", mmap_mode="r")
     late = np.flatnonzero(np.asarray(row_docs) >= onset_document)
     if late.size == 0:
         return None
-    first_step = int(late[0]) // rows_per_step + 1  # window(t) holds row r once t·B > r
+    return int(late[0]) // rows_per_step + 1  # window(t) holds row r once t·B > r
+
+
+def planted_onset_step(study: Study, onset_document: int, rows_per_step: int, steps: list[int]) -> int | None:
+    """The first checkpoint step whose window (rows ``[0, t·B)``) holds a row of a document from
+    ``onset_document`` on (None: no planted onset, or no such checkpoint)."""
+    first_step = cue_step(study, onset_document, rows_per_step)
+    if first_step is None:
+        return None
     return next((s for s in steps if s >= first_step), None)
 
 
@@ -54,6 +62,7 @@ def seed_rows(study: Study, testbed_dir: Path, rows_per_step: int, seed: int) ->
     settings = gt["settings"]
     truth = true_verdict(settings)
     steps = study.scored_steps()
+    cue = cue_step(study, int(gt.get("onset_document", 0)), rows_per_step)
     planted = planted_onset_step(study, int(gt.get("onset_document", 0)), rows_per_step, steps)
     path = study.analysis_dir / "timing.parquet"
     if not path.exists():
@@ -67,7 +76,8 @@ def seed_rows(study: Study, testbed_dir: Path, rows_per_step: int, seed: int) ->
         if planted is not None and found is not None:
             within = abs(steps.index(found) - steps.index(planted)) <= 1
         rows.append({"seed": seed, "paradigm": str(r.group), "comparison": str(r.comparison),
-                     "planted_onset": planted, "found_onset": found, "onset_within_one": within,
+                     "cue_step": cue, "planted_onset": planted, "found_onset": found,
+                     "lag_steps": None if cue is None or found is None else found - cue, "onset_within_one": within,
                      "verdict": str(r.status), "true_verdict": truth,
                      "matched": None if truth is None else str(r.status) == truth})
     return rows
@@ -82,25 +92,32 @@ def across_seeds(rows: list[dict[str, Any]]) -> tuple[Any, str]:
     if df.empty:
         return df, "no analysis found in any seed"
     lines = [f"{'paradigm':<24}{'comparison':<11}{'true':<10}{'planted onset':>14}{'found onsets':>22}"
-             f"{'onset ±1':>10}{'verdicts':>30}{'matched':>9}"]
+             f"{'onset ±1':>10}{'steps after cue':>17}{'verdicts':>30}{'matched':>9}"]
     out = []
     for (uid, comp), g in df.groupby(["paradigm", "comparison"], sort=True):
         g = g.sort_values("seed")
         planted = g["planted_onset"].dropna()
+        cues = g["cue_step"].dropna()
         within = g["onset_within_one"].dropna()
         scored = g["matched"].dropna()
         row = {"paradigm": uid, "comparison": comp, "true_verdict": g["true_verdict"].iloc[0],
                "planted_onset": None if planted.empty else int(planted.iloc[0]),
+               "cue_step": None if cues.empty else int(cues.iloc[0]),
                "found_onsets": ",".join("-" if pd.isna(v) else str(int(v)) for v in g["found_onset"]),
+               "lag_steps": ",".join("-" if pd.isna(v) else str(int(v)) for v in g["lag_steps"]),
                "onset_within_one": f"{int(within.sum())}/{len(within)}" if len(within) else "-",
                "verdicts": ",".join(g["verdict"]),
                "matched": f"{int(scored.sum())}/{len(scored)}" if len(scored) else "-"}
         out.append(row)
         lines.append(f"{uid:<24}{comp:<11}{str(row['true_verdict'] or '-'):<10}"
                      f"{str(row['planted_onset'] or '-'):>14}{row['found_onsets']:>22}{row['onset_within_one']:>10}"
-                     f"{row['verdicts'][:29]:>30}{row['matched']:>9}")
+                     f"{row['lag_steps']:>17}{row['verdicts'][:29]:>30}{row['matched']:>9}")
     n_seeds = df["seed"].nunique()
+    cues_seen = df["cue_step"].dropna()
+    first_seen = f" (first seen at step {int(cues_seen.min())})" if len(cues_seen) else ""
     lines.append(f"{n_seeds} training seeds ({', '.join(str(s) for s in sorted(df['seed'].unique()))}). "
-                 "found onsets: the generalisation step of each seed; onset ±1: seeds whose found onset lies within "
-                 "one checkpoint of the planted one; matched: seeds whose verdict equals the true one.")
+                 f"planted onset: the first checkpoint whose window holds the cue{first_seen}; found onsets: the "
+                 "generalisation step of each seed; onset ±1: seeds whose found onset lies within one checkpoint of "
+                 "the planted one; steps after cue: found onset minus the first step that saw the cue; matched: seeds "
+                 "whose verdict equals the true one.")
     return pd.DataFrame(out), "\n".join(lines)
