@@ -274,7 +274,8 @@ def test_testbed_stage_generates_once_and_refuses_other_settings(tmp_path: Path)
 
 
 def test_studies_configs_load() -> None:
-    for name in ("demo.toml", "corpus_cpu.toml", "pythia.toml", "withhold_cpu.toml"):
+    for name in ("demo.toml", "corpus_cpu.toml", "pythia.toml", "withhold_cpu.toml", "paper_35m.toml",
+                 "paper_130m.toml"):
         cfg = load_config(REPO / "studies" / name)
         assert cfg.benchmark.path or cfg.testbed.enabled
     cpu = load_config(REPO / "studies" / "corpus_cpu.toml")
@@ -288,6 +289,14 @@ def test_studies_configs_load() -> None:
     py = load_config(REPO / "studies" / "pythia.toml")
     assert not py.train.enabled and len(py.score.checkpoints) >= 10
     assert py.score.checkpoints[-1].endswith("step143000")
+    small, large = (load_config(REPO / "studies" / f"paper_{n}.toml") for n in ("35m", "130m"))
+    for paper in (small, large):  # the paper's setting: from scratch, checkpoints every 100 steps, all of BLiMP
+        assert paper.train.enabled and paper.train.checkpoint_every == 100 and not paper.benchmark.paradigms
+        assert paper.data.corpus == cpu.data.corpus and paper.data.withhold == 0.0
+        # both arms (with --set data.withhold=0.5: 75.8M tokens measured) fit the stream: rows of seq_len + 1
+        assert paper.train.max_steps * paper.train.batch_size * (paper.data.seq_len + 1) < 75.8e6
+    assert (small.data, small.train.max_steps, small.train.batch_size) == (large.data, large.train.max_steps,
+                                                                             large.train.batch_size)
 
 
 # ------------------------------------------------------------------------------------------
