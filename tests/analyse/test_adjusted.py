@@ -214,3 +214,18 @@ def test_separation_by_either_side_or_by_a_covariate_gives_no_log_odds_ratio():
     assert sm.GLM(y, exact, family=sm.families.Binomial()).fit().bse[1] > 1e3
     assert np.isnan(ad.fit_effect(y, exact, groups, "binomial", 0.95)[0])
     assert np.isfinite(ad.fit_effect(y, exact, groups, "gaussian", 0.95)[0])  # OLS has no such boundary
+
+
+def test_the_log_odds_bound_does_not_apply_to_the_margin_model():
+    """``MAX_LOG_OR`` bounds a log odds ratio; a margin effect is in log-prob units and may exceed it
+    (a memorised phrase's margin can be tens of nats above an unseen one's). The Gaussian fit's estimate
+    equals OLS's coefficient however large it is (before, an interval past 15 was reported as NaN)."""
+    rng = np.random.default_rng(3)
+    n = 200
+    seen = np.arange(n) < 100
+    X = np.column_stack([np.ones(n), seen, rng.normal(size=n)])
+    y = 25.0 * seen + X[:, 2] + rng.normal(size=n)
+    groups = np.arange(n) // 4
+    est, se, p, lo, hi, _ = ad.fit_effect(y, X, groups, "gaussian", 0.95)
+    assert est == pytest.approx(sm.OLS(y, X).fit().params[1], rel=1e-8)
+    assert est > ad.MAX_LOG_OR and lo < est < hi and p < 1e-6

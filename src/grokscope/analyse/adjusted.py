@@ -239,18 +239,18 @@ def fit_effect(y: np.ndarray, X: np.ndarray, groups: np.ndarray, family: str, ci
                 res = sm.GLM(y, X, family=fam).fit(cov_type="cluster", cov_kwds={"groups": groups})
                 kind = 0.0
         est, se = float(res.params[1]), float(res.bse[1])
-        if family == "binomial" and (not res.converged or abs(est) > MAX_LOG_OR):
+        if family == "binomial" and not res.converged:
             return nan6
         # under (quasi-)separation the information diverges while the sandwich can stay small (its scores
         # vanish at the boundary): the model-based SE says whether the data bound the log odds ratio
-        bound_se = max(se, model_based_se(res)) if family == "binomial" else se
+        bound_se = model_based_se(res) if family == "binomial" else 0.0
     except (np.linalg.LinAlgError, ValueError, ZeroDivisionError):
         return nan6
     if not (np.isfinite(se) and se > 0):
         return nan6
     df = max(codes.size - 1, 1)
     q = float(stats.t.ppf(0.5 + ci / 2, df))
-    if abs(est) + q * bound_se > MAX_LOG_OR:  # not bounded by the data: quasi-separation
+    if family == "binomial" and abs(est) + q * max(se, bound_se) > MAX_LOG_OR:  # log odds not bounded by the data
         return nan6
     p = float(2 * stats.t.sf(abs(est / se), df))
     return est, se, p, est - q * se, est + q * se, kind
