@@ -45,13 +45,15 @@ def cue_step(study: Study, onset_document: int, rows_per_step: int) -> int | Non
     return int(late[0]) // rows_per_step + 1  # window(t) holds row r once t·B > r
 
 
+def first_checkpoint_from(steps: list[int], step: int | None) -> int | None:
+    """The first checkpoint at or after ``step`` (None: ``step`` is None or past the last checkpoint)."""
+    return None if step is None else next((s for s in steps if s >= step), None)
+
+
 def planted_onset_step(study: Study, onset_document: int, rows_per_step: int, steps: list[int]) -> int | None:
     """The first checkpoint step whose window (rows ``[0, t·B)``) holds a row of a document from
     ``onset_document`` on (None: no planted onset, or no such checkpoint)."""
-    first_step = cue_step(study, onset_document, rows_per_step)
-    if first_step is None:
-        return None
-    return next((s for s in steps if s >= first_step), None)
+    return first_checkpoint_from(steps, cue_step(study, onset_document, rows_per_step))
 
 
 def seed_rows(study: Study, testbed_dir: Path, rows_per_step: int, seed: int) -> list[dict[str, Any]]:
@@ -63,7 +65,7 @@ def seed_rows(study: Study, testbed_dir: Path, rows_per_step: int, seed: int) ->
     truth = true_verdict(settings)
     steps = study.scored_steps()
     cue = cue_step(study, int(gt.get("onset_document", 0)), rows_per_step)
-    planted = planted_onset_step(study, int(gt.get("onset_document", 0)), rows_per_step, steps)
+    planted = first_checkpoint_from(steps, cue)
     path = study.analysis_dir / "timing.parquet"
     if not path.exists():
         return []
